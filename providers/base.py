@@ -1,0 +1,25 @@
+"""The provider protocol: one streaming method, and a close for pooled clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Protocol, runtime_checkable
+
+from providers.types import CompletionRequest, ProviderEvent
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One route (`provider/model`) with its client, created once and reused.
+
+    `stream` yields `TextDelta`s, then `Usage` and `Finish` (in either order), and raises
+    `ProviderError` on failure. Closing the iterator early (the caller was cancelled) must
+    release the upstream response, so the vendor stops decoding and billing.
+    """
+
+    @property
+    def route(self) -> str: ...
+
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]: ...
+
+    async def aclose(self) -> None: ...
