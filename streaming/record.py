@@ -1,0 +1,29 @@
+"""What happened to one stream, filled in by the pipeline and read by the edge for its logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from providers.types import Usage
+
+Outcome = Literal["pending", "ok", "error", "client_disconnected", "cancelled"]
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    started_at: float
+    outcome: Outcome = "pending"
+    model_route: str | None = None
+    first_token_at: float | None = None
+    tokens_emitted: int = 0
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error_code: str | None = None
+    incident_id: str | None = None
+    retry_after: float | None = None
+
+    def ttft_ms(self) -> float | None:
+        if self.first_token_at is None:
+            return None
+        return round((self.first_token_at - self.started_at) * 1000, 1)

@@ -1,0 +1,66 @@
+"""A pure sentence buffer: holds streamed text until it can be released as whole sentences.
+
+Output moderation needs to see text in units a detector can judge, but users judge the stream
+by its pace, so text is released at the last sentence end, when the held text reaches
+`max_chars`, or when the oldest held character has waited `max_hold_s`. No I/O, no clock of
+its own: the caller passes `now`, which keeps it table-testable.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A sentence ends at . ! ? or an ellipsis, optionally followed by closing quotes or brackets,
+# and then whitespace or the end of what is held; a line break always ends one.
+_SENTENCE_END = re.compile(r"""(?:[.!?\u2026]+["'\u2019\u201d)\]]*(?=\s|$)|\n)""")
+
+
+class SentenceBuffer:
+    __slots__ = ("_held", "_held_since", "max_chars", "max_hold_s")
+
+    def __init__(self, max_chars: int = 400, max_hold_s: float = 0.6) -> None:
+        if max_chars < 1 or max_hold_s < 0:
+            raise ValueError("max_chars must be >= 1 and max_hold_s >= 0")
+        self.max_chars = max_chars
+        self.max_hold_s = max_hold_s
+        self._held = ""
+        self._held_since: float | None = None
+
+    @property
+    def held(self) -> str:
+        return self._held
+
+    def deadline(self) -> float | None:
+        """When the held text must be released even without a sentence end."""
+        if self._held_since is None:
+            return None
+        return self._held_since + self.max_hold_s
+
+    def push(self, text: str, now: float) -> str:
+        """Add streamed text; return what may be released now ('' to keep holding)."""
+        if not text:
+            return self.release_due(now)
+        if self._held_since is None:
+            self._held_since = now
+        self._held += text
+        if len(self._held) >= self.max_chars or now - self._held_since >= self.max_hold_s:
+            return self.drain()
+        cut = 0
+        for sentence_end in _SENTENCE_END.finditer(self._held):
+            cut = sentence_end.end()
+        if not cut:
+            return ""
+        released, self._held = self._held[:cut], self._held[cut:]
+        self._held_since = now if self._held else None
+        return released
+
+    def release_due(self, now: float) -> str:
+        """Release everything if the hold time has run out, else nothing."""
+        deadline = self.deadline()
+        if deadline is not None and now >= deadline:
+            return self.drain()
+        return ""
+
+    def drain(self) -> str:
+        released, self._held, self._held_since = self._held, "", None
+        return released
