@@ -1,0 +1,1 @@
+"""The HTTP edge: routes, validation, request context, logs."""

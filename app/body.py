@@ -1,0 +1,49 @@
+"""Reading a JSON request body within a byte limit, without buffering an oversized one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from app.errors import ApiError
+
+# The rest of an oversized body is never read, so the connection cannot be reused.
+_CLOSE = {"Connection": "close"}
+
+
+def _check_content_type(value: str | None) -> None:
+    media_type, *params = (part.strip().lower() for part in (value or "").split(";"))
+    charset_ok = all(p in ("charset=utf-8", 'charset="utf-8"') for p in params
+                     if p.startswith("charset="))
+    if media_type != "application/json" or not charset_ok:
+        raise ApiError(415, "unsupported_media_type",
+                       "Content-Type must be application/json (UTF-8).")
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    _check_content_type(request.headers.get("content-type"))
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, "body_too_large",
+                       f"The request body is larger than {max_bytes} bytes.", headers=_CLOSE)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ApiError(413, "body_too_large",
+                           f"The request body is larger than {max_bytes} bytes.", headers=_CLOSE)
+    if not body.strip():
+        raise ApiError(400, "invalid_json", "The request body is empty; send a JSON object.")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_encoding", "The request body is not valid UTF-8.") from None
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_request", "The request body must be a JSON object.")
+    return payload

@@ -1,0 +1,77 @@
+"""The `hello-ship` command."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from app.settings import Settings, SettingsError
+
+
+def load_settings_or_exit(env: Mapping[str, str]) -> Settings:
+    """Settings from `env`, or one clear line on stderr and exit status 2."""
+    try:
+        return Settings.from_env(env)
+    except SettingsError as exc:
+        print(f"hello-ship: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.jsonlog import configure_logging
+
+    # Flags override the environment; workers re-read it, so the overrides go there too.
+    if args.host is not None:
+        os.environ["HOST"] = args.host
+    if args.port is not None:
+        os.environ["PORT"] = str(args.port)
+    settings = load_settings_or_exit(os.environ)
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "app.main:app",
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        log_config=None,  # app.main configures JSON logging in every worker
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s) + 5,
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hello-ship",
+        description="A production LLM chat service streaming over Server-Sent Events.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the service",
+        description="Run the service with uvicorn. Settings come from the environment "
+                    "(see README); flags override it.",
+        epilog="example: hello-ship serve --host 0.0.0.0 --port 8080 --workers 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", help="address to bind (env HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind, 0 for any free one "
+                                                "(env PORT, default 8080)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes (default 1)")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

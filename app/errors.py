@@ -1,0 +1,72 @@
+"""The JSON error envelope every failure before a stream starts is answered with.
+
+    {"error": {"code": "...", "message": "...", "request_id": "..."}}
+
+Messages are written for the caller; they never echo the caller's input, a provider's raw
+error body, a key, or a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import context
+
+logger = logging.getLogger("hello_ship.edge")
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, *,
+                 headers: Mapping[str, str] | None = None, **fields: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.fields = fields
+
+
+def current_request_id() -> str:
+    ctx = context.current.get()
+    return ctx.request_id if ctx is not None else context.new_request_id()
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    body = {"code": error.code, "message": error.message,
+            "request_id": current_request_id(), **error.fields}
+    if error.status < 500:
+        logger.info("request_rejected", extra={"status": error.status, "code": error.code})
+    return JSONResponse({"error": body}, status_code=error.status, headers=error.headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405, in our envelope."""
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = "No such route." if exc.status_code == 404 else str(exc.detail)
+    return error_response(ApiError(exc.status_code, code, message, headers=exc.headers))
+
+
+INTERNAL_ERROR = ApiError(500, "internal_error", "Something went wrong on our side.")

@@ -1,0 +1,49 @@
+"""Building the ASGI application from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from app import routes
+from app.errors import ApiError, handle_api_error, handle_http_exception
+from app.jsonlog import flush_logs
+from app.middleware import EdgeMiddleware
+from app.service import ChatService
+from app.settings import Settings
+from providers.base import Provider
+from providers.routes import ProviderOptions, build_provider
+
+
+def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
+    """The service as an ASGI app; `provider` replaces the configured route (tests, embedding)."""
+    provider = provider or build_provider(settings.route, ProviderOptions(demo=settings.demo))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await provider.aclose()
+            flush_logs()
+
+    app = Starlette(
+        routes=[
+            Route("/health", routes.health, methods=["GET"]),
+            Route("/ready", routes.ready, methods=["GET"]),
+            Route("/chat", routes.chat, methods=["POST"]),
+            Route("/chat/stream", routes.chat_stream, methods=["POST"]),
+        ],
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+        },
+        lifespan=lifespan,
+    )
+    app.state.service = ChatService(settings, provider)
+    return EdgeMiddleware(app)

@@ -1,0 +1,13 @@
+"""The ASGI target for `uvicorn app.main:app`: settings from the environment, JSON logs."""
+
+from __future__ import annotations
+
+import os
+
+from app.cli import load_settings_or_exit
+from app.factory import create_app
+from app.jsonlog import configure_logging
+
+settings = load_settings_or_exit(os.environ)
+configure_logging(settings.log_level)
+app = create_app(settings)

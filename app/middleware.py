@@ -1,0 +1,62 @@
+"""The outermost layer, pure ASGI so streams pass through unbuffered and cancellable.
+
+It gives each request its context (request id, trace id, start time), adds `X-Request-ID` to
+every response, answers an unhandled error with the JSON envelope, and writes one JSON access
+line per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import context
+from app.errors import INTERNAL_ERROR, error_response
+
+access_logger = logging.getLogger("hello_ship.access")
+logger = logging.getLogger("hello_ship.edge")
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        ctx = context.RequestContext(
+            request_id=context.request_id_from(headers.get("x-request-id")),
+            trace_id=context.trace_id_from(headers.get("traceparent")),
+            started_at=time.monotonic(),
+        )
+        token = context.current.set(ctx)
+        id_header = (b"x-request-id", ctx.request_id.encode())
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled_error")
+            if status:
+                raise  # mid-response: the server can only abort the connection
+            await error_response(INTERNAL_ERROR)(scope, receive, send_with_id)
+        finally:
+            access_logger.info("http_access", extra={
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.monotonic() - ctx.started_at) * 1000, 1),
+            })
+            context.current.reset(token)

@@ -1,0 +1,174 @@
+"""How one pipeline run leaves the edge: as an SSE stream, or collected into one JSON body.
+
+Both run the pipeline in a task group next to a watch on the client connection, so a client
+that leaves cancels the pipeline, the provider call included, on either endpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+from sse_starlette import EventSourceResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from app.errors import ApiError, JSONResponse, error_response
+from app.settings import Settings
+from streaming.collect import collect_answer
+from streaming.frames import DoneFrame, Frame, SSEEncoder, usage_payload
+from streaming.pipeline import ChatJob, run_pipeline
+from streaming.record import StreamRecord
+
+# Deep enough to absorb a burst of tokens while a send is in flight, small enough that a
+# stalled client holds back the producer instead of buffering its whole answer.
+FRAME_BUFFER = 32
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# error code -> HTTP status on the non-streaming endpoint
+_ERROR_STATUS = {
+    "provider_unavailable": 503,
+    "shutting_down": 503,
+    "provider_error": 502,
+    "stream_interrupted": 502,
+    "output_blocked": 422,
+    "internal_error": 500,
+}
+
+OnEnd = Callable[[int], None]
+
+
+def _mark_disconnected(record: StreamRecord) -> None:
+    if record.outcome == "pending":
+        record.outcome = "client_disconnected"
+
+
+async def _sse_bytes(frames: MemoryObjectReceiveStream[Frame], retry: bytes,
+                     ) -> AsyncIterator[bytes]:
+    """SSE bytes of the frames; frames already waiting go out in one write.
+
+    Coalescing never delays a frame (it only takes what is queued when a write is due) and
+    each token keeps its own SSE frame; under load it saves a send through every middleware
+    and a syscall per token.
+    """
+    encoder = SSEEncoder()
+    yield retry
+    while True:
+        try:
+            frame = frames.receive_nowait()
+        except anyio.WouldBlock:
+            try:
+                frame = await frames.receive()
+            except anyio.EndOfStream:
+                return
+        except anyio.EndOfStream:
+            return
+        chunk = encoder.encode(frame)
+        while True:
+            try:
+                chunk += encoder.encode(frames.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        yield chunk
+
+
+class StreamResponse:
+    """`text/event-stream` of the pipeline's frames; see DESIGN.md for the frame contract."""
+
+    def __init__(self, job: ChatJob, settings: Settings, on_end: OnEnd) -> None:
+        self._job = job
+        self._settings = settings
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        job, settings = self._job, self._settings
+        frames_in, frames_out = anyio.create_memory_object_stream[Frame](FRAME_BUFFER)
+        shutdown = anyio.Event()
+
+        async def produce() -> None:
+            await run_pipeline(job, frames_in, stop=shutdown,
+                               stop_grace_s=settings.shutdown_grace_s)
+
+        async def on_disconnect(message: Message) -> None:
+            _mark_disconnected(job.record)
+
+        response = EventSourceResponse(
+            _sse_bytes(frames_out, b"retry: %d\n\n" % settings.sse_retry_ms),
+            headers=SSE_HEADERS,
+            ping=0,  # the pipeline sends heartbeats, and only when the stream is quiet
+            sep="\n",
+            data_sender_callable=produce,
+            send_timeout=settings.send_timeout_s,
+            client_close_handler_callable=on_disconnect,
+            shutdown_event=shutdown,
+            # ours cuts the answer with an error frame first; this is the backstop
+            shutdown_grace_period=settings.shutdown_grace_s + 1.0,
+        )
+        try:
+            with frames_in, frames_out:
+                await response(scope, receive, send)
+        except BaseException:
+            if job.record.outcome == "pending":
+                job.record.outcome = "cancelled"
+            raise
+        finally:
+            self._on_end(200)
+
+
+async def _cancel_on_disconnect(receive: Receive, record: StreamRecord,
+                                scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            _mark_disconnected(record)
+            scope.cancel()
+            return
+
+
+class CollectedResponse:
+    """The pipeline collected into one JSON answer, or the error envelope."""
+
+    def __init__(self, job: ChatJob, on_end: OnEnd) -> None:
+        self._job = job
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        job = self._job
+        frames_in, frames_out = anyio.create_memory_object_stream[Frame](FRAME_BUFFER)
+        answer = None
+        status = 200
+        try:
+            with frames_in, frames_out:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(_cancel_on_disconnect, receive, job.record,
+                                     group.cancel_scope)
+                    group.start_soon(run_pipeline, job, frames_in)
+                    answer = await collect_answer(frames_out)
+                    group.cancel_scope.cancel()
+            if answer is None:  # the client left; nobody is there to answer
+                status = 499
+                return
+            terminal = answer.terminal
+            if isinstance(terminal, DoneFrame):
+                response = JSONResponse({
+                    "answer": answer.text,
+                    "request_id": job.request_id,
+                    "model_route": terminal.model_route,
+                    "finish_reason": terminal.finish_reason,
+                    "usage": usage_payload(terminal.usage),
+                })
+            else:
+                headers = {}
+                status = _ERROR_STATUS.get(terminal.code, 500)
+                if status == 503:
+                    headers["Retry-After"] = str(math.ceil(terminal.retry_after or 1))
+                response = error_response(ApiError(
+                    status, terminal.code, terminal.message, headers=headers,
+                    incident_id=terminal.incident_id, retryable=terminal.retryable,
+                    tokens_emitted=terminal.tokens_emitted))
+            status = response.status_code
+            await response(scope, receive, send)
+        finally:
+            self._on_end(status)

@@ -1,0 +1,53 @@
+"""Thin handlers: validate at the edge, hand the work to the chat service."""
+
+from __future__ import annotations
+
+from sse_starlette.sse import AppStatus
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from app import context
+from app.body import read_json_object
+from app.errors import JSONResponse
+from app.responses import CollectedResponse, StreamResponse
+from app.schemas import parse_chat
+from app.service import ChatService
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    service: ChatService = request.app.state.service
+    routes = [{"route": service.provider.route, "ready": True}]
+    # Set when the server got its exit signal: stop taking traffic while streams finish.
+    if AppStatus.should_exit:
+        return JSONResponse({"status": "not_ready", "reasons": ["draining"], "routes": routes},
+                            status_code=503)
+    return JSONResponse({"status": "ready", "routes": routes})
+
+
+async def _start(request: Request, *, stream: bool) -> ASGIApp:
+    service: ChatService = request.app.state.service
+    payload = await read_json_object(request, service.settings.max_body_bytes)
+    chat = parse_chat(payload, service.limits)
+    ctx = context.current.get()
+    assert ctx is not None, "EdgeMiddleware sets the request context"
+    job = service.start(chat, ctx, stream=stream)
+
+    def on_end(http_status: int) -> None:
+        service.finish(chat, job, stream=stream, http_status=http_status)
+
+    if stream:
+        return StreamResponse(job, service.settings, on_end)
+    return CollectedResponse(job, on_end)
+
+
+async def chat(request: Request) -> ASGIApp:
+    return await _start(request, stream=False)
+
+
+async def chat_stream(request: Request) -> ASGIApp:
+    return await _start(request, stream=True)

@@ -1,0 +1,103 @@
+"""Validating a chat request body into the vendor-neutral messages the pipeline takes.
+
+The tenant is never read from the body. Unknown fields are refused rather than ignored, so a
+typo such as `max_token` fails loudly instead of silently running with the default.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import ApiError
+from providers.types import Message, Role
+
+ROLES: tuple[Role, ...] = ("user", "assistant", "system")
+_FIELDS = frozenset({"message", "messages", "max_tokens", "feature"})
+_FEATURE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    max_input_chars: int
+    max_messages: int
+    max_output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatInput:
+    messages: tuple[Message, ...]
+    max_tokens: int  # already clamped to the server's limit
+    feature: str
+
+    @property
+    def input_chars(self) -> int:
+        return sum(len(m.content) for m in self.messages)
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(422, "invalid_request", message)
+
+
+def _content(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _invalid(f"{where} must be a string.")
+    if not value.strip():
+        raise _invalid(f"{where} must not be empty.")
+    return value
+
+
+def _messages(payload: dict[str, Any], limits: InputLimits) -> tuple[Message, ...]:
+    has_one, has_many = "message" in payload, "messages" in payload
+    if has_one == has_many:
+        raise _invalid("Send exactly one of 'message' (a string) or 'messages' (a list).")
+    if has_one:
+        return (Message("user", _content(payload["message"], "'message'")),)
+    raw = payload["messages"]
+    if not isinstance(raw, list) or not raw:
+        raise _invalid("'messages' must be a non-empty list.")
+    if len(raw) > limits.max_messages:
+        raise ApiError(413, "input_too_large",
+                       f"At most {limits.max_messages} messages are accepted.")
+    messages = []
+    for index, item in enumerate(raw):
+        where = f"messages[{index}]"
+        if not isinstance(item, dict):
+            raise _invalid(f"{where} must be an object with 'role' and 'content'.")
+        extra = set(item) - {"role", "content"}
+        if extra:
+            raise _invalid(f"{where} has unknown field(s): {', '.join(sorted(extra))}.")
+        role = item.get("role")
+        if role not in ROLES:
+            raise _invalid(f"{where}.role must be one of: {', '.join(ROLES)}.")
+        messages.append(Message(role, _content(item.get("content"), f"{where}.content")))
+    if not any(m.role == "user" for m in messages):
+        raise _invalid("'messages' must contain at least one message with role 'user'.")
+    return tuple(messages)
+
+
+def _max_tokens(value: Any, limits: InputLimits) -> int:
+    if value is None:
+        return limits.max_output_tokens
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid("'max_tokens' must be an integer.")
+    if value < 1:
+        raise _invalid("'max_tokens' must be at least 1.")
+    return min(value, limits.max_output_tokens)
+
+
+def parse_chat(payload: dict[str, Any], limits: InputLimits) -> ChatInput:
+    unknown = set(payload) - _FIELDS
+    if unknown:
+        names = sorted(name[:40] for name in unknown)[:5]
+        raise _invalid(f"Unknown field(s): {', '.join(names)}; "
+                       f"accepted: {', '.join(sorted(_FIELDS))}.")
+    messages = _messages(payload, limits)
+    if sum(len(m.content) for m in messages) > limits.max_input_chars:
+        raise ApiError(413, "input_too_large",
+                       f"The input is longer than {limits.max_input_chars} characters.")
+    feature = payload.get("feature", "default")
+    if not isinstance(feature, str) or not _FEATURE.fullmatch(feature):
+        raise _invalid("'feature' must be 1-64 characters of letters, digits and _ . : -")
+    return ChatInput(messages, _max_tokens(payload.get("max_tokens"), limits), feature)

@@ -1,0 +1,98 @@
+"""The chat service: turns a validated request into a pipeline job and logs its life.
+
+Both endpoints go through here, so `/chat` and `/chat/stream` share limits, logs and the
+pipeline; they differ only in how the frames leave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+
+from app.context import RequestContext
+from app.schemas import ChatInput, InputLimits
+from app.settings import Settings
+from providers.base import Provider
+from providers.tokens import count_tokens
+from providers.types import CompletionRequest, Message
+from streaming.moderation import Moderator, OutputStage, PassThrough
+from streaming.pipeline import ChatJob
+from streaming.record import StreamRecord
+
+logger = logging.getLogger("hello_ship.request")
+
+TENANT_ANONYMOUS = "anonymous"
+
+
+class ChatService:
+    def __init__(self, settings: Settings, provider: Provider,
+                 moderator: Moderator | None = None) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.moderator = moderator or PassThrough()
+        self.limits = InputLimits(
+            max_input_chars=settings.max_input_chars,
+            max_messages=settings.max_messages,
+            max_output_tokens=settings.max_output_tokens,
+        )
+        self._system: tuple[Message, ...] = (
+            (Message("system", settings.system_prompt),) if settings.system_prompt else ())
+
+    def start(self, chat: ChatInput, ctx: RequestContext, *, stream: bool) -> ChatJob:
+        """Build the job and write the request's start line."""
+        messages = self._system + chat.messages
+        job = ChatJob(
+            request_id=ctx.request_id,
+            request=CompletionRequest(messages=messages, max_tokens=chat.max_tokens),
+            provider=self.provider,
+            stage=OutputStage(self.moderator),
+            record=StreamRecord(started_at=ctx.started_at),
+            heartbeat_s=self.settings.heartbeat_s if stream else None,
+        )
+        logger.info("request_start", extra={
+            **self._labels(chat, stream),
+            "input_messages": len(chat.messages),
+            "input_chars": chat.input_chars,
+            "input_hash": self._text_hash(chat.messages),
+            "input_tokens_est": sum(count_tokens(m.content) for m in messages),
+            "max_tokens": chat.max_tokens,
+        })
+        return job
+
+    def finish(self, chat: ChatInput, job: ChatJob, *, stream: bool, http_status: int) -> None:
+        """Write the request's end line from what the pipeline recorded."""
+        record = job.record
+        usage = record.usage
+        logger.info("request_end", extra={
+            **self._labels(chat, stream),
+            "model_route": record.model_route or self.provider.route,
+            "status": record.outcome,
+            "http_status": http_status,
+            "latency_ms": round((time.monotonic() - record.started_at) * 1000, 1),
+            "ttft_ms": record.ttft_ms(),
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "tokens_emitted": record.tokens_emitted,
+            "finish_reason": record.finish_reason,
+            "error_code": record.error_code,
+            "incident_id": record.incident_id,
+        })
+
+    def _labels(self, chat: ChatInput, stream: bool) -> dict[str, object]:
+        return {
+            "tenant_id": TENANT_ANONYMOUS,
+            "feature": chat.feature,
+            "model_route": self.provider.route,
+            "prompt_version": self.settings.prompt_version,
+            "stream": stream,
+        }
+
+    def _text_hash(self, messages: tuple[Message, ...]) -> str:
+        """A keyed hash of the user's text: lets lines be correlated, never reversed."""
+        digest = hmac.new(self.settings.log_hash_key, digestmod=hashlib.sha256)
+        for message in messages:
+            digest.update(message.role.encode() + b"\0")
+            digest.update(message.content.encode("utf-8", "surrogatepass") + b"\0")
+        return digest.hexdigest()[:16]

@@ -1,0 +1,123 @@
+"""Service settings, read once from the environment into a frozen object and validated.
+
+Every limit has a safe default. A bad value stops start-up with one `SettingsError` line naming
+the variable, so a typo fails the deploy instead of the first request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from providers.demo import DemoConfig
+from providers.routes import DEFAULT_MODELS, PROVIDER_KINDS, RouteSpec, parse_route
+
+T = TypeVar("T", int, float)
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"invalid configuration: {variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    route: RouteSpec = RouteSpec("demo", DEFAULT_MODELS["demo"])
+    max_output_tokens: int = 1024
+    max_input_chars: int = 32_000
+    max_messages: int = 64
+    max_body_bytes: int = 1_048_576
+    heartbeat_s: float = 15.0
+    sse_retry_ms: int = 3000
+    send_timeout_s: float = 30.0
+    shutdown_grace_s: float = 10.0
+    prompt_version: str = "unversioned"
+    system_prompt: str = ""
+    log_level: str = "INFO"
+    # Keys the hashes of user text in logs; random per process unless set, so such hashes
+    # then only correlate lines of one process.
+    log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    demo: DemoConfig = DemoConfig()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return _read(_Env(env))
+
+
+class _Env:
+    """Typed reads of environment variables; blank counts as unset."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def number(self, name: str, default: T, kind: Callable[[str], T],
+               low: T, high: T) -> T:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise SettingsError(name, f"must be {noun}, got {raw!r}") from None
+        if not low <= value <= high:  # also rejects nan
+            raise SettingsError(name, f"must be between {low} and {high}, got {raw!r}")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise SettingsError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+def _read(env: _Env) -> Settings:
+    for unsupported in ("FALLBACK_MODEL", "HELLO_SHIP_CONFIG"):
+        if env.raw(unsupported):
+            raise SettingsError(unsupported, "is not supported by this version yet; unset it")
+    provider = env.choice("LLM_PROVIDER", "demo", PROVIDER_KINDS)
+    primary = env.text("PRIMARY_MODEL", DEFAULT_MODELS[provider])
+    try:
+        route = parse_route(primary, provider)
+    except ValueError as exc:
+        raise SettingsError("PRIMARY_MODEL", str(exc)) from None
+    hash_key = env.raw("LOG_HASH_KEY")
+    fail_after = env.number("DEMO_FAIL_AFTER_TOKENS", -1, int, -1, 1_000_000)
+    return Settings(
+        host=env.text("HOST", "127.0.0.1"),
+        port=env.number("PORT", 8080, int, 0, 65535),
+        route=route,
+        max_output_tokens=env.number("MAX_OUTPUT_TOKENS", 1024, int, 1, 1_000_000),
+        max_input_chars=env.number("MAX_INPUT_CHARS", 32_000, int, 1, 10_000_000),
+        max_messages=env.number("MAX_MESSAGES", 64, int, 1, 10_000),
+        max_body_bytes=env.number("MAX_BODY_BYTES", 1_048_576, int, 1024, 100 * 2**20),
+        heartbeat_s=env.number("HEARTBEAT_S", 15.0, float, 0.01, 3600.0),
+        sse_retry_ms=env.number("SSE_RETRY_MS", 3000, int, 0, 3_600_000),
+        send_timeout_s=env.number("SEND_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
+        shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10.0, float, 0.0, 3600.0),
+        prompt_version=env.text("PROMPT_VERSION", "unversioned"),
+        system_prompt=env.raw("SYSTEM_PROMPT") or "",
+        log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
+        log_hash_key=hash_key.encode() if hash_key else secrets.token_bytes(32),
+        demo=DemoConfig(
+            ttft_s=env.number("DEMO_TTFT_MS", 300.0, float, 0.0, 600_000.0) / 1000,
+            token_delay_s=env.number("DEMO_TOKEN_DELAY_MS", 30.0, float, 0.0, 60_000.0) / 1000,
+            answer_tokens=env.number("DEMO_ANSWER_TOKENS", 60, int, 1, 1_000_000),
+            fail_after_tokens=None if fail_after < 0 else fail_after,
+            fail_status=env.number("DEMO_FAIL_STATUS", 503, int, 400, 599),
+        ),
+    )
