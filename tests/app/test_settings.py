@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app.settings import Settings, SettingsError
+from providers.routes import RouteSpec
+
+
+def test_nothing_set_runs_the_demo_on_loopback() -> None:
+    settings = Settings.from_env({})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+    assert settings.route == RouteSpec("demo", "hello-1")
+    assert settings.heartbeat_s == 15.0
+    assert settings.max_output_tokens == 1024
+
+
+def test_values_are_read_and_typed() -> None:
+    settings = Settings.from_env({
+        "PORT": "9000", "HEARTBEAT_S": "2.5", "MAX_OUTPUT_TOKENS": "256",
+        "PRIMARY_MODEL": "demo/other", "DEMO_TTFT_MS": "120", "DEMO_FAIL_AFTER_TOKENS": "4",
+        "LOG_LEVEL": "DEBUG", "PROMPT_VERSION": "faq-v3", "HOST": "0.0.0.0",
+    })
+    assert settings.port == 9000 and settings.heartbeat_s == 2.5
+    assert settings.max_output_tokens == 256
+    assert settings.route.name == "demo/other"
+    assert settings.demo.ttft_s == pytest.approx(0.12)
+    assert settings.demo.fail_after_tokens == 4
+    assert settings.log_level == "DEBUG" and settings.prompt_version == "faq-v3"
+
+
+def test_blank_values_count_as_unset() -> None:
+    assert Settings.from_env({"PORT": "  ", "PRIMARY_MODEL": ""}).port == 8080
+
+
+@pytest.mark.parametrize(("env", "variable", "reason"), [
+    ({"PORT": "eighty"}, "PORT", "must be an integer"),
+    ({"PORT": "70000"}, "PORT", "between 0 and 65535"),
+    ({"HEARTBEAT_S": "0"}, "HEARTBEAT_S", "between"),
+    ({"HEARTBEAT_S": "nan"}, "HEARTBEAT_S", "between"),
+    ({"MAX_OUTPUT_TOKENS": "-1"}, "MAX_OUTPUT_TOKENS", "between"),
+    ({"LLM_PROVIDER": "skynet"}, "LLM_PROVIDER", "must be one of"),
+    ({"PRIMARY_MODEL": "nope/x"}, "PRIMARY_MODEL", "unknown provider"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "must be one of"),
+    ({"FALLBACK_MODEL": "demo/b"}, "FALLBACK_MODEL", "not supported"),
+])
+def test_invalid_values_name_the_variable(env: dict[str, str], variable: str,
+                                          reason: str) -> None:
+    with pytest.raises(SettingsError, match=reason) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"invalid configuration: {variable}: ")
+
+
+def test_serve_refuses_to_start_with_one_clear_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "app.cli", "serve"],
+                            env={"PATH": "", "HEARTBEAT_S": "soon"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "hello-ship: invalid configuration: HEARTBEAT_S: must be a number, got 'soon'"]
+    assert result.stdout == ""
+
+
+def test_the_uvicorn_target_refuses_the_same_way() -> None:
+    result = subprocess.run([sys.executable, "-c", "import app.main"],
+                            env={"PATH": "", "PORT": "x"}, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert "PORT: must be an integer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_help_gives_an_example() -> None:
+    result = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--help"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "example: hello-ship serve" in result.stdout
+    assert "--workers" in result.stdout

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import anyio
+import pytest
+
+from providers.errors import ProviderRateLimited, ProviderRejected, ProviderUnavailable
+from providers.types import CompletionRequest, Finish, Message, Usage
+from streaming.frames import (
+    DoneFrame,
+    ErrorFrame,
+    Frame,
+    HeartbeatFrame,
+    MetaFrame,
+    TokenFrame,
+)
+from streaming.moderation import OutputBlocked, OutputStage, PassThrough
+from streaming.pipeline import ChatJob, run_pipeline
+from streaming.record import StreamRecord
+from tests.fakes import Fail, ScriptedProvider, Sleep, Step, words
+
+REQUEST = CompletionRequest(messages=(Message("user", "hello there"),), max_tokens=100)
+
+
+def make_job(provider: ScriptedProvider, heartbeat_s: float | None = None,
+             stage: OutputStage | None = None) -> ChatJob:
+    return ChatJob(request_id="req_test", request=REQUEST, provider=provider,
+                   stage=stage or OutputStage(PassThrough()),
+                   record=StreamRecord(started_at=time.monotonic()), heartbeat_s=heartbeat_s)
+
+
+async def frames_of(job: ChatJob, **options: object) -> list[Frame]:
+    send, receive = anyio.create_memory_object_stream[Frame](32)
+    with receive:
+        async with anyio.create_task_group() as group:
+            group.start_soon(partial(run_pipeline, job, send, **options))  # type: ignore[arg-type]
+            return [frame async for frame in receive]
+
+
+def terminals(frames: list[Frame]) -> list[Frame]:
+    return [f for f in frames if isinstance(f, DoneFrame | ErrorFrame)]
+
+
+def text_of(frames: list[Frame]) -> str:
+    return "".join(f.token for f in frames if isinstance(f, TokenFrame))
+
+
+async def test_a_full_answer_is_meta_tokens_done() -> None:
+    provider = ScriptedProvider([*words("Hi there friend."), Usage(3, 3), Finish("stop")])
+    job = make_job(provider)
+    frames = await frames_of(job)
+    assert frames[0] == MetaFrame("req_test", "fake/scripted")
+    assert text_of(frames) == "Hi there friend."
+    assert frames[-1] == DoneFrame("stop", Usage(3, 3), "fake/scripted")
+    assert len(terminals(frames)) == 1
+    assert job.record.outcome == "ok"
+    assert job.record.tokens_emitted == 3
+    assert job.record.first_token_at is not None
+
+
+async def test_missing_usage_is_counted_by_us() -> None:
+    frames = await frames_of(make_job(ScriptedProvider(words("one two"))))
+    done = frames[-1]
+    assert isinstance(done, DoneFrame)
+    assert done.usage == Usage(input_tokens=2, output_tokens=2)
+
+
+async def test_an_empty_answer_still_has_meta_and_done() -> None:
+    frames = await frames_of(make_job(ScriptedProvider([Finish("stop")])))
+    assert [type(f) for f in frames] == [MetaFrame, DoneFrame]
+
+
+@pytest.mark.parametrize(("error", "code", "retryable"), [
+    (ProviderUnavailable("down", status_code=503), "provider_unavailable", True),
+    (ProviderRateLimited("slow down", status_code=429, retry_after=2.0),
+     "provider_unavailable", True),
+    (ProviderRejected("bad request", status_code=400), "provider_error", False),
+    (RuntimeError("a bug"), "internal_error", True),
+])
+async def test_failure_before_the_first_token_is_one_error_frame(
+        error: Exception, code: str, retryable: bool) -> None:
+    job = make_job(ScriptedProvider([Sleep(0.01), Fail(error)]))
+    frames = await frames_of(job)
+    assert len(frames) == 1
+    (frame,) = frames
+    assert isinstance(frame, ErrorFrame)
+    assert (frame.code, frame.retryable, frame.tokens_emitted) == (code, retryable, 0)
+    assert frame.incident_id.startswith("inc_")
+    assert frame.request_id == "req_test"
+    assert job.record.outcome == "error"
+    assert job.record.error_code == code
+    if isinstance(error, ProviderRateLimited):
+        assert frame.retry_after == 2.0
+
+
+async def test_failure_after_tokens_keeps_them_and_ends_with_one_error() -> None:
+    script: list[Step] = [*words("partial answer here"), Fail(ProviderUnavailable("x"))]
+    frames = await frames_of(make_job(ScriptedProvider(script)))
+    assert text_of(frames) == "partial answer here"
+    assert len(terminals(frames)) == 1
+    error = frames[-1]
+    assert isinstance(error, ErrorFrame)
+    assert error.code == "stream_interrupted"
+    assert error.tokens_emitted == 3
+
+
+async def test_heartbeats_fill_a_quiet_stream_only() -> None:
+    quiet = await frames_of(make_job(ScriptedProvider([Sleep(0.35), "late"]), heartbeat_s=0.1))
+    beats_before_meta = 0
+    for frame in quiet:
+        if isinstance(frame, MetaFrame):
+            break
+        beats_before_meta += isinstance(frame, HeartbeatFrame)
+    assert beats_before_meta >= 2
+
+    busy = await frames_of(make_job(ScriptedProvider(words("a b c d e f g h i j k l m n o p",
+                                                          delay=0.02)), heartbeat_s=0.1))
+    assert not any(isinstance(f, HeartbeatFrame) for f in busy)
+    assert text_of(busy).startswith("a b c")
+
+
+async def test_cancelling_the_reader_closes_the_provider_stream_at_once() -> None:
+    provider = ScriptedProvider(words("never ending " * 200, delay=0.01))
+    job = make_job(provider, heartbeat_s=0.05)
+    send, receive = anyio.create_memory_object_stream[Frame](32)
+    seen: list[Frame] = []
+    with receive:
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_pipeline, job, send)
+            async for frame in receive:
+                seen.append(frame)
+                if isinstance(frame, TokenFrame):
+                    group.cancel_scope.cancel()  # the client left
+                    break
+    assert provider.closed_early == 1
+    assert provider.open_streams == 0
+    assert not terminals(seen)
+    assert job.record.outcome == "pending"  # the edge records why it was cancelled
+
+
+async def test_shutdown_cuts_a_long_answer_with_one_error_frame() -> None:
+    provider = ScriptedProvider(words("long answer " * 100, delay=0.01))
+    stop = anyio.Event()
+    job = make_job(provider, heartbeat_s=5)
+
+    async def shut_down_soon() -> None:
+        await anyio.sleep(0.05)
+        stop.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(shut_down_soon)
+        frames = await frames_of(job, stop=stop, stop_grace_s=0.05)
+    assert text_of(frames)
+    (terminal,) = terminals(frames)
+    assert isinstance(terminal, ErrorFrame)
+    assert terminal.code == "shutting_down" and terminal.retryable
+    assert provider.closed_early == 1
+
+
+async def test_shutdown_lets_an_answer_finish_within_the_grace() -> None:
+    stop = anyio.Event()
+    stop.set()
+    frames = await frames_of(make_job(ScriptedProvider(words("short one", delay=0.01))),
+                             stop=stop, stop_grace_s=1.0)
+    assert isinstance(frames[-1], DoneFrame)
+    assert text_of(frames) == "short one"
+
+
+class SentenceRecorder:
+    needs_sentences = True
+
+    def __init__(self, block_on: str | None = None) -> None:
+        self.reviewed: list[str] = []
+        self.block_on = block_on
+
+    def review(self, text: str) -> str:
+        self.reviewed.append(text)
+        if self.block_on and self.block_on in text:
+            raise OutputBlocked()
+        return text.replace("secret", "[redacted]")
+
+
+async def test_a_sentence_moderator_sees_whole_sentences_and_can_redact() -> None:
+    moderator = SentenceRecorder()
+    frames = await frames_of(make_job(
+        ScriptedProvider(words("First one. The secret part. Tail")),
+        stage=OutputStage(moderator)))
+    assert moderator.reviewed == ["First one.", " The secret part.", " Tail"]
+    assert text_of(frames) == "First one. The [redacted] part. Tail"
+    assert isinstance(frames[-1], DoneFrame)
+
+
+async def test_a_blocking_moderator_stops_the_stream_and_the_provider() -> None:
+    provider = ScriptedProvider(words("Fine here. Forbidden words now. More text", delay=0.01))
+    frames = await frames_of(make_job(provider, stage=OutputStage(SentenceRecorder("Forbidden"))))
+    assert text_of(frames) == "Fine here."
+    (terminal,) = terminals(frames)
+    assert isinstance(terminal, ErrorFrame) and terminal.code == "output_blocked"
+    assert provider.closed_early == 1

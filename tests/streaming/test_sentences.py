@@ -1,0 +1,35 @@
+import pytest
+
+from streaming.sentences import SentenceBuffer
+
+
+@pytest.mark.parametrize(("pushes", "released"), [
+    # (text, now) pushes -> what each push releases
+    ([("Hello", 0.0), (" world.", 0.1)], ["", "Hello world."]),
+    ([("One. Two", 0.0)], ["One."]),
+    ([("Wait!", 0.0), (" Really?", 0.1), (" Yes", 0.2)], ["Wait!", " Really?", ""]),
+    ([("He said \"no.\"", 0.0), (" Then", 0.1)], ["He said \"no.\"", ""]),
+    ([("line one\nline", 0.0)], ["line one\n"]),
+    ([("3.14 is pi", 0.0)], [""]),
+    ([("x" * 20, 0.0)], ["x" * 20]),                  # max_chars reached
+    ([("slow", 0.0), (" and", 0.5), (" steady", 0.7)], ["", "", "slow and steady"]),
+])
+def test_release_points(pushes: list[tuple[str, float]], released: list[str]) -> None:
+    buffer = SentenceBuffer(max_chars=20, max_hold_s=0.6)
+    assert [buffer.push(text, now) for text, now in pushes] == released
+
+
+def test_hold_time_counts_from_the_oldest_held_text() -> None:
+    buffer = SentenceBuffer(max_chars=100, max_hold_s=0.5)
+    assert buffer.push("First. sec", 0.0) == "First."
+    assert buffer.deadline() == 0.0 + 0.5
+    assert buffer.release_due(0.4) == ""
+    assert buffer.release_due(0.5) == " sec"
+    assert buffer.deadline() is None
+
+
+def test_drain_returns_everything_held() -> None:
+    buffer = SentenceBuffer(max_chars=100, max_hold_s=5)
+    buffer.push("no end", 0.0)
+    assert buffer.drain() == "no end"
+    assert buffer.held == ""
