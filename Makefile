@@ -1,0 +1,41 @@
+# Two commands do everything on a fresh machine with Python 3.11+:
+#   make serve   set up and run the service on the embedded demo provider (127.0.0.1:8080)
+#   make test    set up and run lint, type checks and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+
+.PHONY: serve test bench lock clean
+
+$(VENV)/.runtime: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(PIP) install -c constraints.txt -e '.[test]'
+	touch $@
+
+serve: $(VENV)/.runtime
+	$(BIN)/hello-ship serve
+
+test: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: $(VENV)/.runtime
+	$(BIN)/python bench/relay.py
+
+# Re-resolve the dependency ranges in pyproject.toml and record what resolved.
+lock:
+	rm -rf $(VENV)-lock
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install --quiet '.[test]'
+	{ echo "# Exact versions the test suite passed with; installs use them as constraints (make lock regenerates)."; \
+	  $(VENV)-lock/bin/python -m pip freeze --exclude hello-ship; } > constraints.txt
+	rm -rf $(VENV)-lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
