@@ -158,7 +158,8 @@ def main() -> None:
         print(f"{'streams':>8} {'token frames/s':>15} {'streams/s':>10} {'median TTFT ms':>15}")
         for level in (int(x) for x in args.levels.split(",")):
             runs = [run(drive(port, level, args.seconds)) for _ in range(args.repeat)]
-            frames, streams, ttft = (statistics.median(column) for column in zip(*runs))
+            frames, streams, ttft = (statistics.median(figure)
+                                     for figure in zip(*runs, strict=True))
             print(f"{level:>8} {frames:>15,.0f} {streams:>10,.1f} {ttft:>15.2f}")
     finally:
         service.send_signal(signal.SIGTERM)
