@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 from app import routes
 from app.errors import ApiError, handle_api_error, handle_http_exception
 from app.jsonlog import flush_logs
+from app.lifecycle import Lifecycle
 from app.middleware import EdgeMiddleware
 from app.service import ChatService
 from app.settings import Settings
@@ -24,11 +25,15 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
     """The service as an ASGI app; `provider` replaces the configured route (tests, embedding)."""
     provider = provider or build_provider(settings.route, ProviderOptions(demo=settings.demo))
 
+    lifecycle = Lifecycle(settings.drain_delay_s)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        restore_signal_handler = lifecycle.install()
         try:
             yield
         finally:
+            restore_signal_handler()
             await provider.aclose()
             flush_logs()
 
@@ -46,4 +51,5 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.service = ChatService(settings, provider)
+    app.state.lifecycle = lifecycle
     return EdgeMiddleware(app)

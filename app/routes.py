@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sse_starlette.sse import AppStatus
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
@@ -10,6 +9,7 @@ from starlette.types import ASGIApp
 from app import context
 from app.body import read_json_object
 from app.errors import JSONResponse
+from app.lifecycle import Lifecycle
 from app.responses import CollectedResponse, StreamResponse
 from app.schemas import parse_chat
 from app.service import ChatService
@@ -21,9 +21,9 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     service: ChatService = request.app.state.service
+    lifecycle: Lifecycle = request.app.state.lifecycle
     routes = [{"route": service.provider.route, "ready": True}]
-    # Set when the server got its exit signal: stop taking traffic while streams finish.
-    if AppStatus.should_exit:
+    if lifecycle.draining:
         return JSONResponse({"status": "not_ready", "reasons": ["draining"], "routes": routes},
                             status_code=503)
     return JSONResponse({"status": "ready", "routes": routes})

@@ -38,6 +38,7 @@ class Settings:
     sse_retry_ms: int = 3000
     send_timeout_s: float = 30.0
     shutdown_grace_s: float = 10.0
+    drain_delay_s: float = 0.0
     prompt_version: str = "unversioned"
     system_prompt: str = ""
     log_level: str = "INFO"
@@ -109,6 +110,7 @@ def _read(env: _Env) -> Settings:
         sse_retry_ms=env.number("SSE_RETRY_MS", 3000, int, 0, 3_600_000),
         send_timeout_s=env.number("SEND_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
         shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10.0, float, 0.0, 3600.0),
+        drain_delay_s=env.number("DRAIN_DELAY_S", 0.0, float, 0.0, 3600.0),
         prompt_version=env.text("PROMPT_VERSION", "unversioned"),
         system_prompt=env.raw("SYSTEM_PROMPT") or "",
         log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
