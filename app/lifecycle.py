@@ -48,8 +48,11 @@ class Lifecycle:
             loop.call_soon_threadsafe(loop.call_later, self.drain_delay_s, server_handler,
                                       signum, frame)
 
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, server_handler)
+
         signal.signal(signal.SIGTERM, drain_then_stop)
-        return lambda: signal.signal(signal.SIGTERM, server_handler)
+        return restore
 
     def _start_draining(self) -> None:
         if not self.draining:
