@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import ApiError, JSONResponse, error_response
@@ -109,6 +110,10 @@ class StreamResponse:
         try:
             with frames_in, frames_out:
                 await response(scope, receive, send)
+        except SendTimeoutError:
+            # The client stopped reading for SEND_TIMEOUT_S: the pipeline and the provider
+            # call are already cancelled; returning lets the server drop the connection.
+            job.record.outcome = "client_stalled"
         except BaseException:
             if job.record.outcome == "pending":
                 job.record.outcome = "cancelled"

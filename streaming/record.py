@@ -7,7 +7,9 @@ from typing import Literal
 
 from providers.types import Usage
 
-Outcome = Literal["pending", "ok", "error", "client_disconnected", "cancelled"]
+Outcome = Literal[
+    "pending", "ok", "error", "client_disconnected", "client_stalled", "cancelled",
+]
 
 
 @dataclass(slots=True)
