@@ -54,11 +54,17 @@ def error_response(error: ApiError) -> JSONResponse:
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+INTERNAL_ERROR = ApiError(500, "internal_error", "Something went wrong on our side.")
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """A bug below the edge: the envelope, never a stack trace (the edge logs the error)."""
+    return error_response(INTERNAL_ERROR)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -69,4 +75,3 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(exc.status_code, code, message, headers=exc.headers))
 
 
-INTERNAL_ERROR = ApiError(500, "internal_error", "Something went wrong on our side.")

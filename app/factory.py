@@ -11,7 +11,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from app import routes
-from app.errors import ApiError, handle_api_error, handle_http_exception
+from app.errors import (
+    ApiError,
+    handle_api_error,
+    handle_http_exception,
+    handle_unexpected,
+)
 from app.jsonlog import flush_logs
 from app.lifecycle import Lifecycle
 from app.middleware import EdgeMiddleware
@@ -35,7 +40,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
         finally:
             restore_signal_handler()
             await provider.aclose()
-            flush_logs()
+            flush_logs(then_direct=True)  # the event loop is ending: no need to spare it
 
     app = Starlette(
         routes=[
@@ -47,6 +52,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
         },
         lifespan=lifespan,
     )

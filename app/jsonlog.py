@@ -1,11 +1,14 @@
 """JSON log lines on stdout, written off the event loop.
 
 Every record becomes one orjson object with `ts`, `level`, `logger`, `event` (the message),
-the `request_id` and `trace_id` of the task that logged it, and the record's `extra` fields.
-Records are handed to a queue and written by a listener thread, so a slow log pipe never
-stalls the event loop. `flush_logs` writes out what is queued; it runs at exit, at the end of
-the app's lifespan, and before the process dies of the SIGTERM uvicorn re-raises after a
-graceful shutdown (which skips exit handlers).
+`pid`, the `request_id` and `trace_id` of the task that logged it, and the record's `extra`
+fields. Exceptions are logged as their types and stack frames only: exception messages are
+where vendors and libraries put request bodies, prompts and keys.
+
+Records are handed to a queue and written by a listener thread, so a slow log pipe never stalls
+the event loop. At the end of the app's lifespan the queue is drained and lines are written
+directly from then on, so the server's last lines survive the SIGTERM uvicorn re-raises after
+a graceful shutdown (which skips exit handlers).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import queue
 import signal
 import sys
 import threading
+import traceback
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler, QueueListener
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import IO, Any
 
 import orjson
@@ -31,14 +35,36 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict
 }
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "sse_starlette")
 
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def describe_exception(error: BaseException) -> str:
+    """The exception chain as types and stack frames, without any exception message."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = "".join(traceback.format_tb(current.__traceback__))
+        kind = type(current)
+        parts.append(f"Traceback (most recent call last):\n{frames}"
+                     f"{kind.__module__}.{kind.__qualname__}")
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__)
+    return "\n\nwhich was raised while handling:\n".join(reversed(parts))
+
 
 class JsonFormatter(logging.Formatter):
+    def formatException(self, ei: Any) -> str:
+        return describe_exception(ei[1]) if ei[1] is not None else ""
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
+            "pid": record.process,
         }
         request_id = getattr(record, "request_id", None)
         if request_id is not None:
@@ -47,15 +73,19 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS:
                 line[key] = value
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
+        if record.exc_info:
+            # Not the cached `exc_text`: another handler may have rendered it with messages.
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # rendered safely by the queue handler
             line["exception"] = record.exc_text
         return orjson.dumps(line, default=str).decode()
 
 
-def _stamp_context(factory: Any) -> Any:
-    """Wrap the record factory so every record carries its request's ids, from any logger."""
+def stamp_request_context() -> None:
+    """Make every record carry its request's ids, from any logger; idempotent."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "stamps_context", False):
+        return
 
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = factory(*args, **kwargs)
@@ -66,7 +96,7 @@ def _stamp_context(factory: Any) -> Any:
         return record
 
     make_record.stamps_context = True  # type: ignore[attr-defined]
-    return make_record
+    logging.setLogRecordFactory(make_record)
 
 
 class _LineQueueHandler(QueueHandler):
@@ -74,29 +104,46 @@ class _LineQueueHandler(QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_info[1] is not None:
+                record.exc_text = describe_exception(record.exc_info[1])
             record.exc_info = None
         record.msg, record.args = record.getMessage(), None
         return record
 
 
-_listener: QueueListener | None = None
+class _Output:
+    """The process's one log output: a queue and its writer thread, or direct writes."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.writer = logging.StreamHandler(stream)
+        self.writer.setFormatter(JsonFormatter())
+        self.records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self.listener: QueueListener | None = QueueListener(self.records, self.writer)
+        self.listener.start()
+
+    def drain(self, *, then_direct: bool) -> None:
+        if self.listener is None:
+            return
+        self.listener.stop()  # writes out everything queued before it returns
+        if then_direct:
+            self.listener = None
+            logging.getLogger().handlers = [self.writer]
+        else:
+            self.listener.start()
+
+
+_output: _Output | None = None
 
 
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
     """Route every logger (ours, uvicorn's) to JSON lines; safe to call more than once."""
-    global _listener
-    if not getattr(logging.getLogRecordFactory(), "stamps_context", False):
-        logging.setLogRecordFactory(_stamp_context(logging.getLogRecordFactory()))
-    if _listener is not None:
-        _listener.stop()
-    output = logging.StreamHandler(stream or sys.stdout)
-    output.setFormatter(JsonFormatter())
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = QueueListener(records, output)
-    _listener.start()
+    global _output
+    stamp_request_context()
+    if _output is not None:
+        _output.drain(then_direct=True)
+    _output = _Output(stream or sys.stdout)
     root = logging.getLogger()
-    root.handlers = [_LineQueueHandler(records)]
+    root.handlers = [_LineQueueHandler(_output.records)]
     root.setLevel(level)
     for name in _SERVER_LOGGERS:
         server_logger = logging.getLogger(name)
@@ -109,11 +156,10 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     _flush_before_termination()
 
 
-def flush_logs() -> None:
-    """Write out every queued line (the listener drains its queue before it stops)."""
-    if _listener is not None:
-        _listener.stop()
-        _listener.start()
+def flush_logs(*, then_direct: bool = False) -> None:
+    """Write out every queued line; with `then_direct`, write later lines without the queue."""
+    if _output is not None:
+        _output.drain(then_direct=then_direct)
 
 
 def _flush_before_termination() -> None:
@@ -123,11 +169,11 @@ def _flush_before_termination() -> None:
         return
 
     def flush_then_terminate(signum: int, frame: FrameType | None) -> None:
-        flush_logs()
+        flush_logs(then_direct=True)
         signal.signal(signum, signal.SIG_DFL)
         signal.raise_signal(signum)
 
     signal.signal(signal.SIGTERM, flush_then_terminate)
 
 
-atexit.register(flush_logs)
+atexit.register(flush_logs, then_direct=True)

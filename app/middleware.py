@@ -48,14 +48,17 @@ class EdgeMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
+            # Logged here once, as types and frames only. Not re-raised: the server would log
+            # it again with its message, and mid-response all it can do is drop the connection,
+            # which it also does when the app returns without finishing.
             logger.exception("unhandled_error")
-            if status:
-                raise  # mid-response: the server can only abort the connection
-            await error_response(INTERNAL_ERROR)(scope, receive, send_with_id)
+            if not status:
+                await error_response(INTERNAL_ERROR)(scope, receive, send_with_id)
         finally:
             access_logger.info("http_access", extra={
                 "method": scope["method"],
-                "path": scope["path"],
+                # Only paths of our own routes: anything else is whatever the caller typed.
+                "path": scope["path"] if "endpoint" in scope else "<unmatched>",
                 "status": status,
                 "duration_ms": round((time.monotonic() - ctx.started_at) * 1000, 1),
             })

@@ -2,45 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
-from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import httpx
 import orjson
-import pytest
 
 from tests.fakes import ScriptedProvider
+from tests.logcapture import captured_logs
 from tests.servers import app_server, settings_from
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def request_log() -> Iterator[Records]:
-    handler = Records()
-    logger = logging.getLogger("hello_ship.request")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-
-
-def test_a_client_that_stops_reading_is_dropped(request_log: Records) -> None:
+def test_a_client_that_stops_reading_is_dropped() -> None:
     provider = ScriptedProvider(["x" * 2048] * 100_000)  # ~200 MB if nobody stopped it
     settings = settings_from(SEND_TIMEOUT_S="0.5", MAX_OUTPUT_TOKENS="200000")
-    with app_server(settings, provider) as live:
+    with captured_logs() as logs, app_server(settings, provider) as live:
         address = urlparse(live.url)
         body = orjson.dumps({"message": "flood me"})
         stalled = socket.socket()
@@ -59,6 +36,6 @@ def test_a_client_that_stops_reading_is_dropped(request_log: Records) -> None:
         finally:
             stalled.close()
     assert provider.finished == 0
-    (end,) = [r for r in request_log.records if r.getMessage() == "request_end"]
-    assert end.status == "client_stalled"  # type: ignore[attr-defined]
-    assert 0 < end.tokens_emitted < 100_000  # type: ignore[attr-defined]
+    (end,) = logs.records("request_end")
+    assert end["status"] == "client_stalled"
+    assert 0 < end["tokens_emitted"] < 100_000

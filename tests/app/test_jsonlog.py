@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import io
+import logging
+
+import orjson
+
+from app import context
+from app.jsonlog import JsonFormatter, describe_exception, stamp_request_context
+
+# Built at run time, as secrets are: stack frames show source lines, which is fine.
+KEY = "-".join(["sk", "live", "secret"])
+PROMPT = " ".join(["my card", "4111"] + ["1111"] * 3)
+
+
+def failing() -> None:
+    try:
+        raise KeyError(f"{KEY} in the first error")
+    except KeyError as exc:
+        raise RuntimeError(f"prompt was: {PROMPT}") from exc
+
+
+def test_exceptions_are_logged_as_types_and_frames_without_messages() -> None:
+    try:
+        failing()
+    except RuntimeError as exc:
+        text = describe_exception(exc)
+    assert "sk-live" not in text and "4111" not in text
+    assert "builtins.KeyError" in text and "builtins.RuntimeError" in text
+    assert text.index("KeyError") < text.index("RuntimeError")  # cause first, like Python
+    assert "in failing" in text
+
+
+def test_a_record_becomes_one_json_line_with_context_and_extras() -> None:
+    stamp_request_context()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.jsonlog")
+    logger.addHandler(handler)
+    logger.propagate = False
+    token = context.current.set(context.RequestContext("req_x", "abc", 0.0))
+    try:
+        try:
+            failing()
+        except RuntimeError:
+            logger.exception("boom", extra={"route": "demo/hello-1", "attempt": 2})
+    finally:
+        context.current.reset(token)
+        logger.removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()
+    record = orjson.loads(line)
+    assert record["event"] == "boom" and record["level"] == "error"
+    assert record["request_id"] == "req_x" and record["trace_id"] == "abc"
+    assert record["route"] == "demo/hello-1" and record["attempt"] == 2
+    assert isinstance(record["pid"], int)
+    assert "RuntimeError" in record["exception"] and "4111" not in line
