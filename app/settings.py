@@ -97,6 +97,8 @@ def _read(env: _Env) -> Settings:
     except ValueError as exc:
         raise SettingsError("PRIMARY_MODEL", str(exc)) from None
     hash_key = env.raw("LOG_HASH_KEY")
+    if hash_key is not None and len(hash_key) < 32:
+        raise SettingsError("LOG_HASH_KEY", "must be a secret of at least 32 characters")
     fail_after = env.number("DEMO_FAIL_AFTER_TOKENS", -1, int, -1, 1_000_000)
     return Settings(
         host=env.text("HOST", "127.0.0.1"),

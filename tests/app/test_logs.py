@@ -21,7 +21,7 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[ServiceProcess]:
-    env = {"DEMO_FAIL_AFTER_TOKENS": "-1", "LOG_HASH_KEY": "test-key"}
+    env = {"DEMO_FAIL_AFTER_TOKENS": "-1", "LOG_HASH_KEY": "k" * 32}
     with service_process(env) as running:
         with httpx.Client(timeout=10) as client:
             client.post(running.url + "/chat", json={"message": SECRET_TEXT, "feature": "faq"},
@@ -34,6 +34,7 @@ def service() -> Iterator[ServiceProcess]:
             client.post(running.url + "/chat", content=b'{"message": "' + SECRET_TEXT.encode(),
                         headers={"Content-Type": "application/json", "X-Request-ID": "bad"})
             drop_mid_stream(running.url)
+            client.get(running.url + "/my-card-" + SECRET_TEXT.split()[3])
         running.wait_for_log("request_end", request_id="dropped")
         yield running
 
@@ -87,6 +88,12 @@ def test_same_text_hashes_alike_across_endpoints(service: ServiceProcess) -> Non
     stream = lines_for(service, "streamed")[0]
     assert chat["input_hash"] == stream["input_hash"]
     assert stream["stream"] is True
+
+
+def test_unknown_paths_are_not_logged(service: ServiceProcess) -> None:
+    paths = [r["path"] for r in service.log_records() if r["event"] == "http_access"]
+    assert "<unmatched>" in paths
+    assert set(paths) <= {"/chat", "/chat/stream", "<unmatched>"}
 
 
 def test_a_rejected_request_logs_its_code(service: ServiceProcess) -> None:

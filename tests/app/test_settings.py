@@ -45,6 +45,7 @@ def test_blank_values_count_as_unset() -> None:
     ({"PRIMARY_MODEL": "nope/x"}, "PRIMARY_MODEL", "unknown provider"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "must be one of"),
     ({"FALLBACK_MODEL": "demo/b"}, "FALLBACK_MODEL", "not supported"),
+    ({"LOG_HASH_KEY": "short"}, "LOG_HASH_KEY", "at least 32 characters"),
 ])
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str,
                                           reason: str) -> None:
