@@ -1,13 +1,16 @@
-"""Draining on SIGTERM: keep serving but report not ready, then let the server shut down.
+"""Draining and stopping on SIGTERM (and SIGINT).
 
 Load balancers and Kubernetes keep sending traffic for a few seconds after they signal a pod
-to stop. During `drain_delay_s` after the first SIGTERM the service answers everything as usual
+to stop. For `drain_delay_s` after the first SIGTERM the service answers everything as usual
 except `/ready`, which says 503, so the balancer takes it out of rotation before the listener
-closes. Then uvicorn's own shutdown runs: open streams get `SHUTDOWN_GRACE_S` to finish.
+closes. Then the server stops: `stopping` is set, which gives every open answer, streamed or
+not, `SHUTDOWN_GRACE_S` to finish before it is cut with a `shutting_down` error, and uvicorn
+closes the listener and waits for the connections. SIGINT (Ctrl-C) and a second SIGTERM skip
+the delay.
 
-The handler wraps the one uvicorn installed for the lifetime of the server (it restores its
-own original afterwards), so this works under `hello-ship serve`, `--workers N` and plain
-`uvicorn app.main:app`. A second SIGTERM skips the rest of the delay.
+The handlers wrap the ones uvicorn installs for the lifetime of the server (uvicorn restores
+its own originals afterwards), so this works under `hello-ship serve`, `--workers N` and plain
+`uvicorn app.main:app`.
 """
 
 from __future__ import annotations
@@ -20,41 +23,58 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import anyio
+
 logger = logging.getLogger("hello_ship.lifecycle")
 
 SignalHandler = Callable[[int, FrameType | None], Any]
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Lifecycle:
     def __init__(self, drain_delay_s: float) -> None:
         self.drain_delay_s = drain_delay_s
         self.draining = False
+        self.stopping: anyio.Event | None = None
 
     def install(self) -> Callable[[], None]:
-        """Wrap the current SIGTERM handler; returns a function that puts it back."""
+        """Wrap the server's signal handlers; returns a function that puts them back.
+
+        Runs inside the event loop (the app's lifespan), which owns `stopping`.
+        """
+        self.stopping = anyio.Event()
         if threading.current_thread() is not threading.main_thread():
             return lambda: None  # signals reach only the main thread (embedded servers)
-        server_handler = signal.getsignal(signal.SIGTERM)
-        if not callable(server_handler):
-            return lambda: None
         loop = asyncio.get_running_loop()
-
-        def drain_then_stop(signum: int, frame: FrameType | None) -> None:
-            if self.draining or self.drain_delay_s <= 0:
-                self._start_draining()
-                server_handler(signum, frame)
-                return
-            self._start_draining()
-            loop.call_soon_threadsafe(loop.call_later, self.drain_delay_s, server_handler,
-                                      signum, frame)
+        originals: dict[int, Any] = {}
+        for signum in _SIGNALS:
+            server_handler = signal.getsignal(signum)
+            if callable(server_handler):
+                originals[signum] = server_handler
+                signal.signal(signum, self._wrap(loop, server_handler))
 
         def restore() -> None:
-            signal.signal(signal.SIGTERM, server_handler)
+            for signum, handler in originals.items():
+                signal.signal(signum, handler)
 
-        signal.signal(signal.SIGTERM, drain_then_stop)
         return restore
 
-    def _start_draining(self) -> None:
-        if not self.draining:
-            self.draining = True
-            logger.info("drain_started", extra={"drain_delay_s": self.drain_delay_s})
+    def _wrap(self, loop: asyncio.AbstractEventLoop,
+              server_handler: SignalHandler) -> SignalHandler:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            first = not self.draining
+            if first:
+                self.draining = True
+                logger.info("drain_started", extra={"signal": signal.Signals(signum).name,
+                                                    "drain_delay_s": self.drain_delay_s})
+            delay = self.drain_delay_s if first and signum == signal.SIGTERM else 0.0
+            # A signal handler may run in the middle of the loop's own bookkeeping: hand over.
+            loop.call_soon_threadsafe(loop.call_later, delay, self._stop, server_handler,
+                                      signum, frame)
+
+        return on_signal
+
+    def _stop(self, server_handler: SignalHandler, signum: int, frame: FrameType | None) -> None:
+        if self.stopping is not None:
+            self.stopping.set()
+        server_handler(signum, frame)

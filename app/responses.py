@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -34,7 +35,7 @@ _ERROR_STATUS = {
     "shutting_down": 503,
     "provider_error": 502,
     "stream_interrupted": 502,
-    "output_blocked": 422,
+    "output_blocked": 502,  # the model's answer was refused, not the caller's request
     "internal_error": 500,
 }
 
@@ -78,18 +79,19 @@ async def _sse_bytes(frames: MemoryObjectReceiveStream[Frame], retry: bytes,
 class StreamResponse:
     """`text/event-stream` of the pipeline's frames; see DESIGN.md for the frame contract."""
 
-    def __init__(self, job: ChatJob, settings: Settings, on_end: OnEnd) -> None:
+    def __init__(self, job: ChatJob, settings: Settings, stop: anyio.Event | None,
+                 on_end: OnEnd) -> None:
         self._job = job
         self._settings = settings
+        self._stop = stop
         self._on_end = on_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         job, settings = self._job, self._settings
         frames_in, frames_out = anyio.create_memory_object_stream[Frame](FRAME_BUFFER)
-        shutdown = anyio.Event()
 
         async def produce() -> None:
-            await run_pipeline(job, frames_in, stop=shutdown,
+            await run_pipeline(job, frames_in, stop=self._stop,
                                stop_grace_s=settings.shutdown_grace_s)
 
         async def on_disconnect(message: Message) -> None:
@@ -103,8 +105,8 @@ class StreamResponse:
             data_sender_callable=produce,
             send_timeout=settings.send_timeout_s,
             client_close_handler_callable=on_disconnect,
-            shutdown_event=shutdown,
-            # ours cuts the answer with an error frame first; this is the backstop
+            # The pipeline cuts the answer with an error frame at the grace; sse-starlette's
+            # own shutdown cancel is the backstop, after it.
             shutdown_grace_period=settings.shutdown_grace_s + 1.0,
         )
         try:
@@ -135,8 +137,11 @@ async def _cancel_on_disconnect(receive: Receive, record: StreamRecord,
 class CollectedResponse:
     """The pipeline collected into one JSON answer, or the error envelope."""
 
-    def __init__(self, job: ChatJob, on_end: OnEnd) -> None:
+    def __init__(self, job: ChatJob, settings: Settings, stop: anyio.Event | None,
+                 on_end: OnEnd) -> None:
         self._job = job
+        self._settings = settings
+        self._stop = stop
         self._on_end = on_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -149,7 +154,8 @@ class CollectedResponse:
                 async with anyio.create_task_group() as group:
                     group.start_soon(_cancel_on_disconnect, receive, job.record,
                                      group.cancel_scope)
-                    group.start_soon(run_pipeline, job, frames_in)
+                    group.start_soon(partial(run_pipeline, job, frames_in, stop=self._stop,
+                                             stop_grace_s=self._settings.shutdown_grace_s))
                     answer = await collect_answer(frames_out)
                     group.cancel_scope.cancel()
             if answer is None:  # the client left; nobody is there to answer

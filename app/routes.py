@@ -40,9 +40,10 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
     def on_end(http_status: int) -> None:
         service.finish(chat, job, stream=stream, http_status=http_status)
 
+    stop = request.app.state.lifecycle.stopping
     if stream:
-        return StreamResponse(job, service.settings, on_end)
-    return CollectedResponse(job, on_end)
+        return StreamResponse(job, service.settings, stop, on_end)
+    return CollectedResponse(job, service.settings, stop, on_end)
 
 
 async def chat(request: Request) -> ASGIApp:

@@ -14,7 +14,10 @@ class Provider(Protocol):
 
     `stream` yields `TextDelta`s, then `Usage` and `Finish` (in either order), and raises
     `ProviderError` on failure. Closing the iterator early (the caller was cancelled) must
-    release the upstream response, so the vendor stops decoding and billing.
+    release the upstream response, so the vendor stops decoding and billing. A stream cancelled
+    while it awaits the vendor unwinds inside the cancelled scope, where every await raises at
+    once, so cleanup that awaits shields itself with a bound:
+    `with anyio.move_on_after(5, shield=True): await response.aclose()`.
     """
 
     @property

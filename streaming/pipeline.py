@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
-from contextlib import aclosing
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import anyio
@@ -28,7 +29,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from providers.base import Provider
 from providers.errors import ProviderError
 from providers.tokens import count_tokens
-from providers.types import CompletionRequest, TextDelta, Usage
+from providers.types import CompletionRequest, ProviderEvent, TextDelta, Usage
 from streaming.failures import error_frame, provider_failure_code
 from streaming.frames import (
     HEARTBEAT,
@@ -43,6 +44,9 @@ from streaming.moderation import OutputBlocked, OutputStage
 from streaming.record import StreamRecord
 
 logger = logging.getLogger("hello_ship.pipeline")
+
+UPSTREAM_CLOSE_TIMEOUT_S = 5.0
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,21 +117,26 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
     record, stage, route = job.record, job.stage, job.provider.route
     usage: Usage | None = None
     finish_reason = "stop"
+    deltas = 0
     try:
-        async with aclosing(job.provider.stream(job.request)) as events:
+        events = job.provider.stream(job.request)
+        try:
             async for event in events:
                 if isinstance(event, TextDelta):
+                    deltas += 1
                     if record.model_route is None:
                         record.model_route = route
                         await emitter.send(MetaFrame(job.request_id, route))
                     now = time.monotonic()
-                    text = stage.feed(event.text, now)
+                    text = stage.feed(_encodable(event.text), now)
                     if text:
                         await emitter.token(text, now)
                 elif isinstance(event, Usage):
                     usage = event
                 else:
                     finish_reason = event.reason
+        finally:
+            await _close_upstream(events)
         rest = stage.flush()
         if rest:
             await emitter.token(rest, time.monotonic())
@@ -153,10 +162,30 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
     if record.model_route is None:  # an empty answer still names its route
         record.model_route = route
         await emitter.send(MetaFrame(job.request_id, route))
-    if usage is None:  # the vendor sent no usage: bill from our own count
-        usage = Usage(sum(count_tokens(m.content) for m in job.request.messages),
-                      record.tokens_emitted)
+    if usage is None:  # the vendor sent no usage: estimate it (vendors send ~a token a delta)
+        usage = Usage(sum(count_tokens(m.content) for m in job.request.messages), deltas)
     return DoneFrame(finish_reason=finish_reason, usage=usage, model_route=route)
+
+
+async def _close_upstream(events: AsyncGenerator[ProviderEvent, None]) -> None:
+    """Close the provider stream even when the relay was cancelled, within a bound.
+
+    A cancelled scope would interrupt every await of the adapter's cleanup, so a stream cut
+    while it waited at a `yield` could not release its upstream response.
+    """
+    with anyio.move_on_after(UPSTREAM_CLOSE_TIMEOUT_S, shield=True):
+        await events.aclose()
+
+
+def _encodable(text: str) -> str:
+    """The text with lone surrogates (a pair split across two deltas) replaced by U+FFFD.
+
+    They cannot be encoded as UTF-8 or JSON, so one would otherwise break the frame and the
+    stream. ASCII text, nearly every token, is passed through on a flag check.
+    """
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _record_terminal(record: StreamRecord, terminal: TerminalFrame) -> None:

@@ -36,7 +36,9 @@ class ScriptedProvider:
     finished: int = 0
     closed_early: int = 0
     requests: list[CompletionRequest] = field(default_factory=list)
-    closed_event: anyio.Event | None = None
+    # Cleanup that awaits, like releasing an HTTP response; `released` counts completed ones.
+    release_s: float = 0.0
+    released: int = 0
 
     @property
     def route(self) -> str:
@@ -66,6 +68,9 @@ class ScriptedProvider:
                 self.finished += 1
             else:
                 self.closed_early += 1
+            if self.release_s:
+                await anyio.sleep(self.release_s)
+            self.released += 1
 
     async def aclose(self) -> None:
         return None

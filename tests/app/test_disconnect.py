@@ -6,6 +6,7 @@ import asyncio
 import gc
 import socket
 import time
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import httpx
@@ -20,17 +21,18 @@ def endless_provider() -> ScriptedProvider:
     return ScriptedProvider(words("tokens keep coming " * 2000, delay=0.005))
 
 
-def wait_until(condition: object, timeout: float = 3.0) -> float:
+def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> float:
     started = time.monotonic()
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() - started > timeout:
             raise AssertionError("condition not met in time")
         time.sleep(0.005)
     return time.monotonic() - started
 
 
-def open_and_drop(live: ThreadServer, path: str, wait_for: bytes) -> None:
-    """Send a chat request on a raw socket, read until `wait_for` appears, then hang up."""
+def open_and_drop(live: ThreadServer, path: str, wait_for: bytes = b"",
+                  until: Callable[[], bool] | None = None) -> None:
+    """Send a chat request on a raw socket; hang up once `wait_for` was read and `until()`."""
     address = urlparse(live.url)
     body = orjson.dumps({"message": "please stream"})
     with socket.create_connection((address.hostname, address.port), timeout=5) as sock:
@@ -39,6 +41,8 @@ def open_and_drop(live: ThreadServer, path: str, wait_for: bytes) -> None:
         seen = b""
         while wait_for not in seen:
             seen += sock.recv(4096)
+        if until is not None:
+            wait_until(until)
 
 
 def test_leaving_mid_stream_cancels_the_provider_promptly() -> None:
@@ -57,8 +61,8 @@ def test_leaving_mid_stream_cancels_the_provider_promptly() -> None:
 def test_leaving_a_non_streaming_chat_cancels_the_provider_too() -> None:
     provider = endless_provider()
     with app_server(provider=provider) as live:
-        open_and_drop(live, "/chat", wait_for=b"")  # hang up right after sending
-        wait_until(lambda: provider.started == 1)
+        # /chat sends nothing until the answer is complete: hang up once the model is working
+        open_and_drop(live, "/chat", until=lambda: provider.started == 1)
         wait_until(lambda: provider.closed_early == 1)
         assert provider.finished == 0
 

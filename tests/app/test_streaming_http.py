@@ -87,8 +87,9 @@ def test_heartbeats_on_a_quiet_stream_not_on_a_busy_one() -> None:
         before_first_token.extend(item.comments)
     assert before_first_token.count("heartbeat") >= 2  # ~4 expected; the machine may lag
 
-    busy = settings_from(HEARTBEAT_S="0.2", DEMO_TTFT_MS="0", DEMO_TOKEN_DELAY_MS="10",
-                         DEMO_ANSWER_TOKENS="60")
+    # ~1 s of tokens 10 ms apart: longer than the interval, with no gap anywhere near it
+    busy = settings_from(HEARTBEAT_S="0.4", DEMO_TTFT_MS="0", DEMO_TOKEN_DELAY_MS="10",
+                         DEMO_ANSWER_TOKENS="100")
     with app_server(busy) as live, httpx.Client(timeout=10) as client:
         _, items = stream_items(client, live.url)
     assert not any(item.comments for _, item in items)
@@ -141,6 +142,15 @@ def test_an_unexpected_provider_bug_is_a_safe_error_not_a_traceback() -> None:
     assert chat.status_code == 500
     assert "sk-secret" not in chat.text and "Traceback" not in chat.text
     assert all("sk-secret" not in str(item.data_lines) for _, item in items)
+
+
+def test_a_split_surrogate_pair_from_a_provider_still_gives_valid_frames_and_json() -> None:
+    provider = ScriptedProvider(["grin ", "\ud83d", "\ude01"])
+    with app_server(provider=provider) as live, httpx.Client(timeout=10) as client:
+        _, items = stream_items(client, live.url)
+        chat = client.post(live.url + "/chat", json=BODY)
+    assert [f.event for f in events(items)] == ["meta", "token", "token", "token", "done"]
+    assert chat.status_code == 200 and chat.json()["answer"] == "grin \ufffd\ufffd"
 
 
 def test_a_failing_route_does_not_disturb_other_requests() -> None:

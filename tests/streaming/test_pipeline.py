@@ -67,6 +67,12 @@ async def test_missing_usage_is_counted_by_us() -> None:
     assert done.usage == Usage(input_tokens=2, output_tokens=2)
 
 
+async def test_a_surrogate_pair_split_across_deltas_cannot_break_the_stream() -> None:
+    frames = await frames_of(make_job(ScriptedProvider(["smile ", "\ud83d", "\ude00", " ok"])))
+    assert text_of(frames) == "smile \ufffd\ufffd ok"
+    assert isinstance(frames[-1], DoneFrame)
+
+
 async def test_an_empty_answer_still_has_meta_and_done() -> None:
     frames = await frames_of(make_job(ScriptedProvider([Finish("stop")])))
     assert [type(f) for f in frames] == [MetaFrame, DoneFrame]
@@ -115,10 +121,11 @@ async def test_heartbeats_fill_a_quiet_stream_only() -> None:
         beats_before_meta += isinstance(frame, HeartbeatFrame)
     assert beats_before_meta >= 2
 
-    busy = await frames_of(make_job(ScriptedProvider(words("a b c d e f g h i j k l m n o p",
-                                                          delay=0.02)), heartbeat_s=0.1))
+    # 30 tokens 20 ms apart: the stream outlasts the 0.3 s interval, no gap comes near it
+    busy = await frames_of(make_job(ScriptedProvider(words("busy " * 30, delay=0.02)),
+                                    heartbeat_s=0.3))
     assert not any(isinstance(f, HeartbeatFrame) for f in busy)
-    assert text_of(busy).startswith("a b c")
+    assert text_of(busy).startswith("busy busy")
 
 
 async def test_cancelling_the_reader_closes_the_provider_stream_at_once() -> None:
@@ -136,8 +143,22 @@ async def test_cancelling_the_reader_closes_the_provider_stream_at_once() -> Non
                     break
     assert provider.closed_early == 1
     assert provider.open_streams == 0
-    assert not terminals(seen)
     assert job.record.outcome == "pending"  # the edge records why it was cancelled
+
+
+async def test_a_cancelled_stream_still_lets_the_provider_release_its_response() -> None:
+    # No delays: the relay is blocked on a full channel, the provider parked at its `yield`.
+    provider = ScriptedProvider(["token"] * 10_000, release_s=0.02)
+    send, receive = anyio.create_memory_object_stream[Frame](4)
+    with receive:
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_pipeline, make_job(provider), send)
+            async for frame in receive:
+                if isinstance(frame, TokenFrame):
+                    group.cancel_scope.cancel()
+                    break
+    assert provider.closed_early == 1
+    assert provider.released == 1  # its awaiting cleanup ran to the end despite the cancel
 
 
 async def test_shutdown_cuts_a_long_answer_with_one_error_frame() -> None:
@@ -189,7 +210,10 @@ async def test_a_sentence_moderator_sees_whole_sentences_and_can_redact() -> Non
         stage=OutputStage(moderator)))
     assert moderator.reviewed == ["First one.", " The secret part.", " Tail"]
     assert text_of(frames) == "First one. The [redacted] part. Tail"
-    assert isinstance(frames[-1], DoneFrame)
+    done = frames[-1]
+    assert isinstance(done, DoneFrame)
+    # 3 frames left, but the model produced 6 deltas: usage counts what the model produced
+    assert done.usage.output_tokens == 6
 
 
 async def test_a_blocking_moderator_stops_the_stream_and_the_provider() -> None:
