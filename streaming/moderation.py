@@ -4,6 +4,8 @@ A `Moderator` reviews released text and returns what may be shown (itself, or a 
 or raises `OutputBlocked`. A moderator that judges whole sentences asks for them with
 `needs_sentences`, and the stage then holds text in a `SentenceBuffer`; one that does not,
 such as the default pass-through, sees each delta at once, so it costs no time to first token.
+The buffer's hold time is checked as deltas arrive; releasing held text while the provider is
+silent needs a timer, which belongs with the first policy that buffers.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import httpx
 
 from providers.errors import ProviderUnavailable
 from tests.fakes import Fail, ScriptedProvider, Sleep, words
+from tests.logcapture import captured_logs
 from tests.servers import app_server, settings_from
 from tests.sse import SSEItem, iter_sse
 
@@ -133,15 +134,20 @@ def test_provider_failure_after_tokens_keeps_the_partial_text() -> None:
 
 
 def test_an_unexpected_provider_bug_is_a_safe_error_not_a_traceback() -> None:
-    provider = ScriptedProvider([Sleep(0.01), Fail(ZeroDivisionError("sk-secret-in-message"))])
-    with app_server(provider=provider) as live, httpx.Client(timeout=10) as client:
+    secret = "-".join(["sk", "secret", "in", "message"])
+    provider = ScriptedProvider([Sleep(0.01), Fail(ZeroDivisionError(secret))])
+    with captured_logs() as logs, app_server(provider=provider) as live, \
+            httpx.Client(timeout=10) as client:
         _, items = stream_items(client, live.url)
         chat = client.post(live.url + "/chat", json=BODY)
     error = events(items)[-1].data
     assert error["code"] == "internal_error"
     assert chat.status_code == 500
-    assert "sk-secret" not in chat.text and "Traceback" not in chat.text
-    assert all("sk-secret" not in str(item.data_lines) for _, item in items)
+    assert secret not in chat.text and "Traceback" not in chat.text
+    assert all(secret not in str(item.data_lines) for _, item in items)
+    failures = logs.records("pipeline_failed")
+    assert len(failures) == 2 and all("ZeroDivisionError" in f["exception"] for f in failures)
+    assert not [line for line in logs.lines if secret in line]
 
 
 def test_a_split_surrogate_pair_from_a_provider_still_gives_valid_frames_and_json() -> None:
