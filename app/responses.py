@@ -18,7 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import ApiError, JSONResponse, error_response
 from app.settings import Settings
-from streaming.collect import collect_answer
+from streaming.collect import CollectedAnswer, collect_answer
 from streaming.frames import DoneFrame, Frame, SSEEncoder, usage_payload
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
@@ -147,7 +147,7 @@ class CollectedResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         job = self._job
         frames_in, frames_out = anyio.create_memory_object_stream[Frame](FRAME_BUFFER)
-        answer = None
+        answer: CollectedAnswer | None = None
         status = 200
         try:
             with frames_in, frames_out:
@@ -161,25 +161,26 @@ class CollectedResponse:
             if answer is None:  # the client left; nobody is there to answer
                 status = 499
                 return
-            terminal = answer.terminal
-            if isinstance(terminal, DoneFrame):
-                response = JSONResponse({
-                    "answer": answer.text,
-                    "request_id": job.request_id,
-                    "model_route": terminal.model_route,
-                    "finish_reason": terminal.finish_reason,
-                    "usage": usage_payload(terminal.usage),
-                })
-            else:
-                headers = {}
-                status = _ERROR_STATUS.get(terminal.code, 500)
-                if status == 503:
-                    headers["Retry-After"] = str(math.ceil(terminal.retry_after or 1))
-                response = error_response(ApiError(
-                    status, terminal.code, terminal.message, headers=headers,
-                    incident_id=terminal.incident_id, retryable=terminal.retryable,
-                    tokens_emitted=terminal.tokens_emitted))
+            response = _render(answer, job.request_id)
             status = response.status_code
             await response(scope, receive, send)
         finally:
             self._on_end(status)
+
+
+def _render(answer: CollectedAnswer, request_id: str) -> JSONResponse:
+    terminal = answer.terminal
+    if isinstance(terminal, DoneFrame):
+        return JSONResponse({
+            "answer": answer.text,
+            "request_id": request_id,
+            "model_route": terminal.model_route,
+            "finish_reason": terminal.finish_reason,
+            "usage": usage_payload(terminal.usage),
+        })
+    status = _ERROR_STATUS.get(terminal.code, 500)
+    headers = {"Retry-After": str(math.ceil(terminal.retry_after or 1))} if status == 503 else {}
+    return error_response(ApiError(
+        status, terminal.code, terminal.message, headers=headers,
+        incident_id=terminal.incident_id, retryable=terminal.retryable,
+        tokens_emitted=terminal.tokens_emitted))
