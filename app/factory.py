@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,8 @@ from app.settings import Settings
 from providers.base import Provider
 from providers.routes import ProviderOptions, build_provider
 
+logger = logging.getLogger("hello_ship.lifecycle")
+
 
 def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
     """The service as an ASGI app; `provider` replaces the configured route (tests, embedding)."""
@@ -34,13 +37,17 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        restore_signal_handler = lifecycle.install()
+        restore_signal_handlers = lifecycle.install()
         try:
             yield
         finally:
-            restore_signal_handler()
-            await provider.aclose()
-            flush_logs(then_direct=True)  # the event loop is ending: no need to spare it
+            restore_signal_handlers()
+            try:
+                await provider.aclose()
+            except Exception:  # logged safely here, not as the server's traceback text
+                logger.exception("provider_close_failed")
+            finally:
+                flush_logs()  # the event loop is ending: write directly from now on
 
     app = Starlette(
         routes=[

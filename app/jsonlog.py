@@ -112,24 +112,29 @@ class _LineQueueHandler(QueueHandler):
 
 
 class _Output:
-    """The process's one log output: a queue and its writer thread, or direct writes."""
+    """The process's one log output: a queue and its writer thread, until `finish`."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.writer = logging.StreamHandler(stream)
         self.writer.setFormatter(JsonFormatter())
         self.records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self.queue_handler = _LineQueueHandler(self.records)
         self.listener: QueueListener | None = QueueListener(self.records, self.writer)
         self.listener.start()
 
-    def drain(self, *, then_direct: bool) -> None:
+    def finish(self) -> None:
+        """Write out what is queued and write every later line directly."""
         if self.listener is None:
             return
-        self.listener.stop()  # writes out everything queued before it returns
-        if then_direct:
-            self.listener = None
-            logging.getLogger().handlers = [self.writer]
-        else:
-            self.listener.start()
+        root = logging.getLogger()
+        root.handlers = [self.writer if h is self.queue_handler else h for h in root.handlers]
+        self.listener.stop()  # writes the queue up to its stop marker
+        while True:  # lines another thread queued after the marker
+            try:
+                self.writer.handle(self.records.get_nowait())
+            except queue.Empty:
+                break
+        self.listener = None
 
 
 _output: _Output | None = None
@@ -140,10 +145,10 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     global _output
     stamp_request_context()
     if _output is not None:
-        _output.drain(then_direct=True)
+        _output.finish()
     _output = _Output(stream or sys.stdout)
     root = logging.getLogger()
-    root.handlers = [_LineQueueHandler(_output.records)]
+    root.handlers = [_output.queue_handler]
     root.setLevel(level)
     for name in _SERVER_LOGGERS:
         server_logger = logging.getLogger(name)
@@ -156,10 +161,10 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     _flush_before_termination()
 
 
-def flush_logs(*, then_direct: bool = False) -> None:
-    """Write out every queued line; with `then_direct`, write later lines without the queue."""
+def flush_logs() -> None:
+    """Write out every queued line, and every later one directly (the process is ending)."""
     if _output is not None:
-        _output.drain(then_direct=then_direct)
+        _output.finish()
 
 
 def _flush_before_termination() -> None:
@@ -169,11 +174,11 @@ def _flush_before_termination() -> None:
         return
 
     def flush_then_terminate(signum: int, frame: FrameType | None) -> None:
-        flush_logs(then_direct=True)
+        flush_logs()
         signal.signal(signum, signal.SIG_DFL)
         signal.raise_signal(signum)
 
     signal.signal(signal.SIGTERM, flush_then_terminate)
 
 
-atexit.register(flush_logs, then_direct=True)
+atexit.register(flush_logs)

@@ -10,12 +10,13 @@ the delay.
 
 The handlers wrap the ones uvicorn installs for the lifetime of the server (uvicorn restores
 its own originals afterwards), so this works under `hello-ship serve`, `--workers N` and plain
-`uvicorn app.main:app`.
+`uvicorn app.main:app`. A server stopped without a signal (embedded in tests) skips all this.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import threading
@@ -24,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 import anyio
+from sse_starlette.sse import AppStatus
 
 logger = logging.getLogger("hello_ship.lifecycle")
 
@@ -62,19 +64,27 @@ class Lifecycle:
     def _wrap(self, loop: asyncio.AbstractEventLoop,
               server_handler: SignalHandler) -> SignalHandler:
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            first = not self.draining
-            if first:
-                self.draining = True
-                logger.info("drain_started", extra={"signal": signal.Signals(signum).name,
-                                                    "drain_delay_s": self.drain_delay_s})
-            delay = self.drain_delay_s if first and signum == signal.SIGTERM else 0.0
-            # A signal handler may run in the middle of the loop's own bookkeeping: hand over.
-            loop.call_soon_threadsafe(loop.call_later, delay, self._stop, server_handler,
-                                      signum, frame)
+            # A signal handler interrupts whatever runs, maybe a request's task or the loop's
+            # own bookkeeping: hand over to the loop, in a context of no request.
+            loop.call_soon_threadsafe(self._begin, loop, server_handler, signum, frame,
+                                      context=contextvars.Context())
 
         return on_signal
+
+    def _begin(self, loop: asyncio.AbstractEventLoop, server_handler: SignalHandler,
+               signum: int, frame: FrameType | None) -> None:
+        first = not self.draining
+        if first:
+            self.draining = True
+            logger.info("drain_started", extra={"signal": signal.Signals(signum).name,
+                                                "drain_delay_s": self.drain_delay_s})
+        delay = self.drain_delay_s if first and signum == signal.SIGTERM else 0.0
+        loop.call_later(delay, self._stop, server_handler, signum, frame)
 
     def _stop(self, server_handler: SignalHandler, signum: int, frame: FrameType | None) -> None:
         if self.stopping is not None:
             self.stopping.set()
+        # sse-starlette watches for shutdown to end streams that outlive the grace; it cannot
+        # recognise the server behind our handler, so tell it directly.
+        AppStatus.should_exit = True
         server_handler(signum, frame)

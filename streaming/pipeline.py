@@ -24,6 +24,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
 from providers.base import Provider
@@ -136,29 +137,17 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
                 else:
                     finish_reason = event.reason
         finally:
-            await _close_upstream(events)
+            await _close_upstream(events, route)
         rest = stage.flush()
         if rest:
             await emitter.token(rest, time.monotonic())
-    except ProviderError as exc:
-        logger.warning("provider_failed", extra={
-            "route": route,
-            "error_class": type(exc).__name__,
-            "status_code": exc.status_code,
-            "retryable": exc.retryable,
-            "tokens_emitted": record.tokens_emitted,
-        })
-        return error_frame(provider_failure_code(exc, record.tokens_emitted),
-                           request_id=job.request_id, tokens_emitted=record.tokens_emitted,
-                           retry_after=exc.retry_after)
-    except OutputBlocked as exc:
-        logger.warning("output_blocked", extra={"route": route, "policy": exc.code})
-        return error_frame("output_blocked", request_id=job.request_id,
-                           tokens_emitted=record.tokens_emitted)
-    except Exception:
-        logger.exception("pipeline_failed", extra={"route": route})
-        return error_frame("internal_error", request_id=job.request_id,
-                           tokens_emitted=record.tokens_emitted)
+    except Exception as exc:
+        if anyio.current_effective_deadline() == -math.inf:
+            # Raised while unwinding a cancel (an adapter's cleanup failed): the cancel is what
+            # ended this stream, so let it continue.
+            logger.exception("provider_close_failed", extra={"route": route})
+            await anyio.lowlevel.checkpoint()
+        return _failure_frame(job, exc)
     if record.model_route is None:  # an empty answer still names its route
         record.model_route = route
         await emitter.send(MetaFrame(job.request_id, route))
@@ -167,14 +156,39 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
     return DoneFrame(finish_reason=finish_reason, usage=usage, model_route=route)
 
 
-async def _close_upstream(events: AsyncGenerator[ProviderEvent, None]) -> None:
+def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
+    route, tokens_emitted = job.provider.route, job.record.tokens_emitted
+    if isinstance(exc, ProviderError):
+        logger.warning("provider_failed", extra={
+            "route": route,
+            "error_class": type(exc).__name__,
+            "status_code": exc.status_code,
+            "retryable": exc.retryable,
+            "tokens_emitted": tokens_emitted,
+        })
+        return error_frame(provider_failure_code(exc, tokens_emitted), request_id=job.request_id,
+                           tokens_emitted=tokens_emitted, retry_after=exc.retry_after)
+    if isinstance(exc, OutputBlocked):
+        logger.warning("output_blocked", extra={"route": route, "policy": exc.code})
+        return error_frame("output_blocked", request_id=job.request_id,
+                           tokens_emitted=tokens_emitted)
+    logger.error("pipeline_failed", extra={"route": route}, exc_info=exc)
+    return error_frame("internal_error", request_id=job.request_id,
+                       tokens_emitted=tokens_emitted)
+
+
+async def _close_upstream(events: AsyncGenerator[ProviderEvent, None], route: str) -> None:
     """Close the provider stream even when the relay was cancelled, within a bound.
 
     A cancelled scope would interrupt every await of the adapter's cleanup, so a stream cut
-    while it waited at a `yield` could not release its upstream response.
+    while it waited at a `yield` could not release its upstream response. A failing cleanup is
+    logged, never allowed to replace what really ended the stream.
     """
     with anyio.move_on_after(UPSTREAM_CLOSE_TIMEOUT_S, shield=True):
-        await events.aclose()
+        try:
+            await events.aclose()
+        except Exception:
+            logger.exception("provider_close_failed", extra={"route": route})
 
 
 def _encodable(text: str) -> str:

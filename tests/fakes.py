@@ -39,6 +39,7 @@ class ScriptedProvider:
     # Cleanup that awaits, like releasing an HTTP response; `released` counts completed ones.
     release_s: float = 0.0
     released: int = 0
+    release_error: Exception | None = None  # a cleanup that fails
 
     @property
     def route(self) -> str:
@@ -70,6 +71,8 @@ class ScriptedProvider:
                 self.closed_early += 1
             if self.release_s:
                 await anyio.sleep(self.release_s)
+            if self.release_error is not None:
+                raise self.release_error
             self.released += 1
 
     async def aclose(self) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 import httpx
 
 from providers.types import CompletionRequest, ProviderEvent
+from tests.fakes import ScriptedProvider
 from tests.logcapture import captured_logs
 from tests.servers import app_server
 
@@ -46,3 +47,17 @@ def test_an_edge_bug_is_a_json_500_with_request_id_and_a_safe_log() -> None:
     assert all("RuntimeError" in f["exception"] for f in failures)
     assert not [line for line in logs.lines if SECRET in line]
     assert [r["status"] for r in logs.records("http_access")][:3] == [500, 500, 500]
+
+
+class FailingCloseProvider(ScriptedProvider):
+    async def aclose(self) -> None:
+        raise RuntimeError(f"pool holds {SECRET}")
+
+
+def test_a_provider_failing_to_close_at_shutdown_is_logged_safely() -> None:
+    with captured_logs() as logs, app_server(provider=FailingCloseProvider(["hi"])):
+        pass
+    (failure,) = logs.records("provider_close_failed")
+    assert "RuntimeError" in failure["exception"]
+    assert not [line for line in logs.lines if SECRET in line]
+    assert not logs.records("Application shutdown failed. Exiting.")

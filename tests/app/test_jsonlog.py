@@ -2,11 +2,19 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+import time
 
 import orjson
 
 from app import context
-from app.jsonlog import JsonFormatter, describe_exception, stamp_request_context
+from app.jsonlog import (
+    JsonFormatter,
+    configure_logging,
+    describe_exception,
+    flush_logs,
+    stamp_request_context,
+)
 
 # Built at run time, as secrets are: stack frames show source lines, which is fine.
 KEY = "-".join(["sk", "live", "secret"])
@@ -55,3 +63,35 @@ def test_a_record_becomes_one_json_line_with_context_and_extras() -> None:
     assert record["route"] == "demo/hello-1" and record["attempt"] == 2
     assert isinstance(record["pid"], int)
     assert "RuntimeError" in record["exception"] and "4111" not in line
+
+
+def test_flushing_loses_no_line_logged_meanwhile_from_another_thread() -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    logger = logging.getLogger("tests.flush")
+    stop = threading.Event()
+    sent = 0
+
+    def chatter() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            logger.info("line", extra={"n": sent})
+            sent += 1
+
+    worker = threading.Thread(target=chatter)
+    try:
+        worker.start()
+        while sent < 2000:
+            time.sleep(0.001)
+        flush_logs()  # switches to direct writes while the thread keeps logging
+        time.sleep(0.02)
+        stop.set()
+        worker.join()
+    finally:
+        root.handlers, level = saved
+        root.setLevel(level)
+    numbers = [orjson.loads(line)["n"] for line in stream.getvalue().splitlines()
+               if '"tests.flush"' in line]
+    assert sorted(numbers) == list(range(sent))

@@ -36,6 +36,7 @@ def service() -> Iterator[ServiceProcess]:
             drop_mid_stream(running.url)
             client.get(running.url + "/my-card-" + SECRET_TEXT.split()[3])
         running.wait_for_log("request_end", request_id="dropped")
+        running.wait_for_log("http_access", path="<unmatched>")
         yield running
 
 

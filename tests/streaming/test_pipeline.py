@@ -180,6 +180,16 @@ async def test_shutdown_cuts_a_long_answer_with_one_error_frame() -> None:
     assert provider.closed_early == 1
 
 
+async def test_a_failing_provider_cleanup_does_not_change_why_the_stream_ended() -> None:
+    provider = ScriptedProvider(words("long answer " * 100, delay=0.01),
+                                release_error=RuntimeError("cleanup broke"))
+    stop = anyio.Event()
+    stop.set()
+    frames = await frames_of(make_job(provider), stop=stop, stop_grace_s=0.05)
+    (terminal,) = terminals(frames)
+    assert isinstance(terminal, ErrorFrame) and terminal.code == "shutting_down"
+
+
 async def test_shutdown_lets_an_answer_finish_within_the_grace() -> None:
     stop = anyio.Event()
     stop.set()
