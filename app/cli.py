@@ -16,7 +16,7 @@ def load_settings_or_exit(env: Mapping[str, str]) -> Settings:
     try:
         return Settings.from_env(env)
     except SettingsError as exc:
-        print(f"hello-ship: {exc}", file=sys.stderr)
+        sys.stderr.write(f"hello-ship: {exc}\n")  # before logging exists: a plain line
         raise SystemExit(2) from None
 
 

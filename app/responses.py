@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
@@ -76,8 +76,8 @@ async def _sse_bytes(frames: MemoryObjectReceiveStream[Frame], retry: bytes,
         yield chunk
 
 
-class StreamResponse:
-    """`text/event-stream` of the pipeline's frames; see DESIGN.md for the frame contract."""
+class _PipelineResponse:
+    """One request's pipeline run, as an ASGI response; subclasses decide how frames leave."""
 
     def __init__(self, job: ChatJob, settings: Settings, stop: anyio.Event | None,
                  on_end: OnEnd) -> None:
@@ -86,13 +86,17 @@ class StreamResponse:
         self._stop = stop
         self._on_end = on_end
 
+    async def _run_pipeline(self, out: MemoryObjectSendStream[Frame]) -> None:
+        await run_pipeline(self._job, out, stop=self._stop,
+                           stop_grace_s=self._settings.shutdown_grace_s)
+
+
+class StreamResponse(_PipelineResponse):
+    """`text/event-stream` of the pipeline's frames; see DESIGN.md for the frame contract."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         job, settings = self._job, self._settings
         frames_in, frames_out = anyio.create_memory_object_stream[Frame](FRAME_BUFFER)
-
-        async def produce() -> None:
-            await run_pipeline(job, frames_in, stop=self._stop,
-                               stop_grace_s=settings.shutdown_grace_s)
 
         async def on_disconnect(message: Message) -> None:
             _mark_disconnected(job.record)
@@ -102,7 +106,7 @@ class StreamResponse:
             headers=SSE_HEADERS,
             ping=0,  # the pipeline sends heartbeats, and only when the stream is quiet
             sep="\n",
-            data_sender_callable=produce,
+            data_sender_callable=partial(self._run_pipeline, frames_in),
             send_timeout=settings.send_timeout_s,
             client_close_handler_callable=on_disconnect,
             # The pipeline cuts the answer with an error frame at the grace; sse-starlette's
@@ -134,15 +138,8 @@ async def _cancel_on_disconnect(receive: Receive, record: StreamRecord,
             return
 
 
-class CollectedResponse:
+class CollectedResponse(_PipelineResponse):
     """The pipeline collected into one JSON answer, or the error envelope."""
-
-    def __init__(self, job: ChatJob, settings: Settings, stop: anyio.Event | None,
-                 on_end: OnEnd) -> None:
-        self._job = job
-        self._settings = settings
-        self._stop = stop
-        self._on_end = on_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         job = self._job
@@ -154,8 +151,7 @@ class CollectedResponse:
                 async with anyio.create_task_group() as group:
                     group.start_soon(_cancel_on_disconnect, receive, job.record,
                                      group.cancel_scope)
-                    group.start_soon(partial(run_pipeline, job, frames_in, stop=self._stop,
-                                             stop_grace_s=self._settings.shutdown_grace_s))
+                    group.start_soon(self._run_pipeline, frames_in)
                     answer = await collect_answer(frames_out)
                     group.cancel_scope.cancel()
             if answer is None:  # the client left; nobody is there to answer
