@@ -207,7 +207,6 @@ def _record_terminal(record: StreamRecord, terminal: TerminalFrame) -> None:
         record.outcome = "error"
         record.error_code = terminal.code
         record.incident_id = terminal.incident_id
-        record.retry_after = terminal.retry_after
         record.finish_reason = "error"
     else:
         record.outcome = "ok"

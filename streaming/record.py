@@ -23,7 +23,6 @@ class StreamRecord:
     finish_reason: str | None = None
     error_code: str | None = None
     incident_id: str | None = None
-    retry_after: float | None = None
 
     def ttft_ms(self) -> float | None:
         if self.first_token_at is None:
