@@ -16,13 +16,11 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
-import signal
 import sys
-import threading
 import traceback
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler, QueueListener
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import IO, Any
 
 import orjson
@@ -158,27 +156,12 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     logging.getLogger("uvicorn.access").disabled = True
     # sse-starlette logs every chunk at DEBUG: that would put model output in the logs.
     logging.getLogger("sse_starlette").setLevel(max(logging.INFO, logging.getLevelName(level)))
-    _flush_before_termination()
 
 
 def flush_logs() -> None:
     """Write out every queued line, and every later one directly (the process is ending)."""
     if _output is not None:
         _output.finish()
-
-
-def _flush_before_termination() -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    def flush_then_terminate(signum: int, frame: FrameType | None) -> None:
-        flush_logs()
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
-
-    signal.signal(signal.SIGTERM, flush_then_terminate)
 
 
 atexit.register(flush_logs)
