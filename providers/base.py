@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
-from providers.types import CompletionRequest, ProviderEvent
+from providers.types import CompletionRequest, ProviderEvent, RouteHealth
 
 
 @runtime_checkable
@@ -24,5 +24,12 @@ class Provider(Protocol):
     def route(self) -> str: ...
 
     def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]: ...
+
+    async def probe(self) -> RouteHealth:
+        """A cheap check that the route could answer: credentials present, vendor reachable.
+
+        Never a completion; callers cache the result and bound it with a timeout.
+        """
+        ...
 
     async def aclose(self) -> None: ...

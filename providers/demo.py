@@ -23,6 +23,7 @@ from providers.types import (
     FinishReason,
     Message,
     ProviderEvent,
+    RouteHealth,
     TextDelta,
     Usage,
 )
@@ -70,9 +71,10 @@ def demo_answer(messages: tuple[Message, ...], answer_tokens: int) -> str:
 
 
 class DemoProvider:
-    def __init__(self, model: str, config: DemoConfig) -> None:
+    def __init__(self, model: str, config: DemoConfig, max_tokens: int | None = None) -> None:
         self._route = f"demo/{model}"
         self._config = config
+        self._max_tokens = max_tokens
 
     @property
     def route(self) -> str:
@@ -84,8 +86,9 @@ class DemoProvider:
             await anyio.sleep(config.ttft_s)
         tokens = split_tokens(demo_answer(request.messages, config.answer_tokens))
         finish: FinishReason = "stop"
-        if len(tokens) > request.max_tokens:
-            tokens, finish = tokens[: request.max_tokens], "length"
+        cap = min(request.max_tokens, self._max_tokens or request.max_tokens)
+        if len(tokens) > cap:
+            tokens, finish = tokens[:cap], "length"
         for index, token in enumerate(tokens):
             if index == config.fail_after_tokens:
                 raise self._fault()
@@ -105,6 +108,9 @@ class DemoProvider:
             f"demo fault injected: HTTP {self._config.fail_status}",
             retry_after,
         )
+
+    async def probe(self) -> RouteHealth:
+        return RouteHealth(credentials="present", reachable=True)
 
     async def aclose(self) -> None:
         return None

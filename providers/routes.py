@@ -1,4 +1,4 @@
-"""Route names (`provider/model`) and building a provider for one."""
+"""Route names (`provider/model`), their settings, and building a provider for one."""
 
 from __future__ import annotations
 
@@ -6,17 +6,43 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from providers.base import Provider
+from providers.credentials import KeySource
 from providers.demo import DemoConfig, DemoProvider
+
+DEFAULT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
+    """One route of the chain, as configured.
+
+    `credentials` is the key for OpenAI and Anthropic routes, resolved at start-up from the
+    configured source; Bedrock uses the AWS credential chain and the demo needs none.
+    `timeout_s` bounds each wait on the vendor (connecting, the first byte, the gap between
+    chunks), so a hung upstream becomes a retryable error instead of a hung answer.
+    """
+
     provider: str
     model: str
+    base_url: str | None = None
+    credentials: KeySource | None = None
+    max_tokens: int | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    region: str | None = None
 
     @property
     def name(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def output_cap(self, requested: int) -> int:
+        """The request's (already clamped) token cap, lowered to this route's own if it has one."""
+        return min(requested, self.max_tokens) if self.max_tokens else requested
+
+
+def missing_key(spec: RouteSpec) -> str:
+    """What to tell an operator whose route has no key: where it was looked for."""
+    source = spec.credentials.description if spec.credentials else "the provider's key"
+    return f"no API key: set {source}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,22 +52,66 @@ class ProviderOptions:
     demo: DemoConfig = DemoConfig()
 
 
+def _demo(spec: RouteSpec, options: ProviderOptions) -> Provider:
+    return DemoProvider(spec.model, options.demo, max_tokens=spec.max_tokens)
+
+
+# The vendor SDKs are imported only when a route uses them: the demo starts without them.
+def _openai(spec: RouteSpec, options: ProviderOptions) -> Provider:
+    from providers.openai_chat import OpenAIChatProvider
+
+    return OpenAIChatProvider(spec)
+
+
+def _anthropic(spec: RouteSpec, options: ProviderOptions) -> Provider:
+    from providers.anthropic_messages import AnthropicMessagesProvider
+
+    return AnthropicMessagesProvider(spec)
+
+
+def _bedrock(spec: RouteSpec, options: ProviderOptions) -> Provider:
+    from providers.bedrock_converse import BedrockConverseProvider
+
+    return BedrockConverseProvider(spec)
+
+
 _FACTORIES: dict[str, Callable[[RouteSpec, ProviderOptions], Provider]] = {
-    "demo": lambda spec, options: DemoProvider(spec.model, options.demo),
+    "demo": _demo,
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "bedrock": _bedrock,
 }
 
 PROVIDER_KINDS: tuple[str, ...] = tuple(_FACTORIES)
-DEFAULT_MODELS: dict[str, str] = {"demo": "hello-1"}
+DEFAULT_MODELS: dict[str, str] = {
+    "demo": "hello-1",
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-5-haiku-latest",
+    "bedrock": "anthropic.claude-3-5-haiku-20241022-v1:0",
+}
+# The env var each keyed vendor's key is read from unless a route names another.
+DEFAULT_KEY_ENV: dict[str, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+# The vendors' own variables for pointing their SDK at another server.
+BASE_URL_ENV: dict[str, str] = {
+    "openai": "OPENAI_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
+    "bedrock": "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+}
 
 
 def parse_route(text: str, default_provider: str) -> RouteSpec:
-    """`model` or `provider/model`; raises ValueError with a reason a user can act on."""
+    """`model` or `provider/model`; raises ValueError with a reason a user can act on.
+
+    Only the first `/` separates: Bedrock and OpenAI-compatible model ids may contain more.
+    """
     text = text.strip()
     provider, sep, model = text.partition("/")
     if not sep:
         provider, model = default_provider, text
     if provider not in _FACTORIES:
-        raise ValueError(f"unknown provider {provider!r}; available: {', '.join(PROVIDER_KINDS)}")
+        raise ValueError(
+            f"unknown provider {provider!r}; available: {', '.join(PROVIDER_KINDS)}"
+            f" (a model id with a slash is written provider/model, e.g. openai/{text})")
     if not model or any(c.isspace() for c in model):
         raise ValueError(f"{text!r} is not a model name")
     return RouteSpec(provider, model)

@@ -42,3 +42,19 @@ class Finish:
 
 
 ProviderEvent = TextDelta | Usage | Finish
+
+
+CredentialState = Literal["present", "missing", "refused", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteHealth:
+    """What a route's cheap check found; `problem` is operator text naming no secret."""
+
+    credentials: CredentialState
+    reachable: bool | None  # None when not tried (no credentials to try with)
+    problem: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.credentials == "present" and self.reachable is True

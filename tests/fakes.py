@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from providers.types import CompletionRequest, Finish, ProviderEvent, TextDelta, Usage
+from providers.types import (
+    CompletionRequest,
+    Finish,
+    ProviderEvent,
+    RouteHealth,
+    TextDelta,
+    Usage,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class ScriptedProvider:
     release_s: float = 0.0
     released: int = 0
     release_error: Exception | None = None  # a cleanup that fails
+    health: RouteHealth = field(default_factory=lambda: RouteHealth("present", True))
 
     @property
     def route(self) -> str:
@@ -74,6 +82,9 @@ class ScriptedProvider:
             if self.release_error is not None:
                 raise self.release_error
             self.released += 1
+
+    async def probe(self) -> RouteHealth:
+        return self.health
 
     async def aclose(self) -> None:
         return None

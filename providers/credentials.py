@@ -1,0 +1,34 @@
+"""API keys as values that cannot leak by accident: no repr, no str, no equality by content."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class Secret:
+    """A provider key. Only `reveal()` gives the text, so a stray log or repr shows `***`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class KeySource:
+    """Where a route's key came from, named for operators (`/ready`, errors): never the key."""
+
+    description: str
+    key: Secret | None
+
+    @property
+    def present(self) -> bool:
+        return self.key is not None

@@ -1,0 +1,61 @@
+"""Helpers the adapters share to turn a vendor's failure into a safe `ProviderError`."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+_SAFE_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
+_MAX_RETRY_AFTER_S = 3600.0
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The wait a vendor asked for: `retry-after-ms`, or `Retry-After` in seconds or a date."""
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return _bounded(float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return _bounded(float(value))
+    except ValueError:
+        pass
+    try:
+        return _bounded(parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _bounded(seconds: float) -> float | None:
+    if seconds != seconds or seconds < 0:  # nan or a date in the past
+        return 0.0 if seconds < 0 else None
+    return min(seconds, _MAX_RETRY_AFTER_S)
+
+
+def safe_code(value: object) -> str | None:
+    """A vendor's error code or type, if it looks like an identifier and not free text.
+
+    Vendors echo fragments of the key in their messages (`Incorrect API key provided:
+    sk-…abcd`), so messages are never kept; an identifier-shaped code is.
+    """
+    if isinstance(value, str) and _SAFE_CODE.fullmatch(value):
+        return value
+    return None
+
+
+def describe(vendor: str, status: int | None, code: str | None) -> str:
+    """The operator-facing message: vendor, status and code, nothing the vendor wrote."""
+    parts = [vendor]
+    if status is not None:
+        parts.append(f"returned HTTP {status}")
+    if code:
+        parts.append(f"({code})")
+    return " ".join(parts)
