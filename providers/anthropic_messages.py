@@ -1,0 +1,179 @@
+"""Anthropic's Messages API through `AsyncAnthropic.messages.stream`.
+
+Text comes from `content_block_delta` text deltas; input tokens from `message_start`, output
+tokens from the running count in `message_delta`. The system prompt goes in `system`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+
+import anthropic
+import anyio
+import httpx2
+from anthropic import AsyncAnthropic
+from anthropic.types import MessageParam
+
+from providers.conversation import Turn, split_system
+from providers.errors import ProviderError, ProviderRejected, ProviderUnavailable, error_for_status
+from providers.routes import RouteSpec, missing_key
+from providers.types import (
+    CompletionRequest,
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    RouteHealth,
+    TextDelta,
+    Usage,
+)
+from providers.vendor_errors import describe, retry_after_seconds, safe_code
+
+VENDOR = "anthropic"
+PROBE_TIMEOUT_S = 5.0
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+# Errors sent inside a 200 stream carry only their type; this is the status each stands for.
+_STREAM_ERROR_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicMessagesProvider:
+    def __init__(self, spec: RouteSpec) -> None:
+        self._spec = spec
+        key = spec.credentials.key if spec.credentials else None
+        self._client: AsyncAnthropic | None = None
+        if key is not None:
+            self._client = AsyncAnthropic(
+                api_key=key.reveal(),
+                base_url=spec.base_url,
+                max_retries=0,  # the route chain retries, knowing fallback and budgets
+                timeout=anthropic.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0)),
+            )
+
+    @property
+    def route(self) -> str:
+        return self._spec.name
+
+    def _require_client(self) -> AsyncAnthropic:
+        if self._client is None:
+            raise ProviderRejected(f"{VENDOR}: {missing_key(self._spec)}", status_code=401)
+        return self._client
+
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
+        client = self._require_client()
+        system, turns = split_system(request.messages)
+        manager = client.messages.stream(
+            model=self._spec.model,
+            max_tokens=self._spec.output_cap(request.max_tokens),
+            messages=[_message(turn) for turn in turns],
+            system="\n\n".join(system) if system else anthropic.omit,
+        )
+        try:
+            stream = await manager.__aenter__()
+        except Exception as exc:
+            raise vendor_error(exc) from None
+        input_tokens = output_tokens = 0
+        finish: FinishReason | None = None
+        stopped = False
+        try:
+            async for event in stream:
+                if event.type == "content_block_delta":
+                    if event.delta.type == "text_delta" and event.delta.text:
+                        yield TextDelta(event.delta.text)
+                elif event.type == "message_start":
+                    input_tokens = _input_tokens(event.message.usage)
+                    output_tokens = event.message.usage.output_tokens
+                elif event.type == "message_delta":
+                    output_tokens = event.usage.output_tokens
+                    if event.usage.input_tokens is not None:
+                        input_tokens = _input_tokens(event.usage)
+                    if event.delta.stop_reason is not None:
+                        finish = _FINISH.get(event.delta.stop_reason, "stop")
+                elif event.type == "message_stop":
+                    stopped = True
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise vendor_error(exc) from None
+        finally:
+            with anyio.move_on_after(5, shield=True):
+                await stream.close()
+        if not stopped or finish is None:
+            raise ProviderUnavailable(f"{VENDOR}: the stream ended before the answer finished")
+        yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        yield Finish(finish)
+
+    async def probe(self) -> RouteHealth:
+        """Lists one model: cheap, and it needs a valid key."""
+        if self._client is None:
+            return RouteHealth("missing", reachable=None, problem=missing_key(self._spec))
+        try:
+            await self._client.models.list(limit=1, timeout=PROBE_TIMEOUT_S)
+        except anthropic.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                return RouteHealth("refused", True, f"key refused (HTTP {exc.status_code})")
+            return RouteHealth("present", True)
+        except Exception as exc:
+            return RouteHealth("present", False, vendor_error(exc).message)
+        return RouteHealth("present", True)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def _message(turn: Turn) -> MessageParam:
+    if turn.role == "assistant":
+        return {"role": "assistant", "content": turn.text}
+    return {"role": "user", "content": turn.text}
+
+
+def _input_tokens(usage: anthropic.types.Usage | anthropic.types.MessageDeltaUsage) -> int:
+    """Every input token the vendor bills, cached or not."""
+    return ((usage.input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
+            + (usage.cache_read_input_tokens or 0))
+
+
+def vendor_error(exc: BaseException) -> ProviderError:
+    """The project's error for whatever the SDK raised; never keeps the vendor's message."""
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return ProviderUnavailable(f"{VENDOR}: timed out")
+    if isinstance(exc, httpx2.TransportError):  # a body cut short, which the SDK passes on
+        return ProviderUnavailable(f"{VENDOR}: connection failed")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ProviderUnavailable(f"{VENDOR}: connection failed")
+    if isinstance(exc, anthropic.APIStatusError):
+        error_type = _error_type(exc.body)
+        status = exc.status_code
+        if status < 400:  # an `error` event inside the stream
+            status = _STREAM_ERROR_STATUS.get(error_type or "", 500)
+            return error_for_status(status, describe(VENDOR + " stream error", None, error_type))
+        return error_for_status(status, describe(VENDOR, status, error_type),
+                                retry_after_seconds(exc.response.headers))
+    if isinstance(exc, json.JSONDecodeError | ValueError | TypeError):
+        return ProviderUnavailable(f"{VENDOR}: malformed stream event")
+    return ProviderError(f"{VENDOR}: {type(exc).__name__}")
+
+
+def _error_type(body: object) -> str | None:
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return safe_code(inner.get("type"))
+    return None

@@ -1,0 +1,195 @@
+"""AWS Bedrock through the unified Converse API (`converse_stream`), with aioboto3.
+
+Text comes from `contentBlockDelta`, the stop reason from `messageStop`, usage from the
+closing `metadata` event. Credentials come from the normal AWS chain (environment, profile,
+container or instance role); the endpoint from `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` when set.
+The client, and so its connection pool, is made on first use and kept for the route's life.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+from urllib.parse import urlsplit
+
+import aioboto3
+import aiohttp
+import anyio
+from aiobotocore.config import AioConfig
+from botocore.eventstream import ParserError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from providers.conversation import split_system
+from providers.errors import ProviderError, ProviderRejected, ProviderUnavailable, error_for_status
+from providers.routes import RouteSpec
+from providers.types import (
+    CompletionRequest,
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    RouteHealth,
+    TextDelta,
+    Usage,
+)
+from providers.vendor_errors import describe, retry_after_seconds, safe_code
+
+VENDOR = "bedrock"
+PROBE_TIMEOUT_S = 5.0
+MAX_POOL_CONNECTIONS = 100
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+# Exceptions sent inside the event stream name no HTTP status; this is the one each stands for.
+_ERROR_STATUS: dict[str, int] = {
+    "throttlingException": 429,
+    "modelNotReadyException": 429,
+    "serviceQuotaExceededException": 429,
+    "modelTimeoutException": 408,
+    "internalServerException": 500,
+    "modelStreamErrorException": 502,
+    "serviceUnavailableException": 503,
+    "validationException": 400,
+    "modelErrorException": 424,
+    "accessDeniedException": 403,
+    "unrecognizedClientException": 403,
+    "resourceNotFoundException": 404,
+}
+
+
+class BedrockConverseProvider:
+    def __init__(self, spec: RouteSpec) -> None:
+        self._spec = spec
+        self._session = aioboto3.Session(region_name=spec.region)
+        self._client: Any = None
+        self._exit_stack = contextlib.AsyncExitStack()
+        self._lock = anyio.Lock()
+
+    @property
+    def route(self) -> str:
+        return self._spec.name
+
+    async def _get_client(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                config = AioConfig(
+                    # Retries belong to the route chain, which knows about fallback and budgets.
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    connect_timeout=min(self._spec.timeout_s, 10.0),
+                    read_timeout=self._spec.timeout_s,
+                    max_pool_connections=MAX_POOL_CONNECTIONS,
+                )
+                self._client = await self._exit_stack.enter_async_context(self._session.client(
+                    "bedrock-runtime", endpoint_url=self._spec.base_url, config=config))
+            return self._client
+
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
+        system, turns = split_system(request.messages)
+        arguments: dict[str, Any] = {
+            "modelId": self._spec.model,
+            "messages": [{"role": t.role, "content": [{"text": t.text}]} for t in turns],
+            "inferenceConfig": {"maxTokens": self._spec.output_cap(request.max_tokens)},
+        }
+        if system:
+            arguments["system"] = [{"text": text} for text in system]
+        try:
+            client = await self._get_client()
+            response = await client.converse_stream(**arguments)
+        except Exception as exc:
+            raise vendor_error(exc) from None
+        events = response["stream"]
+        finish: FinishReason | None = None
+        usage: Usage | None = None
+        try:
+            async for event in events:
+                delta = event.get("contentBlockDelta")
+                if delta is not None:
+                    text = delta.get("delta", {}).get("text")
+                    if text:
+                        yield TextDelta(text)
+                elif "messageStop" in event:
+                    finish = _FINISH.get(event["messageStop"].get("stopReason", ""), "stop")
+                elif "metadata" in event:
+                    counts = event["metadata"].get("usage", {})
+                    usage = Usage(int(counts.get("inputTokens", 0)),
+                                  int(counts.get("outputTokens", 0)))
+        except Exception as exc:
+            raise vendor_error(exc) from None
+        finally:
+            # Closes the connection itself: the only way to stop an event stream mid-answer.
+            events.close()
+        if finish is None:
+            raise ProviderUnavailable(f"{VENDOR}: the stream ended before the answer finished")
+        if usage is not None:
+            yield usage
+        yield Finish(finish)
+
+    async def probe(self) -> RouteHealth:
+        """Credentials from the AWS chain, then a TCP connect to the runtime endpoint.
+
+        The runtime API has no free read call, and a completion per probe would cost money,
+        so reachability is the endpoint accepting a connection.
+        """
+        try:
+            with anyio.fail_after(PROBE_TIMEOUT_S):
+                credentials = await self._session.get_credentials()
+        except (BotoCoreError, TimeoutError):
+            credentials = None
+        if credentials is None:
+            return RouteHealth("missing", None, "no AWS credentials found")
+        try:
+            client = await self._get_client()
+            address = urlsplit(client.meta.endpoint_url)
+            port = address.port or (443 if address.scheme == "https" else 80)
+            with anyio.fail_after(PROBE_TIMEOUT_S):
+                stream = await anyio.connect_tcp(address.hostname or "", port)
+            await stream.aclose()
+        except (OSError, TimeoutError, BotoCoreError) as exc:
+            problem = f"{VENDOR}: endpoint unreachable ({type(exc).__name__})"
+            return RouteHealth("present", False, problem)
+        return RouteHealth("present", True)
+
+    async def aclose(self) -> None:
+        await self._exit_stack.aclose()
+        self._client = None
+
+
+def vendor_error(exc: BaseException) -> ProviderError:
+    """The project's error for whatever botocore or aiohttp raised, without vendor text."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, NoCredentialsError):
+        return ProviderRejected(f"{VENDOR}: no AWS credentials found", status_code=401)
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = safe_code(error.get("Code"))
+        metadata = exc.response.get("ResponseMetadata", {})
+        status = metadata.get("HTTPStatusCode")
+        if not isinstance(status, int) or status < 400:  # an exception inside the stream
+            status = _ERROR_STATUS.get(_lower_first(code or ""), 500)
+            return error_for_status(status, describe(VENDOR + " stream error", None, code))
+        return error_for_status(status, describe(VENDOR, status, code),
+                                retry_after_seconds(metadata.get("HTTPHeaders")))
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
+        return ProviderUnavailable(f"{VENDOR}: timed out")
+    if isinstance(exc, ParserError):
+        return ProviderUnavailable(f"{VENDOR}: malformed event stream frame")
+    if isinstance(exc, BotoCoreError | aiohttp.ClientError | OSError):
+        return ProviderUnavailable(f"{VENDOR}: connection failed ({type(exc).__name__})")
+    return ProviderError(f"{VENDOR}: {type(exc).__name__}")
+
+
+def _lower_first(code: str) -> str:
+    return code[:1].lower() + code[1:]

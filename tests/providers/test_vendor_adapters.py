@@ -1,0 +1,308 @@
+"""Each vendor adapter, driven by its official SDK against a fake speaking the vendor's wire."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from providers.base import Provider
+from providers.credentials import KeySource
+from providers.errors import (
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from providers.routes import ProviderOptions, RouteSpec, build_provider
+from providers.types import (
+    CompletionRequest,
+    Finish,
+    Message,
+    ProviderEvent,
+    RouteHealth,
+    TextDelta,
+    Usage,
+)
+from tests.upstreams.common import Script, Upstream
+from tests.upstreams.pool import UpstreamPool
+from tests.upstreams.vendors import (
+    ANTHROPIC,
+    AWS_TEST_ENV,
+    BEDROCK,
+    OPENAI,
+    OPENAI_COMPATIBLE,
+    VENDORS,
+    Vendor,
+)
+
+REQUEST = CompletionRequest(
+    messages=(Message("system", "Answer briefly."), Message("user", "Say hello.")),
+    max_tokens=64,
+)
+
+
+@pytest.fixture(params=VENDORS, ids=lambda vendor: vendor.name)
+def vendor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Vendor:
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def upstream(vendor: Vendor, upstream_pool: UpstreamPool) -> Upstream:
+    return upstream_pool.get(vendor)
+
+
+async def play(provider: Provider, request: CompletionRequest = REQUEST
+               ) -> tuple[list[ProviderEvent], ProviderError | None]:
+    events: list[ProviderEvent] = []
+    try:
+        async for event in provider.stream(request):
+            events.append(event)
+    except ProviderError as exc:
+        return events, exc
+    finally:
+        await provider.aclose()
+    return events, None
+
+
+def texts(events: list[ProviderEvent]) -> list[str]:
+    return [event.text for event in events if isinstance(event, TextDelta)]
+
+
+async def test_streams_the_text_with_the_vendors_own_usage(vendor: Vendor,
+                                                           upstream: Upstream) -> None:
+    provider = build_provider(vendor.spec(upstream), ProviderOptions())
+    assert provider.route == f"{vendor.provider}/{vendor.model}"
+    events, error = await play(provider)
+    assert error is None
+    assert texts(events) == ["Hello", ",", " world", "!"]
+    # 17 and 9 are the fake's billing numbers, not anything the service could count itself.
+    assert Usage(input_tokens=17, output_tokens=9) in events
+    assert events[-1] == Finish("stop")
+    assert upstream.outcomes == ["completed"]
+
+
+async def test_hitting_max_tokens_finishes_with_length(vendor: Vendor,
+                                                       upstream: Upstream) -> None:
+    upstream.script = Script(finish=vendor.length_finish)
+    events, error = await play(build_provider(vendor.spec(upstream), ProviderOptions()))
+    assert error is None and events[-1] == Finish("length")
+
+
+async def test_a_route_max_tokens_lowers_the_requested_cap(vendor: Vendor,
+                                                           upstream: Upstream) -> None:
+    await play(build_provider(vendor.spec(upstream, max_tokens=20), ProviderOptions()))
+    body = upstream.last.json
+    sent = (body.get("max_tokens") or body.get("max_completion_tokens")
+            or body["inferenceConfig"]["maxTokens"])
+    assert sent == 20
+
+
+FAULTS = [
+    pytest.param(Script(status=429, retry_after="7"), ProviderRateLimited, 0, id="429"),
+    pytest.param(Script(status=500), ProviderUnavailable, 0, id="500"),
+    pytest.param("unavailable", ProviderUnavailable, 0, id="503-or-529"),
+    pytest.param(Script(status=400), ProviderRejected, 0, id="400"),
+    pytest.param(Script(drop_after=2), ProviderUnavailable, 2, id="dropped-after-2"),
+    pytest.param(Script(hang_s=3.0), ProviderUnavailable, 0, id="hang-before-first-byte"),
+    pytest.param(Script(malformed_after=1), ProviderUnavailable, 1, id="malformed-chunk"),
+    pytest.param(Script(stream_error_after=2), ProviderUnavailable, 2, id="error-event"),
+    pytest.param(Script(end_after=3), ProviderUnavailable, 3, id="ended-unfinished"),
+]
+
+
+@pytest.mark.parametrize(("script", "error_class", "tokens_before"), FAULTS)
+async def test_each_fault_becomes_the_right_project_error(
+        vendor: Vendor, upstream: Upstream, script: Script | str,
+        error_class: type[ProviderError], tokens_before: int) -> None:
+    if script == "unavailable":
+        script = Script(status=vendor.unavailable_status)
+    assert isinstance(script, Script)
+    upstream.script = script
+    provider = build_provider(vendor.spec(upstream, timeout_s=0.5), ProviderOptions())
+    events, error = await play(provider)
+    assert type(error) is error_class
+    assert len(texts(events)) == tokens_before
+    assert error.retryable is (error_class is not ProviderRejected)
+    if script.status is not None:
+        assert error.status_code == script.status
+    if script.retry_after is not None:
+        assert error.retry_after == 7.0
+
+
+async def test_a_bad_credential_is_rejected_without_repeating_it(
+        vendor: Vendor, upstream: Upstream) -> None:
+    spec = vendor.spec(upstream)
+    presented = (spec.credentials.key.reveal() if spec.credentials and spec.credentials.key
+                 else AWS_TEST_ENV["AWS_ACCESS_KEY_ID"])
+    upstream.api_key = "the-right-key"  # the configured one is now wrong, and gets echoed
+    events, error = await play(build_provider(spec, ProviderOptions()))
+    assert isinstance(error, ProviderRejected) and not error.retryable
+    assert error.status_code == vendor.auth_status
+    assert events == []
+    assert presented in str(upstream.requests[-1].headers)  # the fake saw it, and echoed it
+    assert presented[-8:] not in str(error) and presented[-8:] not in repr(error.args)
+
+
+async def test_leaving_early_closes_the_upstream_connection(vendor: Vendor,
+                                                            upstream: Upstream) -> None:
+    upstream.script = Script(tokens=tuple(f" t{n}" for n in range(400)), token_delay_s=0.02)
+    provider = build_provider(vendor.spec(upstream), ProviderOptions())
+    stream: AsyncGenerator[ProviderEvent, None] = provider.stream(REQUEST)
+    received = [await anext(stream), await anext(stream)]
+    assert texts(received) == [" t0", " t1"]
+    await stream.aclose()
+    # The fake sees the client leave long before its 8 s answer could have finished.
+    assert await anyio.to_thread.run_sync(upstream.wait_for_outcomes) == ["client_closed"]
+    await provider.aclose()
+
+
+async def test_a_cancelled_stream_closes_the_upstream_too(vendor: Vendor,
+                                                          upstream: Upstream) -> None:
+    """Cancellation mid-await (the way the pipeline stops) also releases the connection."""
+    upstream.script = Script(tokens=tuple(f" t{n}" for n in range(400)), token_delay_s=0.02)
+    provider = build_provider(vendor.spec(upstream), ProviderOptions())
+    stream = provider.stream(REQUEST)
+    with anyio.CancelScope() as scope:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                scope.cancel()  # delivered inside the adapter, awaiting the next chunk
+    assert scope.cancelled_caught
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
+    assert await anyio.to_thread.run_sync(upstream.wait_for_outcomes) == ["client_closed"]
+    await provider.aclose()
+
+
+async def test_requests_reuse_the_routes_pooled_connection(vendor: Vendor,
+                                                            upstream: Upstream) -> None:
+    provider = build_provider(vendor.spec(upstream), ProviderOptions())
+    try:
+        for _ in range(3):
+            events = [event async for event in provider.stream(REQUEST)]
+            assert texts(events) == ["Hello", ",", " world", "!"]
+    finally:
+        await provider.aclose()
+    assert len({received.client_port for received in upstream.requests}) == 1
+
+
+def test_the_official_openai_route_sends_the_current_token_cap_name(
+        upstream_pool: UpstreamPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No base URL configured means api.openai.com, which wants `max_completion_tokens`;
+    the SDK's own `OPENAI_BASE_URL` lookup lets the fake stand in for it here."""
+    upstream = upstream_pool.get(OPENAI)
+    monkeypatch.setenv("OPENAI_BASE_URL", upstream.url + "/v1")
+    spec = OPENAI.spec(upstream, base_url=None)
+    _, error = anyio.run(play, build_provider(spec, ProviderOptions()))
+    assert error is None
+    assert upstream.last.json["max_completion_tokens"] == 64
+    assert "max_tokens" not in upstream.last.json
+
+
+def test_the_request_each_vendor_receives(upstream_pool: UpstreamPool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    history = CompletionRequest(messages=(
+        Message("system", "Answer briefly."), Message("user", "Hi."),
+        Message("assistant", "Hello."), Message("user", "Tell me"),
+        Message("user", "a joke.")), max_tokens=64)
+    sent = {}
+    for vendor in (OPENAI_COMPATIBLE, ANTHROPIC, BEDROCK):
+        upstream = upstream_pool.get(vendor)
+        anyio.run(play, build_provider(vendor.spec(upstream), ProviderOptions()), history)
+        sent[vendor.name] = (upstream.last.path, upstream.last.json)
+    path, body = sent["openai-compatible"]
+    assert path == "/v1/chat/completions"
+    assert body["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 64 and body["messages"][0] == {
+        "role": "system", "content": "Answer briefly."}
+    assert len(body["messages"]) == 5
+    path, body = sent["anthropic"]
+    assert path == "/v1/messages" and body["stream"] is True
+    # The system prompt moves to `system`, and two user messages in a row become one turn.
+    assert body["system"] == "Answer briefly."
+    assert body["messages"] == [{"role": "user", "content": "Hi."},
+                                {"role": "assistant", "content": "Hello."},
+                                {"role": "user", "content": "Tell me\n\na joke."}]
+    assert body["max_tokens"] == 64
+    path, body = sent["bedrock"]
+    assert path == "/model/anthropic.claude-3-5-haiku-20241022-v1:0/converse-stream"
+    assert body["system"] == [{"text": "Answer briefly."}]
+    assert body["messages"][-1] == {"role": "user", "content": [{"text": "Tell me\n\na joke."}]}
+    assert body["inferenceConfig"] == {"maxTokens": 64}
+
+
+async def probe(spec: RouteSpec) -> RouteHealth:
+    provider = build_provider(spec, ProviderOptions())
+    try:
+        return await provider.probe()
+    finally:
+        await provider.aclose()
+
+
+async def test_the_route_check_is_usable_with_a_working_key(vendor: Vendor,
+                                                            upstream: Upstream) -> None:
+    provider = build_provider(vendor.spec(upstream), ProviderOptions())
+    try:
+        health = await provider.probe()
+    finally:
+        await provider.aclose()
+    assert health == RouteHealth(credentials="present", reachable=True)
+    # A check is never a completion: it costs nothing.
+    assert not [r for r in upstream.requests if "messages" in r.path or "complet" in r.path
+                or "converse" in r.path]
+
+
+async def test_the_route_check_finds_an_unreachable_vendor(vendor: Vendor,
+                                                           upstream: Upstream) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]
+    spec = vendor.spec(upstream, base_url=f"http://127.0.0.1:{closed_port}{vendor.base_path}")
+    provider = build_provider(spec, ProviderOptions())
+    try:
+        health = await provider.probe()
+    finally:
+        await provider.aclose()
+    assert health.credentials == "present" and health.reachable is False and not health.usable
+
+
+@pytest.mark.parametrize("keyed", [OPENAI, ANTHROPIC], ids=lambda vendor: vendor.name)
+async def test_the_route_check_reports_a_refused_or_missing_key(
+        keyed: Vendor, upstream_pool: UpstreamPool) -> None:
+    upstream = upstream_pool.get(keyed)
+    spec = keyed.spec(upstream)
+    upstream.api_key = "another-key"
+    refused = await probe(spec)
+    assert refused == RouteHealth("refused", True, "key refused (HTTP 401)")
+    missing_spec = keyed.spec(upstream, credentials=KeySource("TEAM_KEY", None))
+    missing = await probe(missing_spec)
+    assert missing == RouteHealth("missing", None, "no API key: set TEAM_KEY")
+    _, error = await play(build_provider(missing_spec, ProviderOptions()))
+    assert isinstance(error, ProviderRejected) and error.message.endswith("set TEAM_KEY")
+    assert [r.path for r in upstream.requests] == ["/v1/models"]
+
+
+async def test_bedrock_without_aws_credentials_is_reported_not_tried(
+        upstream_pool: UpstreamPool, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    upstream = upstream_pool.get(BEDROCK)
+    health = await probe(BEDROCK.spec(upstream))
+    assert health == RouteHealth("missing", None, "no AWS credentials found")
+    _, error = await play(build_provider(BEDROCK.spec(upstream), ProviderOptions()))
+    assert isinstance(error, ProviderRejected) and error.status_code == 401
+    assert upstream.requests == []

@@ -1,0 +1,119 @@
+"""A fake Anthropic Messages API: named SSE events from `message_start` to `message_stop`.
+
+Routes: `POST /v1/messages` (streamed) and `GET /v1/models`; `x-api-key` checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.upstreams.common import Script, Upstream, answer, receive, serve
+
+REQUEST_ID = "req_011CFakeAnthropic0001"
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "messages: roles must alternate between user and assistant"),
+    401: ("authentication_error", "invalid x-api-key: {key}"),
+    403: ("permission_error", "Your API key does not have permission to use the model."),
+    429: ("rate_limit_error", "Number of requests has exceeded your rate limit for key {key}."),
+    500: ("api_error", "Internal server error"),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+class AnthropicWire:
+    media_type = "text/event-stream"
+    auth_status = 401
+
+    def opening(self, script: Script, model: str) -> list[bytes]:
+        return [
+            _event("message_start", {"type": "message_start", "message": {
+                "id": "msg_01FakeAnthropic", "type": "message", "role": "assistant",
+                "content": [], "model": model, "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": script.input_tokens, "cache_creation_input_tokens": 0,
+                          "cache_read_input_tokens": 0, "output_tokens": 1,
+                          "service_tier": "standard"}}}),
+            _event("content_block_start", {"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": ""}}),
+            _event("ping", {"type": "ping"}),
+        ]
+
+    def token(self, text: str) -> bytes:
+        return _event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                              "delta": {"type": "text_delta", "text": text}})
+
+    def closing(self, script: Script) -> list[bytes]:
+        return [
+            _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            _event("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": script.finish or "end_turn",
+                                               "stop_sequence": None},
+                                     "usage": {"output_tokens": script.output_tokens}}),
+            _event("message_stop", {"type": "message_stop"}),
+        ]
+
+    def malformed(self) -> bytes:
+        return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                b'"delta":{"type":"text_de\n\n')
+
+    def stream_error(self) -> bytes:
+        return _event("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                           "message": "Overloaded"}})
+
+    def error(self, status: int, script: Script, presented_key: str) -> Response:
+        kind, message = _ERRORS.get(status, _ERRORS[500])
+        headers = {"request-id": REQUEST_ID}
+        if script.retry_after is not None:
+            headers["retry-after"] = script.retry_after
+        body = {"type": "error", "error": {"type": kind,
+                                           "message": message.format(key=presented_key)},
+                "request_id": REQUEST_ID}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _presented_key(request: Request) -> str:
+    """The API takes the key as `x-api-key` or, from newer SDKs, as a bearer token."""
+    bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+    return request.headers.get("x-api-key", bearer)
+
+
+def anthropic_app(upstream: Upstream) -> Starlette:
+    async def messages(request: Request) -> Response:
+        received = await receive(upstream, request)
+        model = str((received.json or {}).get("model", ""))
+        return await answer(upstream, AnthropicWire(), request, model,
+                            _presented_key(request),
+                            headers={"request-id": REQUEST_ID})
+
+    async def models(request: Request) -> Response:
+        await receive(upstream, request)
+        key = _presented_key(request)
+        if key != upstream.api_key:
+            return AnthropicWire().error(401, upstream.script, key)
+        model = {"type": "model", "id": "claude-3-5-haiku-20241022",
+                 "display_name": "Claude Haiku 3.5", "created_at": "2024-10-22T00:00:00Z"}
+        return JSONResponse({"data": [model], "has_more": False, "first_id": model["id"],
+                             "last_id": model["id"]})
+
+    return Starlette(routes=[
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ])
+
+
+@contextmanager
+def anthropic_upstream(api_key: str = "sk-ant-test-0123456789abcdef") -> Iterator[Upstream]:
+    upstream = Upstream(api_key=api_key)
+    with serve(anthropic_app(upstream), upstream) as live:
+        yield live

@@ -1,0 +1,200 @@
+"""What every fake vendor shares: the script of what to do, and a record of what happened.
+
+Each fake is a real HTTP server on 127.0.0.1 (uvicorn in a thread) speaking one vendor's wire
+format, so the official SDK under test runs its own HTTP and parsing stack against it. A test
+sets `upstream.script` before a request to choose the answer or the fault; the vendor module
+only says how its frames look (`Wire`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import anyio
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from tests.servers import thread_server
+
+Outcome = Literal["completed", "client_closed", "dropped"]
+
+
+class DroppedConnection(Exception):
+    """Raised inside a response body: uvicorn then cuts the connection mid-body."""
+
+
+@dataclass
+class Script:
+    """One answer, or one fault.
+
+    The default usage numbers differ from the token count on purpose, so a test can tell the
+    vendor's numbers from the service's own count.
+    """
+
+    tokens: tuple[str, ...] = ("Hello", ",", " world", "!")
+    input_tokens: int = 17
+    output_tokens: int = 9
+    finish: str | None = None  # the vendor's own stop reason; None: its normal one
+    token_delay_s: float = 0.0
+    status: int | None = None  # refuse with this HTTP status and the vendor's error body
+    retry_after: str | None = None
+    hang_s: float | None = None  # wait this long before the first byte (headers included)
+    drop_after: int | None = None  # after this many tokens, cut the connection
+    malformed_after: int | None = None  # after this many tokens, send a broken chunk
+    stream_error_after: int | None = None  # after this many tokens, the vendor's error event
+    end_after: int | None = None  # after this many tokens, end the body, unfinished
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    json: Any
+    client_port: int | None  # the same port on two requests means one pooled connection
+
+
+@dataclass
+class Upstream:
+    """A running fake vendor: its URL, the key it accepts, the script it plays, what it saw."""
+
+    api_key: str
+    script: Script = field(default_factory=Script)
+    url: str = ""
+    requests: list[Received] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def record(self, outcome: Outcome) -> None:
+        with self._changed:
+            self.outcomes.append(outcome)
+            self._changed.notify_all()
+
+    def wait_for_outcomes(self, count: int = 1, timeout: float = 5.0) -> list[Outcome]:
+        """Block until `count` streams have ended, then say how each one ended."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.outcomes) >= count, timeout):
+                raise AssertionError(f"the upstream saw {len(self.outcomes)} of {count} "
+                                     "streams end in time")
+            return list(self.outcomes)
+
+    def __post_init__(self) -> None:
+        self._accepted_key = self.api_key
+
+    def reset(self) -> None:
+        """Back to a fresh server's state, so one server can serve many tests."""
+        with self._changed:
+            self.api_key = self._accepted_key
+            self.script = Script()
+            self.requests.clear()
+            self.outcomes.clear()
+
+    @property
+    def last(self) -> Received:
+        return self.requests[-1]
+
+
+class Wire(Protocol):
+    """How one vendor's streamed answer and errors look on the wire."""
+
+    media_type: str
+    auth_status: int  # what the vendor answers a bad credential with
+
+    def opening(self, script: Script, model: str) -> list[bytes]: ...
+
+    def token(self, text: str) -> bytes: ...
+
+    def closing(self, script: Script) -> list[bytes]: ...
+
+    def malformed(self) -> bytes: ...
+
+    def stream_error(self) -> bytes: ...
+
+    def error(self, status: int, script: Script, presented_key: str) -> Response: ...
+
+
+async def hang(request: Request, seconds: float) -> None:
+    """Sleep before answering, but stop once the client has gone, so no handler lingers."""
+    deadline = anyio.current_time() + seconds
+    while anyio.current_time() < deadline:
+        if await request.is_disconnected():
+            return
+        await anyio.sleep(0.02)
+
+
+async def receive(upstream: Upstream, request: Request) -> Received:
+    body = await request.body()
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    port = request.client.port if request.client else None
+    entry = Received(request.url.path, dict(request.headers), parsed, port)
+    upstream.requests.append(entry)
+    return entry
+
+
+async def answer(upstream: Upstream, wire: Wire, request: Request, model: str,
+                 presented_key: str, headers: dict[str, str] | None = None) -> Response:
+    """The scripted answer: an error response, or a stream with the scripted fault."""
+    script = upstream.script
+    if script.hang_s:
+        await hang(request, script.hang_s)
+    if presented_key != upstream.api_key:
+        return wire.error(wire.auth_status, script, presented_key)
+    if script.status is not None:
+        return wire.error(script.status, script, presented_key)
+    return StreamingResponse(_frames(upstream, wire, script, model),
+                             media_type=wire.media_type, headers=headers)
+
+
+async def _frames(upstream: Upstream, wire: Wire, script: Script,
+                  model: str) -> AsyncIterator[bytes]:
+    outcome: Outcome = "client_closed"
+    try:
+        for frame in _plan(wire, script, model):
+            if frame is _DROP:
+                outcome = "dropped"
+                raise DroppedConnection("scripted drop")
+            if frame is _PAUSE:
+                await anyio.sleep(script.token_delay_s)
+                continue
+            yield frame
+        outcome = "completed"
+    finally:
+        upstream.record(outcome)
+
+
+_DROP = b"<drop>"
+_PAUSE = b"<pause>"
+
+
+def _plan(wire: Wire, script: Script, model: str) -> Iterator[bytes]:
+    yield from wire.opening(script, model)
+    for index, text in enumerate(script.tokens):
+        if index == script.drop_after:
+            yield _DROP
+        if index == script.malformed_after:
+            yield wire.malformed()
+            return
+        if index == script.stream_error_after:
+            yield wire.stream_error()
+            return
+        if index == script.end_after:
+            return
+        if index and script.token_delay_s:
+            yield _PAUSE
+        yield wire.token(text)
+    yield from wire.closing(script)
+
+
+@contextmanager
+def serve(app: Starlette, upstream: Upstream) -> Iterator[Upstream]:
+    with thread_server(app) as live:
+        upstream.url = live.url
+        yield upstream

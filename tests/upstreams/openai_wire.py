@@ -1,0 +1,132 @@
+"""A fake OpenAI (or OpenAI-compatible) server: `chat.completion.chunk` SSE, `[DONE]`, usage.
+
+Routes: `POST /v1/chat/completions` (streamed) and `GET /v1/models`; bearer-key checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.upstreams.common import Script, Upstream, answer, receive, serve
+
+CREATED = 1_732_752_000
+_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid value for 'messages'."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: {key}. "
+          "You can find your API key at https://platform.openai.com/account/api-keys."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for gpt-4o-mini on requests "
+          "per min (RPM): Limit 3, Used 3, Requested 1. Key {key}."),
+    500: ("server_error", None, "The server had an error while processing your request."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+}
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class OpenAIWire:
+    media_type = "text/event-stream"
+    auth_status = 401
+
+    def __init__(self) -> None:
+        self._model = ""
+        self._include_usage = False
+
+    def configure(self, model: str, include_usage: bool) -> None:
+        self._model, self._include_usage = model, include_usage
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": "chatcmpl-AZfake0001", "object": "chat.completion.chunk", "created": CREATED,
+            "model": self._model, "service_tier": "default", "system_fingerprint": "fp_0ba0d124f1",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self._include_usage:
+            chunk["usage"] = None
+        return _data(chunk)
+
+    def opening(self, script: Script, model: str) -> list[bytes]:
+        return [self._chunk({"role": "assistant", "content": "", "refusal": None})]
+
+    def token(self, text: str) -> bytes:
+        return self._chunk({"content": text})
+
+    def closing(self, script: Script) -> list[bytes]:
+        frames = [self._chunk({}, script.finish or "stop")]
+        if self._include_usage:
+            frames.append(_data({
+                "id": "chatcmpl-AZfake0001", "object": "chat.completion.chunk",
+                "created": CREATED, "model": self._model, "service_tier": "default",
+                "system_fingerprint": "fp_0ba0d124f1", "choices": [],
+                "usage": {
+                    "prompt_tokens": script.input_tokens,
+                    "completion_tokens": script.output_tokens,
+                    "total_tokens": script.input_tokens + script.output_tokens,
+                    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                                  "accepted_prediction_tokens": 0,
+                                                  "rejected_prediction_tokens": 0},
+                },
+            }))
+        frames.append(b"data: [DONE]\n\n")
+        return frames
+
+    def malformed(self) -> bytes:
+        return b'data: {"id":"chatcmpl-AZfake0001","object":"chat.completion.chunk","choi\n\n'
+
+    def stream_error(self) -> bytes:
+        return _data({"error": {"message": "The server had an error while processing your "
+                                           "request.", "type": "server_error", "param": None,
+                                "code": None}})
+
+    def error(self, status: int, script: Script, presented_key: str) -> Response:
+        kind, code, message = _ERRORS.get(status, _ERRORS[500])
+        headers = {"x-request-id": "req_fake0001"}
+        if script.retry_after is not None:
+            headers["retry-after"] = script.retry_after
+        body = {"error": {"message": message.format(key=presented_key), "type": kind,
+                          "param": None, "code": code}}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _presented_key(request: Request) -> str:
+    return request.headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def openai_app(upstream: Upstream) -> Starlette:
+    async def completions(request: Request) -> Response:
+        received = await receive(upstream, request)
+        body = received.json or {}
+        wire = OpenAIWire()
+        wire.configure(str(body.get("model", "")),
+                       bool((body.get("stream_options") or {}).get("include_usage")))
+        return await answer(upstream, wire, request, wire._model, _presented_key(request),
+                            headers={"x-request-id": "req_fake0001"})
+
+    async def models(request: Request) -> Response:
+        await receive(upstream, request)
+        if _presented_key(request) != upstream.api_key:
+            return OpenAIWire().error(401, upstream.script, _presented_key(request))
+        return JSONResponse({"object": "list", "data": [
+            {"id": "gpt-4o-mini", "object": "model", "created": CREATED, "owned_by": "system"}]})
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ])
+
+
+@contextmanager
+def openai_upstream(api_key: str = "sk-test-openai-0123456789abcdef") -> Iterator[Upstream]:
+    upstream = Upstream(api_key=api_key)
+    with serve(openai_app(upstream), upstream) as live:
+        yield live
