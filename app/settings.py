@@ -7,29 +7,24 @@ the variable, so a typo fails the deploy instead of the first request.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
+from app.env import EnvReader, SettingsError
+from app.route_config import load_config_file, read_routes
 from providers.demo import DemoConfig
-from providers.routes import DEFAULT_MODELS, PROVIDER_KINDS, RouteSpec, parse_route
+from providers.routes import DEFAULT_MODELS, RouteSpec
 
-T = TypeVar("T", int, float)
+__all__ = ["Settings", "SettingsError"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-class SettingsError(ValueError):
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"invalid configuration: {variable}: {problem}")
-        self.variable = variable
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    route: RouteSpec = RouteSpec("demo", DEFAULT_MODELS["demo"])
+    routes: tuple[RouteSpec, ...] = (RouteSpec("demo", DEFAULT_MODELS["demo"]),)
     max_output_tokens: int = 1024
     max_input_chars: int = 32_000
     max_messages: int = 64
@@ -39,6 +34,7 @@ class Settings:
     send_timeout_s: float = 30.0
     shutdown_grace_s: float = 10.0
     drain_delay_s: float = 0.0
+    ready_check_s: float = 30.0
     prompt_version: str = "unversioned"
     system_prompt: str = ""
     log_level: str = "INFO"
@@ -49,53 +45,18 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        return _read(_Env(env))
+        return _read(EnvReader(env))
+
+    @property
+    def route(self) -> RouteSpec:
+        """The route that answers: the first of the chain."""
+        return self.routes[0]
 
 
-class _Env:
-    """Typed reads of environment variables; blank counts as unset."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def raw(self, name: str) -> str | None:
-        value = self._env.get(name)
-        return value.strip() if value is not None and value.strip() else None
-
-    def text(self, name: str, default: str) -> str:
-        return self.raw(name) or default
-
-    def number(self, name: str, default: T, kind: Callable[[str], T],
-               low: T, high: T) -> T:
-        raw = self.raw(name)
-        if raw is None:
-            return default
-        try:
-            value = kind(raw)
-        except ValueError:
-            noun = "an integer" if kind is int else "a number"
-            raise SettingsError(name, f"must be {noun}, got {raw!r}") from None
-        if not low <= value <= high:  # also rejects nan
-            raise SettingsError(name, f"must be between {low} and {high}, got {raw!r}")
-        return value
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(name, default)
-        if value not in choices:
-            raise SettingsError(name, f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-
-def _read(env: _Env) -> Settings:
-    for unsupported in ("FALLBACK_MODEL", "HELLO_SHIP_CONFIG"):
-        if env.raw(unsupported):
-            raise SettingsError(unsupported, "is not supported by this version yet; unset it")
-    provider = env.choice("LLM_PROVIDER", "demo", PROVIDER_KINDS)
-    primary = env.text("PRIMARY_MODEL", DEFAULT_MODELS[provider])
-    try:
-        route = parse_route(primary, provider)
-    except ValueError as exc:
-        raise SettingsError("PRIMARY_MODEL", str(exc)) from None
+def _read(env: EnvReader) -> Settings:
+    if env.raw("FALLBACK_MODEL"):
+        raise SettingsError("FALLBACK_MODEL", "is not supported by this version yet; unset it")
+    routes = read_routes(env, load_config_file(env))
     hash_key = env.raw("LOG_HASH_KEY")
     if hash_key is not None and len(hash_key) < 32:
         raise SettingsError("LOG_HASH_KEY", "must be a secret of at least 32 characters")
@@ -103,7 +64,7 @@ def _read(env: _Env) -> Settings:
     return Settings(
         host=env.text("HOST", "127.0.0.1"),
         port=env.number("PORT", 8080, int, 0, 65535),
-        route=route,
+        routes=routes,
         max_output_tokens=env.number("MAX_OUTPUT_TOKENS", 1024, int, 1, 1_000_000),
         max_input_chars=env.number("MAX_INPUT_CHARS", 32_000, int, 1, 10_000_000),
         max_messages=env.number("MAX_MESSAGES", 64, int, 1, 10_000),
@@ -113,6 +74,7 @@ def _read(env: _Env) -> Settings:
         send_timeout_s=env.number("SEND_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
         shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10.0, float, 0.0, 3600.0),
         drain_delay_s=env.number("DRAIN_DELAY_S", 0.0, float, 0.0, 3600.0),
+        ready_check_s=env.number("READY_CHECK_S", 30.0, float, 0.5, 3600.0),
         prompt_version=env.text("PROMPT_VERSION", "unversioned"),
         system_prompt=env.raw("SYSTEM_PROMPT") or "",
         log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),

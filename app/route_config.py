@@ -1,0 +1,155 @@
+"""The route chain from configuration: `LLM_PROVIDER` + `PRIMARY_MODEL`, or `[[routes]]` in TOML.
+
+Keys are read here, once, from the variable or file each route names; the spec carries the
+key as a `Secret`, and everything an operator sees names only where the key came from.
+A missing key is not a start-up error: the route is reported unusable by `/ready`, so a
+service with one good route of two still serves.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.env import EnvReader, SettingsError
+from providers.credentials import KeySource, Secret
+from providers.routes import (
+    BASE_URL_ENV,
+    DEFAULT_KEY_ENV,
+    DEFAULT_MODELS,
+    DEFAULT_TIMEOUT_S,
+    PROVIDER_KINDS,
+    RouteSpec,
+    parse_route,
+)
+
+CONFIG_VAR = "HELLO_SHIP_CONFIG"
+_ROUTE_KEYS = frozenset({"provider", "model", "base_url", "api_key_env", "api_key_file",
+                         "max_tokens", "timeout_s", "region"})
+_TOP_LEVEL_KEYS = frozenset({"routes"})
+
+
+def load_config_file(env: EnvReader) -> dict[str, Any]:
+    """The TOML file `HELLO_SHIP_CONFIG` names, or an empty config when it is unset."""
+    path = env.raw(CONFIG_VAR)
+    if path is None:
+        return {}
+    try:
+        with Path(path).open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise SettingsError(CONFIG_VAR, f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(CONFIG_VAR, f"{path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
+    if unknown:
+        raise SettingsError(CONFIG_VAR, f"unknown table or key {unknown[0]!r}; "
+                                        f"this version reads: {', '.join(sorted(_TOP_LEVEL_KEYS))}")
+    return data
+
+
+def read_routes(env: EnvReader, config: Mapping[str, Any]) -> tuple[RouteSpec, ...]:
+    """The chain, in order. `PRIMARY_MODEL` in the environment overrides the file's routes."""
+    if "routes" in config and env.raw("PRIMARY_MODEL") is None:
+        routes = config["routes"]
+        if not isinstance(routes, list) or not routes:
+            raise SettingsError(CONFIG_VAR, "routes must be a non-empty array of tables")
+        specs = tuple(_file_route(env, index, entry) for index, entry in enumerate(routes))
+    else:
+        specs = (_env_route(env),)
+    if len(specs) > 1:
+        raise SettingsError(CONFIG_VAR, "more than one route needs a fallback chain, which "
+                                        "this version does not have yet; keep one [[routes]]")
+    return specs
+
+
+def _env_route(env: EnvReader) -> RouteSpec:
+    provider = env.choice("LLM_PROVIDER", "demo", PROVIDER_KINDS)
+    try:
+        spec = parse_route(env.text("PRIMARY_MODEL", DEFAULT_MODELS[provider]), provider)
+    except ValueError as exc:
+        raise SettingsError("PRIMARY_MODEL", str(exc)) from None
+    return _complete(env, spec, "PRIMARY_MODEL", base_url=None, key_env=None, key_file=None,
+                     region=None)
+
+
+def _file_route(env: EnvReader, index: int, entry: object) -> RouteSpec:
+    where = f"{CONFIG_VAR}: routes[{index}]"
+    if not isinstance(entry, dict):
+        raise SettingsError(where, "must be a table")
+    unknown = sorted(set(entry) - _ROUTE_KEYS)
+    if unknown:
+        known = ", ".join(sorted(_ROUTE_KEYS))
+        raise SettingsError(f"{where}.{unknown[0]}", f"unknown key; known: {known}")
+    provider = _text(entry, "provider", where)
+    model = _text(entry, "model", where)
+    if provider is None or model is None:
+        raise SettingsError(where, "needs provider and model")
+    try:
+        spec = parse_route(f"{provider}/{model}", provider)
+    except ValueError as exc:
+        raise SettingsError(f"{where}.provider", str(exc)) from None
+    max_tokens = entry.get("max_tokens")
+    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+        raise SettingsError(f"{where}.max_tokens", "must be a positive integer")
+    timeout_s = entry.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if type(timeout_s) not in (int, float) or not 0.1 <= timeout_s <= 3600:
+        raise SettingsError(f"{where}.timeout_s", "must be a number of seconds, 0.1 to 3600")
+    spec = RouteSpec(spec.provider, spec.model, max_tokens=max_tokens, timeout_s=float(timeout_s))
+    return _complete(env, spec, where, base_url=_text(entry, "base_url", where),
+                     key_env=_text(entry, "api_key_env", where),
+                     key_file=_text(entry, "api_key_file", where),
+                     region=_text(entry, "region", where))
+
+
+def _complete(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | None,
+              key_env: str | None, key_file: str | None, region: str | None) -> RouteSpec:
+    """Fill in the base URL, key and region from the route or the vendor's own variables."""
+    if spec.provider == "demo":
+        return spec
+    url_source = f"{where}.base_url"
+    if base_url is None:
+        url_source = BASE_URL_ENV[spec.provider]
+        base_url = env.raw(url_source)
+    if base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(url_source, f"must be an http(s) URL, got {base_url!r}")
+    credentials = None
+    if spec.provider in DEFAULT_KEY_ENV:
+        if key_env and key_file:
+            raise SettingsError(where, "give api_key_env or api_key_file, not both")
+        credentials = (_key_from_file(key_file, where) if key_file
+                       else _key_from_env(env, key_env or DEFAULT_KEY_ENV[spec.provider]))
+    if spec.provider == "bedrock":
+        region = region or env.raw("AWS_REGION") or env.raw("AWS_DEFAULT_REGION")
+        if region is None:
+            raise SettingsError("AWS_REGION", "must be set for a bedrock route")
+    return RouteSpec(spec.provider, spec.model, base_url=base_url, credentials=credentials,
+                     max_tokens=spec.max_tokens, timeout_s=spec.timeout_s, region=region)
+
+
+def _key_from_env(env: EnvReader, name: str) -> KeySource:
+    value = env.raw(name)
+    return KeySource(name, Secret(value) if value else None)
+
+
+def _key_from_file(path: str, where: str) -> KeySource:
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise SettingsError(f"{where}.api_key_file", f"cannot read {path}: {reason}") from None
+    return KeySource(f"the file {path}", Secret(value) if value else None)
+
+
+def _text(entry: Mapping[str, object], key: str, where: str) -> str | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"{where}.{key}", "must be a non-empty string")
+    return value.strip()

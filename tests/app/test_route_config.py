@@ -1,0 +1,127 @@
+"""Routes from the environment and from the TOML file, and every way they can be wrong."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings, SettingsError
+from providers.routes import RouteSpec
+
+
+def write_config(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / "hello-ship.toml"
+    path.write_text(text)
+    return {"HELLO_SHIP_CONFIG": str(path)}
+
+
+def test_llm_provider_and_primary_model_pick_a_vendor_route() -> None:
+    settings = Settings.from_env({"LLM_PROVIDER": "openai", "PRIMARY_MODEL": "gpt-4o",
+                                  "OPENAI_API_KEY": "sk-from-env",
+                                  "OPENAI_BASE_URL": "http://127.0.0.1:4000/v1"})
+    (route,) = settings.routes
+    assert (route.name, route.base_url) == ("openai/gpt-4o", "http://127.0.0.1:4000/v1")
+    assert route.credentials is not None and route.credentials.description == "OPENAI_API_KEY"
+    assert route.credentials.key is not None and route.credentials.key.reveal() == "sk-from-env"
+
+
+def test_a_key_never_shows_in_the_settings_repr() -> None:
+    settings = Settings.from_env({"LLM_PROVIDER": "anthropic",
+                                  "ANTHROPIC_API_KEY": "sk-ant-very-secret"})
+    assert "very-secret" not in repr(settings) and "very-secret" not in str(settings.routes)
+    assert settings.route.name == "anthropic/claude-3-5-haiku-latest"
+
+
+def test_a_missing_key_is_not_a_start_up_error() -> None:
+    """It is reported by /ready instead, so one good route of several still serves."""
+    route = Settings.from_env({"LLM_PROVIDER": "openai"}).route
+    assert route.credentials is not None and not route.credentials.present
+
+
+def test_bedrock_takes_its_endpoint_and_region_from_the_aws_variables() -> None:
+    route = Settings.from_env({
+        "LLM_PROVIDER": "bedrock", "AWS_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "http://127.0.0.1:9000",
+    }).route
+    assert (route.region, route.base_url) == ("eu-west-1", "http://127.0.0.1:9000")
+    assert route.credentials is None  # the AWS credential chain, not a key variable
+
+
+def test_the_toml_route_list(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("sk-from-file\n")
+    env = write_config(tmp_path, f"""
+[[routes]]
+provider = "openai"
+model = "llama3.1:8b"
+base_url = "http://127.0.0.1:11434/v1"
+api_key_file = "{tmp_path / 'key'}"
+max_tokens = 256
+timeout_s = 20
+""")
+    (route,) = Settings.from_env(env).routes
+    assert route == RouteSpec("openai", "llama3.1:8b", base_url="http://127.0.0.1:11434/v1",
+                              credentials=route.credentials, max_tokens=256, timeout_s=20.0)
+    assert route.credentials is not None and route.credentials.key is not None
+    assert route.credentials.key.reveal() == "sk-from-file"
+    assert route.output_cap(1024) == 256 and route.output_cap(100) == 100
+
+
+def test_a_route_names_the_variable_holding_its_key(tmp_path: Path) -> None:
+    env = write_config(tmp_path, """
+[[routes]]
+provider = "anthropic"
+model = "claude-3-5-haiku-20241022"
+api_key_env = "TEAM_ANTHROPIC_KEY"
+""")
+    route = Settings.from_env({**env, "TEAM_ANTHROPIC_KEY": "sk-ant-team"}).route
+    assert route.credentials is not None and route.credentials.description == "TEAM_ANTHROPIC_KEY"
+    assert route.credentials.present
+
+
+def test_primary_model_in_the_environment_overrides_the_file(tmp_path: Path) -> None:
+    env = write_config(tmp_path, '[[routes]]\nprovider = "openai"\nmodel = "gpt-4o"\n')
+    assert Settings.from_env({**env, "PRIMARY_MODEL": "demo/other"}).route.name == "demo/other"
+
+
+@pytest.mark.parametrize(("config", "variable", "reason"), [
+    ("routes = [", "HELLO_SHIP_CONFIG", "not valid TOML"),
+    ("[tenants.acme]\nrpm = 5\n", "HELLO_SHIP_CONFIG", "unknown table or key 'tenants'"),
+    ("routes = []\n", "HELLO_SHIP_CONFIG", "non-empty array"),
+    ('[[routes]]\nprovider = "openai"\nmodle = "x"\n',
+     "HELLO_SHIP_CONFIG: routes[0].modle", "unknown key"),
+    ('[[routes]]\nprovider = "openai"\n', "HELLO_SHIP_CONFIG: routes[0]", "needs provider"),
+    ('[[routes]]\nprovider = "skynet"\nmodel = "x"\n',
+     "HELLO_SHIP_CONFIG: routes[0].provider", "unknown provider"),
+    ('[[routes]]\nprovider = "openai"\nmodel = "x"\nmax_tokens = 0\n',
+     "HELLO_SHIP_CONFIG: routes[0].max_tokens", "positive integer"),
+    ('[[routes]]\nprovider = "openai"\nmodel = "x"\ntimeout_s = "soon"\n',
+     "HELLO_SHIP_CONFIG: routes[0].timeout_s", "number of seconds"),
+    ('[[routes]]\nprovider = "openai"\nmodel = "x"\nbase_url = "localhost:4000"\n',
+     "HELLO_SHIP_CONFIG: routes[0].base_url", "http(s) URL"),
+    ('[[routes]]\nprovider = "openai"\nmodel = "x"\napi_key_file = "/nonexistent/key"\n',
+     "HELLO_SHIP_CONFIG: routes[0].api_key_file", "cannot read /nonexistent/key"),
+    ('[[routes]]\nprovider = "bedrock"\nmodel = "x"\n', "AWS_REGION", "must be set"),
+    ('[[routes]]\nprovider = "demo"\nmodel = "a"\n[[routes]]\nprovider = "demo"\nmodel = "b"\n',
+     "HELLO_SHIP_CONFIG", "more than one route"),
+])
+def test_a_bad_config_file_names_the_key(tmp_path: Path, config: str, variable: str,
+                                         reason: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(reason)) as caught:
+        Settings.from_env(write_config(tmp_path, config))
+    assert caught.value.variable == variable
+
+
+@pytest.mark.parametrize(("env", "variable", "reason"), [
+    ({"HELLO_SHIP_CONFIG": "/nonexistent/hello-ship.toml"}, "HELLO_SHIP_CONFIG", "cannot read"),
+    ({"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": "ftp://x"}, "OPENAI_BASE_URL", "http(s)"),
+    ({"LLM_PROVIDER": "bedrock"}, "AWS_REGION", "must be set"),
+    ({"LLM_PROVIDER": "openai", "PRIMARY_MODEL": "meta-llama/Llama-3"}, "PRIMARY_MODEL",
+     "written provider/model, e.g. openai/meta-llama/Llama-3"),
+])
+def test_bad_route_variables_name_themselves(env: dict[str, str], variable: str,
+                                             reason: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(reason)) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable
