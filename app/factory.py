@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
@@ -21,6 +22,7 @@ from app.errors import (
 from app.jsonlog import flush_logs
 from app.lifecycle import Lifecycle
 from app.middleware import EdgeMiddleware
+from app.readiness import RouteChecks
 from app.service import ChatService
 from app.settings import Settings
 from providers.base import Provider
@@ -34,12 +36,16 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
     provider = provider or build_provider(settings.route, ProviderOptions(demo=settings.demo))
 
     lifecycle = Lifecycle(settings.drain_delay_s)
+    checks = RouteChecks([provider], settings.ready_check_s)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         restore_signal_handlers = lifecycle.install()
         try:
-            yield
+            async with anyio.create_task_group() as background:
+                background.start_soon(checks.run)
+                yield
+                background.cancel_scope.cancel()
         finally:
             restore_signal_handlers()
             try:
@@ -65,4 +71,5 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
     )
     app.state.service = ChatService(settings, provider)
     app.state.lifecycle = lifecycle
+    app.state.checks = checks
     return EdgeMiddleware(app)

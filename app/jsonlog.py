@@ -136,6 +136,8 @@ class _Output:
 
 
 _output: _Output | None = None
+_VENDOR_LOGGERS = ("openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2",
+                   "botocore", "aiobotocore", "aioboto3", "boto3", "urllib3", "aiohttp")
 
 
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
@@ -156,6 +158,10 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     logging.getLogger("uvicorn.access").disabled = True
     # sse-starlette logs every chunk at DEBUG: that would put model output in the logs.
     logging.getLogger("sse_starlette").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # The vendor SDKs and their HTTP stacks log request bodies (user text) and headers at
+    # DEBUG and every request at INFO; the service logs its own calls without either.
+    for name in _VENDOR_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def flush_logs() -> None:

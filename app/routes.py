@@ -10,6 +10,7 @@ from app import context
 from app.body import read_json_object
 from app.errors import JSONResponse
 from app.lifecycle import Lifecycle
+from app.readiness import RouteChecks
 from app.responses import CollectedResponse, StreamResponse
 from app.schemas import parse_chat
 from app.service import ChatService
@@ -20,11 +21,13 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    service: ChatService = request.app.state.service
     lifecycle: Lifecycle = request.app.state.lifecycle
-    routes = [{"route": service.provider.route, "ready": True}]
+    checks: RouteChecks = request.app.state.checks
+    usable, reasons, routes = await checks.report()
     if lifecycle.draining:
-        return JSONResponse({"status": "not_ready", "reasons": ["draining"], "routes": routes},
+        reasons.insert(0, "draining")
+    if lifecycle.draining or not usable:
+        return JSONResponse({"status": "not_ready", "reasons": reasons, "routes": routes},
                             status_code=503)
     return JSONResponse({"status": "ready", "routes": routes})
 

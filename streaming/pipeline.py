@@ -162,6 +162,7 @@ def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
         logger.warning("provider_failed", extra={
             "route": route,
             "error_class": type(exc).__name__,
+            "detail": exc.message,  # adapters write it without vendor text or keys
             "status_code": exc.status_code,
             "retryable": exc.retryable,
             "tokens_emitted": tokens_emitted,

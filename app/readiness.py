@@ -1,0 +1,100 @@
+"""Per-route readiness: each route's cheap check, run in the background and cached.
+
+`/ready` is polled every few seconds by load balancers and Kubernetes, often with a one
+second timeout, so it never waits on a vendor: it reads the last result of each route's
+`probe()` (credentials present, vendor reachable), refreshed every `READY_CHECK_S`. Only the
+very first `/ready` waits, briefly, for the first round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from providers.base import Provider
+from providers.types import RouteHealth
+
+logger = logging.getLogger("hello_ship.readiness")
+
+PROBE_TIMEOUT_S = 6.0  # adapters bound their own calls at 5 s; this catches anything else
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStatus:
+    health: RouteHealth
+    checked_at: float  # time.monotonic()
+
+    def payload(self, route: str, now: float) -> dict[str, object]:
+        return {
+            "route": route,
+            "usable": self.health.usable,
+            "credentials": self.health.credentials,
+            "reachable": self.health.reachable,
+            "checked_s_ago": round(now - self.checked_at, 1),
+            **({"problem": self.health.problem} if self.health.problem else {}),
+        }
+
+
+class RouteChecks:
+    def __init__(self, providers: Sequence[Provider], interval_s: float) -> None:
+        self._providers = tuple(providers)
+        self._interval_s = interval_s
+        self._results: dict[int, RouteStatus] = {}  # by position in the chain
+        self._first_round = anyio.Event()
+
+    async def run(self) -> None:
+        """Check every route now and then every `interval_s`, until cancelled."""
+        while True:
+            async with anyio.create_task_group() as group:
+                for index in range(len(self._providers)):
+                    group.start_soon(self._check, index)
+            self._first_round.set()
+            await anyio.sleep(self._interval_s)
+
+    async def _check(self, index: int) -> None:
+        """One route's check; nothing it raises may end the loop (or reach uvicorn's log)."""
+        provider = self._providers[index]
+        try:
+            with anyio.fail_after(PROBE_TIMEOUT_S):
+                health = await provider.probe()
+        except TimeoutError:
+            health = RouteHealth("unknown", False, "check timed out")
+        except Exception:
+            logger.exception("route_check_failed", extra={"route_index": index})
+            health = RouteHealth("unknown", False, "check failed")
+        previous = self._results.get(index)
+        self._results[index] = RouteStatus(health, time.monotonic())
+        if previous is None or previous.health.usable != health.usable:
+            self._log_change(index, health)
+
+    def _log_change(self, index: int, health: RouteHealth) -> None:
+        try:
+            route = self._providers[index].route
+        except Exception:
+            route = f"route #{index}"
+        logger.info("route_checked", extra={
+            "model_route": route, "usable": health.usable, "credentials": health.credentials,
+            "reachable": health.reachable, "problem": health.problem})
+
+    async def report(self, wait_s: float = 2.0) -> tuple[bool, list[str], list[dict[str, object]]]:
+        """Whether any route is usable, the reasons for each that is not, and every route."""
+        with anyio.move_on_after(wait_s):
+            await self._first_round.wait()
+        now = time.monotonic()
+        reasons: list[str] = []
+        routes: list[dict[str, object]] = []
+        for index, provider in enumerate(self._providers):
+            status = self._results.get(index)
+            if status is None:
+                reasons.append(f"{provider.route}: not checked yet")
+                routes.append({"route": provider.route, "usable": False})
+                continue
+            routes.append(status.payload(provider.route, now))
+            if not status.health.usable:
+                reasons.append(f"{provider.route}: {status.health.problem or 'unusable'}")
+        usable = any(route["usable"] for route in routes)
+        return usable, reasons, routes

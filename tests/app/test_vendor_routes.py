@@ -1,0 +1,146 @@
+"""The service in front of each vendor: configured the way a user would, talking real HTTP."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.settings import Settings
+from tests.logcapture import captured_logs
+from tests.servers import FAST_DEMO, app_server
+from tests.sse import parse_sse
+from tests.upstreams.common import Script, Upstream
+from tests.upstreams.pool import UpstreamPool
+from tests.upstreams.vendors import AWS_TEST_ENV, VENDORS, Vendor
+
+BODY = {"messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "Say hello."}]}
+
+
+@pytest.fixture(params=VENDORS, ids=lambda vendor: vendor.name)
+def vendor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Vendor:
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)  # the AWS SDK reads its credential chain itself
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def upstream(vendor: Vendor, upstream_pool: UpstreamPool) -> Upstream:
+    return upstream_pool.get(vendor)
+
+
+def settings_for(vendor: Vendor, upstream: Upstream, **extra: str) -> Settings:
+    return Settings.from_env({**FAST_DEMO, **vendor.env(upstream), **extra})
+
+
+def route_of(vendor: Vendor) -> str:
+    return f"{vendor.provider}/{vendor.model}"
+
+
+def test_streamed_and_collected_answers_carry_the_vendors_text_and_usage(
+        vendor: Vendor, upstream: Upstream) -> None:
+    with app_server(settings_for(vendor, upstream)) as live, \
+            httpx.Client(timeout=10) as client:
+        streamed = client.post(live.url + "/chat/stream", json=BODY)
+        collected = client.post(live.url + "/chat", json=BODY)
+    items = [item for item in parse_sse(streamed.text) if item.is_event]
+    assert [item.event for item in items] == ["meta"] + ["token"] * 4 + ["done"]
+    assert items[0].data["model_route"] == route_of(vendor)
+    assert "".join(item.data["token"] for item in items[1:-1]) == "Hello, world!"
+    assert items[-1].data["usage"] == {"input_tokens": 17, "output_tokens": 9}
+    assert collected.status_code == 200
+    answer = collected.json()
+    assert answer["answer"] == "Hello, world!"
+    assert answer["usage"] == {"input_tokens": 17, "output_tokens": 9}
+    assert answer["model_route"] == route_of(vendor)
+    assert upstream.outcomes == ["completed", "completed"]
+
+
+def test_a_vendor_failing_halfway_ends_the_stream_with_an_error_frame(
+        vendor: Vendor, upstream: Upstream) -> None:
+    upstream.script = Script(drop_after=2)
+    with app_server(settings_for(vendor, upstream)) as live, \
+            httpx.Client(timeout=10) as client:
+        response = client.post(live.url + "/chat/stream", json=BODY)
+    items = [item for item in parse_sse(response.text) if item.is_event]
+    assert [item.event for item in items] == ["meta", "token", "token", "error"]
+    error = items[-1].data
+    assert error["code"] == "stream_interrupted" and error["tokens_emitted"] == 2
+    assert error["retryable"] is True and error["incident_id"].startswith("inc_")
+
+
+def test_a_vendor_rate_limit_passes_its_retry_after_on(vendor: Vendor,
+                                                         upstream: Upstream) -> None:
+    upstream.script = Script(status=429, retry_after="7")
+    with app_server(settings_for(vendor, upstream)) as live, \
+            httpx.Client(timeout=10) as client:
+        response = client.post(live.url + "/chat", json=BODY)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["error"]["code"] == "provider_unavailable"
+
+
+def test_a_client_that_leaves_closes_the_vendor_connection(vendor: Vendor,
+                                                           upstream: Upstream) -> None:
+    upstream.script = Script(tokens=tuple(f" t{n}" for n in range(500)), token_delay_s=0.01)
+    with captured_logs() as logs, app_server(settings_for(vendor, upstream)) as live, \
+            httpx.Client(timeout=10) as client:
+        with client.stream("POST", live.url + "/chat/stream", json=BODY) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: token"):
+                    break
+        # The 5 s answer is cut at once: the fake vendor sees its client go.
+        assert upstream.wait_for_outcomes(timeout=3) == ["client_closed"]
+    (end,) = logs.records("request_end")
+    assert end["status"] == "client_disconnected"
+    assert end["model_route"] == route_of(vendor)
+
+
+def test_a_rejected_key_is_never_repeated_to_the_client_or_the_logs(
+        vendor: Vendor, upstream: Upstream) -> None:
+    settings = settings_for(vendor, upstream)
+    configured = upstream.api_key
+    upstream.api_key = "a-different-key"  # the vendor now refuses ours, quoting it back
+    with captured_logs() as logs, app_server(settings) as live, \
+            httpx.Client(timeout=10) as client:
+        collected = client.post(live.url + "/chat", json=BODY)
+        streamed = client.post(live.url + "/chat/stream", json=BODY)
+        ready = client.get(live.url + "/ready")
+    assert collected.status_code == 502
+    assert collected.json()["error"]["code"] == "provider_error"
+    assert parse_sse(streamed.text)[-1].data["code"] == "provider_error"
+    assert configured in str(upstream.requests[0].headers)  # it was sent, and echoed back
+    for text in (collected.text, streamed.text, ready.text, *logs.lines):
+        assert configured[-8:] not in text
+    (failure, _) = logs.records("provider_failed")
+    assert failure["status_code"] == vendor.auth_status
+    assert failure["retryable"] is False
+
+
+def test_ready_reports_each_route_from_a_cached_check(vendor: Vendor,
+                                                      upstream: Upstream) -> None:
+    settings = settings_for(vendor, upstream, READY_CHECK_S="600")
+    with app_server(settings) as live, httpx.Client(timeout=10) as client:
+        answers = [client.get(live.url + "/ready") for _ in range(5)]
+    assert {answer.status_code for answer in answers} == {200}
+    (route,) = answers[-1].json()["routes"]
+    assert route["route"] == route_of(vendor)
+    assert route["usable"] is True and route["credentials"] == "present"
+    assert route["reachable"] is True
+    # Five probes of /ready, one check of the vendor, and never a completion.
+    checks = [r for r in upstream.requests if r.path.endswith("/models")]
+    assert len(checks) <= 1 and not [r for r in upstream.requests if r not in checks]
+
+
+@pytest.mark.parametrize("vendor", [v for v in VENDORS if v.env_prefix], indirect=True,
+                         ids=lambda vendor: vendor.name)
+def test_ready_is_503_naming_the_missing_key(vendor: Vendor, upstream: Upstream) -> None:
+    settings = settings_for(vendor, upstream, **{f"{vendor.env_prefix}_API_KEY": ""})
+    with app_server(settings) as live, httpx.Client(timeout=10) as client:
+        ready = client.get(live.url + "/ready")
+        chat = client.post(live.url + "/chat", json=BODY)
+    assert ready.status_code == 503
+    assert ready.json()["reasons"] == [
+        f"{route_of(vendor)}: no API key: set {vendor.env_prefix}_API_KEY"]
+    assert ready.json()["routes"][0]["credentials"] == "missing"
+    assert chat.status_code == 502 and upstream.requests == []
