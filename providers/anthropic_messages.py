@@ -27,7 +27,12 @@ from providers.types import (
     TextDelta,
     Usage,
 )
-from providers.vendor_errors import describe, retry_after_seconds, safe_code
+from providers.vendor_errors import (
+    describe,
+    probe_by_listing,
+    retry_after_seconds,
+    safe_code,
+)
 
 VENDOR = "anthropic"
 PROBE_TIMEOUT_S = 5.0
@@ -120,18 +125,11 @@ class AnthropicMessagesProvider:
         yield Finish(finish)
 
     async def probe(self) -> RouteHealth:
-        """Lists one model: cheap, and it needs a valid key."""
+        """Lists one model."""
         if self._client is None:
             return RouteHealth("missing", reachable=None, problem=missing_key(self._spec))
-        try:
-            await self._client.models.list(limit=1, timeout=PROBE_TIMEOUT_S)
-        except anthropic.APIStatusError as exc:
-            if exc.status_code in (401, 403):
-                return RouteHealth("refused", True, f"key refused (HTTP {exc.status_code})")
-            return RouteHealth("present", True)
-        except Exception as exc:
-            return RouteHealth("present", False, vendor_error(exc).message)
-        return RouteHealth("present", True)
+        return await probe_by_listing(
+            self._client.models.list(limit=1, timeout=PROBE_TIMEOUT_S), vendor_error)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
+
+from providers.errors import ProviderError
+from providers.types import RouteHealth
 
 _SAFE_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 _MAX_RETRY_AFTER_S = 3600.0
@@ -59,3 +62,20 @@ def describe(vendor: str, status: int | None, code: str | None) -> str:
     if code:
         parts.append(f"({code})")
     return " ".join(parts)
+
+
+async def probe_by_listing(list_models: Awaitable[object],
+                           to_error: Callable[[BaseException], ProviderError]) -> RouteHealth:
+    """A route check that lists the vendor's models with the route's key: free, and a
+    refused key shows. Any HTTP answer proves the vendor reachable, even a server without
+    a model list."""
+    try:
+        await list_models
+    except Exception as exc:
+        error = to_error(exc)
+        if error.status_code in (401, 403):
+            return RouteHealth("refused", True, f"key refused (HTTP {error.status_code})")
+        if error.status_code is not None:
+            return RouteHealth("present", True)
+        return RouteHealth("present", False, error.message)
+    return RouteHealth("present", True)
