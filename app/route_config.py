@@ -8,8 +8,10 @@ service with one good route of two still serves.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +32,7 @@ CONFIG_VAR = "HELLO_SHIP_CONFIG"
 _ROUTE_KEYS = frozenset({"provider", "model", "base_url", "api_key_env", "api_key_file",
                          "max_tokens", "timeout_s", "region"})
 _TOP_LEVEL_KEYS = frozenset({"routes"})
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
 
 
 def load_config_file(env: EnvReader) -> dict[str, Any]:
@@ -52,28 +55,67 @@ def load_config_file(env: EnvReader) -> dict[str, Any]:
 
 
 def read_routes(env: EnvReader, config: Mapping[str, Any]) -> tuple[RouteSpec, ...]:
-    """The chain, in order. `PRIMARY_MODEL` in the environment overrides the file's routes."""
-    if "routes" in config and env.raw("PRIMARY_MODEL") is None:
-        routes = config["routes"]
-        if not isinstance(routes, list) or not routes:
-            raise SettingsError(CONFIG_VAR, "routes must be a non-empty array of tables")
-        specs = tuple(_file_route(env, index, entry) for index, entry in enumerate(routes))
-    else:
-        specs = (_env_route(env),)
+    """The chain, in order.
+
+    The file is always checked in full. `PRIMARY_MODEL` in the environment overrides its first
+    route's model (and provider, when it names one); the vendors' variables fill in whatever
+    a route leaves out.
+    """
+    if "routes" not in config:
+        return (_env_route(env),)
+    routes = config["routes"]
+    if not isinstance(routes, list) or not routes:
+        raise SettingsError(CONFIG_VAR, "routes must be a non-empty array of tables")
+    specs = [_file_route(env, index, entry) for index, entry in enumerate(routes)]
     if len(specs) > 1:
         raise SettingsError(CONFIG_VAR, "more than one route needs a fallback chain, which "
                                         "this version does not have yet; keep one [[routes]]")
-    return specs
+    primary = env.raw("PRIMARY_MODEL")
+    if primary is None:
+        if env.raw("LLM_PROVIDER"):
+            raise SettingsError("LLM_PROVIDER", f"the routes in {CONFIG_VAR} name their "
+                                                "providers; unset it, or set PRIMARY_MODEL too")
+        return tuple(specs)
+    first = specs[0]
+    spec = _parse_primary(primary, env.raw("LLM_PROVIDER") or first.provider)
+    if spec.provider == first.provider:  # the route's endpoint, key and limits still apply
+        specs[0] = replace(first, model=spec.model)
+    else:
+        specs[0] = _complete(env, spec, "PRIMARY_MODEL", base_url=None, key_env=None,
+                             key_file=None, region=None)
+    return tuple(specs)
 
 
 def _env_route(env: EnvReader) -> RouteSpec:
     provider = env.choice("LLM_PROVIDER", "demo", PROVIDER_KINDS)
-    try:
-        spec = parse_route(env.text("PRIMARY_MODEL", DEFAULT_MODELS[provider]), provider)
-    except ValueError as exc:
-        raise SettingsError("PRIMARY_MODEL", str(exc)) from None
+    primary = env.raw("PRIMARY_MODEL")
+    if primary is None:
+        spec = RouteSpec(provider, DEFAULT_MODELS[provider])
+    elif "/" not in primary and env.raw("LLM_PROVIDER") is None:
+        # Else `gpt-4o-mini` alone would quietly become a demo route answering canned text.
+        raise SettingsError("PRIMARY_MODEL", f"{primary!r} names no provider: set LLM_PROVIDER,"
+                                             f" or write provider/model")
+    else:
+        spec = _parse_primary(primary, provider)
     return _complete(env, spec, "PRIMARY_MODEL", base_url=None, key_env=None, key_file=None,
                      region=None)
+
+
+def _parse_primary(text: str, default_provider: str) -> RouteSpec:
+    try:
+        return parse_route(text, default_provider)
+    except ValueError as exc:
+        raise SettingsError("PRIMARY_MODEL", str(exc)) from None
+
+
+# Which optional keys mean something for each provider; any other is refused, not ignored.
+_APPLICABLE: dict[str, frozenset[str]] = {
+    "demo": frozenset({"max_tokens"}),
+    "openai": frozenset({"base_url", "api_key_env", "api_key_file", "max_tokens", "timeout_s"}),
+    "anthropic": frozenset({"base_url", "api_key_env", "api_key_file", "max_tokens",
+                            "timeout_s"}),
+    "bedrock": frozenset({"base_url", "max_tokens", "timeout_s", "region"}),
+}
 
 
 def _file_route(env: EnvReader, index: int, entry: object) -> RouteSpec:
@@ -88,17 +130,21 @@ def _file_route(env: EnvReader, index: int, entry: object) -> RouteSpec:
     model = _text(entry, "model", where)
     if provider is None or model is None:
         raise SettingsError(where, "needs provider and model")
-    try:
-        spec = parse_route(f"{provider}/{model}", provider)
-    except ValueError as exc:
-        raise SettingsError(f"{where}.provider", str(exc)) from None
+    if provider not in PROVIDER_KINDS:
+        raise SettingsError(f"{where}.provider",
+                            f"must be one of {', '.join(PROVIDER_KINDS)}, got {provider!r}")
+    if any(c.isspace() for c in model):
+        raise SettingsError(f"{where}.model", f"{model!r} is not a model name")
+    extra = sorted(set(entry) - {"provider", "model"} - _APPLICABLE[provider])
+    if extra:
+        raise SettingsError(f"{where}.{extra[0]}", f"does not apply to {provider} routes")
     max_tokens = entry.get("max_tokens")
     if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
         raise SettingsError(f"{where}.max_tokens", "must be a positive integer")
     timeout_s = entry.get("timeout_s", DEFAULT_TIMEOUT_S)
     if type(timeout_s) not in (int, float) or not 0.1 <= timeout_s <= 3600:
         raise SettingsError(f"{where}.timeout_s", "must be a number of seconds, 0.1 to 3600")
-    spec = RouteSpec(spec.provider, spec.model, max_tokens=max_tokens, timeout_s=float(timeout_s))
+    spec = RouteSpec(provider, model, max_tokens=max_tokens, timeout_s=float(timeout_s))
     return _complete(env, spec, where, base_url=_text(entry, "base_url", where),
                      key_env=_text(entry, "api_key_env", where),
                      key_file=_text(entry, "api_key_file", where),
@@ -107,7 +153,7 @@ def _file_route(env: EnvReader, index: int, entry: object) -> RouteSpec:
 
 def _complete(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | None,
               key_env: str | None, key_file: str | None, region: str | None) -> RouteSpec:
-    """Fill in the base URL, key and region from the route or the vendor's own variables."""
+    """Fill in the base URL, key and region from the route, else the vendor's own variables."""
     if spec.provider == "demo":
         return spec
     url_source = f"{where}.base_url"
@@ -125,16 +171,21 @@ def _complete(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | No
         credentials = (_key_from_file(key_file, where) if key_file
                        else _key_from_env(env, key_env or DEFAULT_KEY_ENV[spec.provider]))
     if spec.provider == "bedrock":
-        region = region or env.raw("AWS_REGION") or env.raw("AWS_DEFAULT_REGION")
+        region_source = f"{where}.region"
+        if region is None:
+            region_source = "AWS_REGION" if env.raw("AWS_REGION") else "AWS_DEFAULT_REGION"
+            region = env.raw("AWS_REGION") or env.raw("AWS_DEFAULT_REGION")
         if region is None:
             raise SettingsError("AWS_REGION", "must be set for a bedrock route")
+        if not _REGION.fullmatch(region):
+            raise SettingsError(region_source, f"{region!r} is not an AWS region name")
     return RouteSpec(spec.provider, spec.model, base_url=base_url, credentials=credentials,
                      max_tokens=spec.max_tokens, timeout_s=spec.timeout_s, region=region)
 
 
 def _key_from_env(env: EnvReader, name: str) -> KeySource:
     value = env.raw(name)
-    return KeySource(name, Secret(value) if value else None)
+    return KeySource(name, Secret(value) if value else None, f"set {name}")
 
 
 def _key_from_file(path: str, where: str) -> KeySource:
@@ -143,7 +194,8 @@ def _key_from_file(path: str, where: str) -> KeySource:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not UTF-8 text"
         raise SettingsError(f"{where}.api_key_file", f"cannot read {path}: {reason}") from None
-    return KeySource(f"the file {path}", Secret(value) if value else None)
+    return KeySource(f"the file {path}", Secret(value) if value else None,
+                     f"{path} is empty")
 
 
 def _text(entry: Mapping[str, object], key: str, where: str) -> str | None:

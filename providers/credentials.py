@@ -28,6 +28,7 @@ class KeySource:
 
     description: str
     key: Secret | None
+    remedy: str  # what to do when it is missing: "set OPENAI_API_KEY"
 
     @property
     def present(self) -> bool:

@@ -41,8 +41,8 @@ class RouteSpec:
 
 def missing_key(spec: RouteSpec) -> str:
     """What to tell an operator whose route has no key: where it was looked for."""
-    source = spec.credentials.description if spec.credentials else "the provider's key"
-    return f"no API key: set {source}"
+    remedy = spec.credentials.remedy if spec.credentials else "configure the provider's key"
+    return f"no API key: {remedy}"
 
 
 @dataclass(frozen=True, slots=True)

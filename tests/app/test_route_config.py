@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings, SettingsError
-from providers.routes import RouteSpec
+from providers.routes import RouteSpec, missing_key
 
 
 def write_config(tmp_path: Path, text: str) -> dict[str, str]:
@@ -80,9 +80,44 @@ api_key_env = "TEAM_ANTHROPIC_KEY"
     assert route.credentials.present
 
 
-def test_primary_model_in_the_environment_overrides_the_file(tmp_path: Path) -> None:
-    env = write_config(tmp_path, '[[routes]]\nprovider = "openai"\nmodel = "gpt-4o"\n')
-    assert Settings.from_env({**env, "PRIMARY_MODEL": "demo/other"}).route.name == "demo/other"
+def test_primary_model_in_the_environment_overrides_the_files_first_route(
+        tmp_path: Path) -> None:
+    env = write_config(tmp_path, """
+[[routes]]
+provider = "openai"
+model = "gpt-4o"
+base_url = "http://127.0.0.1:4000/v1"
+max_tokens = 300
+""")
+    # Same provider: only the model changes; the route's endpoint and cap stay.
+    same = Settings.from_env({**env, "PRIMARY_MODEL": "gpt-4o-mini"}).route
+    assert (same.name, same.base_url, same.max_tokens) == (
+        "openai/gpt-4o-mini", "http://127.0.0.1:4000/v1", 300)
+    # Another provider: that provider's own defaults, nothing from the other vendor's route.
+    other = Settings.from_env({**env, "PRIMARY_MODEL": "demo/other"}).route
+    assert other == RouteSpec("demo", "other")
+
+
+def test_the_file_is_checked_even_when_the_environment_overrides_it(tmp_path: Path) -> None:
+    env = write_config(tmp_path, '[[routes]]\nprovider = "openai"\nmodel = "x"\nbogus = 1\n')
+    with pytest.raises(SettingsError, match="bogus"):
+        Settings.from_env({**env, "PRIMARY_MODEL": "demo/other"})
+
+
+def test_llm_provider_alone_does_not_silently_lose_to_the_file(tmp_path: Path) -> None:
+    env = write_config(tmp_path, '[[routes]]\nprovider = "openai"\nmodel = "x"\n')
+    with pytest.raises(SettingsError, match="set PRIMARY_MODEL too") as caught:
+        Settings.from_env({**env, "LLM_PROVIDER": "anthropic"})
+    assert caught.value.variable == "LLM_PROVIDER"
+
+
+def test_an_empty_key_file_says_so_in_readiness(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("\n")
+    env = write_config(tmp_path, f'[[routes]]\nprovider = "openai"\nmodel = "x"\n'
+                                 f'api_key_file = "{tmp_path / "key"}"\n')
+    route = Settings.from_env(env).route
+    assert route.credentials is not None and not route.credentials.present
+    assert missing_key(route) == f"no API key: {tmp_path / 'key'} is empty"
 
 
 @pytest.mark.parametrize(("config", "variable", "reason"), [
@@ -93,7 +128,17 @@ def test_primary_model_in_the_environment_overrides_the_file(tmp_path: Path) -> 
      "HELLO_SHIP_CONFIG: routes[0].modle", "unknown key"),
     ('[[routes]]\nprovider = "openai"\n', "HELLO_SHIP_CONFIG: routes[0]", "needs provider"),
     ('[[routes]]\nprovider = "skynet"\nmodel = "x"\n',
-     "HELLO_SHIP_CONFIG: routes[0].provider", "unknown provider"),
+     "HELLO_SHIP_CONFIG: routes[0].provider", "must be one of demo, openai"),
+    ('[[routes]]\nprovider = "openai/x"\nmodel = "y"\n',
+     "HELLO_SHIP_CONFIG: routes[0].provider", "got 'openai/x'"),
+    ('[[routes]]\nprovider = "openai"\nmodel = "x"\nregion = "us-east-1"\n',
+     "HELLO_SHIP_CONFIG: routes[0].region", "does not apply to openai routes"),
+    ('[[routes]]\nprovider = "bedrock"\nmodel = "x"\napi_key_env = "K"\n',
+     "HELLO_SHIP_CONFIG: routes[0].api_key_env", "does not apply to bedrock routes"),
+    ('[[routes]]\nprovider = "demo"\nmodel = "x"\nbase_url = "nonsense"\n',
+     "HELLO_SHIP_CONFIG: routes[0].base_url", "does not apply to demo routes"),
+    ('[[routes]]\nprovider = "bedrock"\nmodel = "x"\nregion = "us east 1"\n',
+     "HELLO_SHIP_CONFIG: routes[0].region", "is not an AWS region name"),
     ('[[routes]]\nprovider = "openai"\nmodel = "x"\nmax_tokens = 0\n',
      "HELLO_SHIP_CONFIG: routes[0].max_tokens", "positive integer"),
     ('[[routes]]\nprovider = "openai"\nmodel = "x"\ntimeout_s = "soon"\n',
@@ -119,6 +164,11 @@ def test_a_bad_config_file_names_the_key(tmp_path: Path, config: str, variable: 
     ({"LLM_PROVIDER": "bedrock"}, "AWS_REGION", "must be set"),
     ({"LLM_PROVIDER": "openai", "PRIMARY_MODEL": "meta-llama/Llama-3"}, "PRIMARY_MODEL",
      "written provider/model, e.g. openai/meta-llama/Llama-3"),
+    # Without LLM_PROVIDER a bare model would quietly be a demo route answering canned text.
+    ({"PRIMARY_MODEL": "gpt-4o-mini", "OPENAI_API_KEY": "sk-x"}, "PRIMARY_MODEL",
+     "'gpt-4o-mini' names no provider: set LLM_PROVIDER, or write provider/model"),
+    ({"LLM_PROVIDER": "bedrock", "AWS_REGION": "us east 1"}, "AWS_REGION",
+     "not an AWS region name"),
 ])
 def test_bad_route_variables_name_themselves(env: dict[str, str], variable: str,
                                              reason: str) -> None:

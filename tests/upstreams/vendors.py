@@ -37,7 +37,8 @@ class Vendor:
     def spec(self, upstream: Upstream, **changes: object) -> RouteSpec:
         credentials = None
         if self.env_prefix is not None:
-            credentials = KeySource(f"{self.env_prefix}_API_KEY", Secret(upstream.api_key))
+            variable = f"{self.env_prefix}_API_KEY"
+            credentials = KeySource(variable, Secret(upstream.api_key), f"set {variable}")
         spec = RouteSpec(self.provider, self.model, base_url=upstream.url + self.base_path,
                          credentials=credentials, timeout_s=5.0,
                          region="us-east-1" if self.provider == "bedrock" else None)
