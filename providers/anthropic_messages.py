@@ -16,7 +16,12 @@ from anthropic import AsyncAnthropic
 from anthropic.types import MessageParam
 
 from providers.conversation import Turn, split_system
-from providers.errors import ProviderError, ProviderRejected, ProviderUnavailable, error_for_status
+from providers.errors import (
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderUnavailable,
+    error_for_status,
+)
 from providers.routes import RouteSpec, missing_key
 from providers.types import (
     CompletionRequest,
@@ -77,7 +82,7 @@ class AnthropicMessagesProvider:
 
     def _require_client(self) -> AsyncAnthropic:
         if self._client is None:
-            raise ProviderRejected(f"{VENDOR}: {missing_key(self._spec)}", status_code=401)
+            raise ProviderMisconfigured(f"{VENDOR}: {missing_key(self._spec)}")
         return self._client
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:

@@ -27,7 +27,12 @@ from botocore.exceptions import (
 )
 
 from providers.conversation import split_system
-from providers.errors import ProviderError, ProviderRejected, ProviderUnavailable, error_for_status
+from providers.errors import (
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderUnavailable,
+    error_for_status,
+)
 from providers.routes import RouteSpec
 from providers.types import (
     CompletionRequest,
@@ -72,7 +77,7 @@ _ERROR_STATUS: dict[str, int] = {
 class BedrockConverseProvider:
     def __init__(self, spec: RouteSpec) -> None:
         self._spec = spec
-        self._session = aioboto3.Session(region_name=spec.region)
+        self._session: Any = None  # made on first use: a bad AWS_PROFILE is a route problem
         self._client: Any = None
         self._exit_stack = contextlib.AsyncExitStack()
         self._lock = anyio.Lock()
@@ -80,6 +85,15 @@ class BedrockConverseProvider:
     @property
     def route(self) -> str:
         return self._spec.name
+
+    def _get_session(self) -> Any:
+        if self._session is None:
+            try:
+                self._session = aioboto3.Session(region_name=self._spec.region)
+            except BotoCoreError as exc:  # e.g. ProfileNotFound
+                raise ProviderMisconfigured(
+                    f"{VENDOR}: AWS configuration error ({type(exc).__name__})") from None
+        return self._session
 
     async def _get_client(self) -> Any:
         async with self._lock:
@@ -91,8 +105,9 @@ class BedrockConverseProvider:
                     read_timeout=self._spec.timeout_s,
                     max_pool_connections=MAX_POOL_CONNECTIONS,
                 )
-                self._client = await self._exit_stack.enter_async_context(self._session.client(
-                    "bedrock-runtime", endpoint_url=self._spec.base_url, config=config))
+                client = self._get_session().client(
+                    "bedrock-runtime", endpoint_url=self._spec.base_url, config=config)
+                self._client = await self._exit_stack.enter_async_context(client)
             return self._client
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
@@ -123,8 +138,10 @@ class BedrockConverseProvider:
                     finish = _FINISH.get(event["messageStop"].get("stopReason", ""), "stop")
                 elif "metadata" in event:
                     counts = event["metadata"].get("usage", {})
-                    usage = Usage(int(counts.get("inputTokens", 0)),
-                                  int(counts.get("outputTokens", 0)))
+                    # Cached input is counted apart from inputTokens; it is input all the same.
+                    input_tokens = sum(int(counts.get(name) or 0) for name in (
+                        "inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"))
+                    usage = Usage(input_tokens, int(counts.get("outputTokens") or 0))
         except Exception as exc:
             raise vendor_error(exc) from None
         finally:
@@ -143,8 +160,12 @@ class BedrockConverseProvider:
         so reachability is the endpoint accepting a connection.
         """
         try:
+            session = self._get_session()
+        except ProviderMisconfigured as exc:
+            return RouteHealth("missing", None, exc.message)
+        try:
             with anyio.fail_after(PROBE_TIMEOUT_S):
-                credentials = await self._session.get_credentials()
+                credentials = await session.get_credentials()
         except (BotoCoreError, TimeoutError):
             credentials = None
         if credentials is None:
@@ -171,7 +192,7 @@ def vendor_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, NoCredentialsError):
-        return ProviderRejected(f"{VENDOR}: no AWS credentials found", status_code=401)
+        return ProviderMisconfigured(f"{VENDOR}: no AWS credentials found")
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = safe_code(error.get("Code"))

@@ -17,14 +17,18 @@ class Turn:
 def split_system(messages: tuple[Message, ...]) -> tuple[list[str], list[Turn]]:
     """System texts, and the user/assistant turns with consecutive same-role messages merged.
 
-    Anthropic and Bedrock take the system prompt as its own parameter and reject two turns of
-    the same role in a row; a caller's `[user, user]` history is still one valid question.
+    Anthropic and Bedrock take the system prompt as its own parameter, want the user to
+    speak first and reject two turns of the same role in a row; a caller's `[user, user]`
+    history is still one valid question. Assistant turns before the user's first (a chat
+    UI's greeting) are left out: they answer nothing.
     """
     system: list[str] = []
     turns: list[Turn] = []
     for message in messages:
         if message.role == "system":
             system.append(message.content)
+        elif not turns and message.role == "assistant":
+            continue
         elif turns and turns[-1].role == message.role:
             turns[-1] = Turn(message.role, turns[-1].text + "\n\n" + message.content)
         else:

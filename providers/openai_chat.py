@@ -15,7 +15,12 @@ import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from providers.errors import ProviderError, ProviderRejected, ProviderUnavailable, error_for_status
+from providers.errors import (
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderUnavailable,
+    error_for_status,
+)
 from providers.routes import RouteSpec, missing_key
 from providers.types import (
     CompletionRequest,
@@ -67,7 +72,7 @@ class OpenAIChatProvider:
 
     def _require_client(self) -> AsyncOpenAI:
         if self._client is None:
-            raise ProviderRejected(f"{VENDOR}: {missing_key(self._spec)}", status_code=401)
+            raise ProviderMisconfigured(f"{VENDOR}: {missing_key(self._spec)}")
         return self._client
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
@@ -140,7 +145,10 @@ def vendor_error(exc: BaseException) -> ProviderError:
         return ProviderUnavailable(f"{VENDOR}: connection failed")
     if isinstance(exc, openai.APIStatusError):
         code = _error_code(exc.body)
-        return error_for_status(exc.status_code, describe(VENDOR, exc.status_code, code),
+        message = describe(VENDOR, exc.status_code, code)
+        if code == "insufficient_quota":  # a 429 that waiting will not fix: billing
+            return ProviderMisconfigured(message, status_code=exc.status_code)
+        return error_for_status(exc.status_code, message,
                                 retry_after_seconds(exc.response.headers))
     if isinstance(exc, openai.APIError):
         # An error sent inside a 200 stream: the vendor failed mid-answer.

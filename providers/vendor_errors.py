@@ -67,15 +67,15 @@ def describe(vendor: str, status: int | None, code: str | None) -> str:
 async def probe_by_listing(list_models: Awaitable[object],
                            to_error: Callable[[BaseException], ProviderError]) -> RouteHealth:
     """A route check that lists the vendor's models with the route's key: free, and a
-    refused key shows. Any HTTP answer proves the vendor reachable, even a server without
-    a model list."""
+    refused key shows. A 4xx still proves the vendor up (some compatible servers have no
+    model list); a 5xx, a timeout or a refused connection does not."""
     try:
         await list_models
     except Exception as exc:
         error = to_error(exc)
         if error.status_code in (401, 403):
             return RouteHealth("refused", True, f"key refused (HTTP {error.status_code})")
-        if error.status_code is not None:
-            return RouteHealth("present", True)
+        if error.status_code is not None and error.status_code < 500:
+            return RouteHealth("present", True)  # 404 (no model list here) or 429: it works
         return RouteHealth("present", False, error.message)
     return RouteHealth("present", True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from providers.errors import ProviderError
+from providers.errors import ProviderError, ProviderMisconfigured
 from streaming.frames import ErrorFrame
 
 # code -> (user-safe message, whether the same request may succeed if retried)
@@ -39,7 +39,13 @@ def error_frame(code: str, *, request_id: str, tokens_emitted: int,
 
 
 def provider_failure_code(error: ProviderError, tokens_emitted: int) -> str:
-    """Before the first token the route failed; after it, the answer was cut short."""
+    """Before the first token the route failed; after it, the answer was cut short.
+
+    A route with a missing or refused key is down for everyone, which users see as an
+    outage, not as something wrong with their request.
+    """
     if tokens_emitted:
         return "stream_interrupted"
-    return "provider_unavailable" if error.retryable else "provider_error"
+    if error.retryable or isinstance(error, ProviderMisconfigured):
+        return "provider_unavailable"
+    return "provider_error"
