@@ -22,7 +22,7 @@ from app.errors import (
 from app.jsonlog import flush_logs
 from app.lifecycle import Lifecycle
 from app.middleware import EdgeMiddleware
-from app.readiness import RouteChecks
+from app.readiness import FIRST_ROUND_WAIT_S, RouteChecks
 from app.service import ChatService
 from app.settings import Settings
 from providers.base import Provider
@@ -44,6 +44,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
         try:
             async with anyio.create_task_group() as background:
                 background.start_soon(checks.run)
+                await checks.first_round(FIRST_ROUND_WAIT_S)
                 yield
                 background.cancel_scope.cancel()
         finally:

@@ -2,8 +2,9 @@
 
 `/ready` is polled every few seconds by load balancers and Kubernetes, often with a one
 second timeout, so it never waits on a vendor: it reads the last result of each route's
-`probe()` (credentials present, vendor reachable), refreshed every `READY_CHECK_S`. Only the
-very first `/ready` waits, briefly, for the first round.
+`probe()` (credentials present, vendor reachable), refreshed every `READY_CHECK_S`. Start-up
+waits (at most `FIRST_ROUND_WAIT_S`) for the first round, so a fresh process does not report
+"not checked yet" to its first probes in the normal case.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from providers.types import RouteHealth
 logger = logging.getLogger("hello_ship.readiness")
 
 PROBE_TIMEOUT_S = 6.0  # adapters bound their own calls at 5 s; this catches anything else
+FIRST_ROUND_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +82,13 @@ class RouteChecks:
             "model_route": route, "usable": health.usable, "credentials": health.credentials,
             "reachable": health.reachable, "problem": health.problem})
 
-    async def report(self, wait_s: float = 2.0) -> tuple[bool, list[str], list[dict[str, object]]]:
-        """Whether any route is usable, the reasons for each that is not, and every route."""
-        with anyio.move_on_after(wait_s):
+    async def first_round(self, timeout_s: float) -> None:
+        """Wait (bounded) for the first results, so the listener opens knowing them."""
+        with anyio.move_on_after(timeout_s):
             await self._first_round.wait()
+
+    def report(self) -> tuple[bool, list[str], list[dict[str, object]]]:
+        """Whether any route is usable, the reasons for each that is not, and every route."""
         now = time.monotonic()
         reasons: list[str] = []
         routes: list[dict[str, object]] = []

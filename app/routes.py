@@ -23,7 +23,7 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     lifecycle: Lifecycle = request.app.state.lifecycle
     checks: RouteChecks = request.app.state.checks
-    usable, reasons, routes = await checks.report()
+    usable, reasons, routes = checks.report()
     if lifecycle.draining:
         reasons.insert(0, "draining")
     if lifecycle.draining or not usable:

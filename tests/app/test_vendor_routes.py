@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -11,7 +13,7 @@ from tests.servers import FAST_DEMO, app_server
 from tests.sse import parse_sse
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.pool import UpstreamPool
-from tests.upstreams.vendors import AWS_TEST_ENV, VENDORS, Vendor
+from tests.upstreams.vendors import AWS_TEST_ENV, BEDROCK, OPENAI, VENDORS, Vendor
 
 BODY = {"messages": [{"role": "system", "content": "Be brief."},
                      {"role": "user", "content": "Say hello."}]}
@@ -76,7 +78,8 @@ def test_a_vendor_rate_limit_passes_its_retry_after_on(vendor: Vendor,
             httpx.Client(timeout=10) as client:
         response = client.post(live.url + "/chat", json=BODY)
     assert response.status_code == 503
-    assert response.headers["retry-after"] == "7"
+    # Bedrock sends no Retry-After of its own; the service then suggests a second.
+    assert response.headers["retry-after"] == ("1" if vendor.provider == "bedrock" else "7")
     assert response.json()["error"]["code"] == "provider_unavailable"
 
 
@@ -106,9 +109,10 @@ def test_a_rejected_key_is_never_repeated_to_the_client_or_the_logs(
         collected = client.post(live.url + "/chat", json=BODY)
         streamed = client.post(live.url + "/chat/stream", json=BODY)
         ready = client.get(live.url + "/ready")
-    assert collected.status_code == 502
-    assert collected.json()["error"]["code"] == "provider_error"
-    assert parse_sse(streamed.text)[-1].data["code"] == "provider_error"
+    # A refused key is an outage of the route, not a fault in the user's request.
+    assert collected.status_code == 503
+    assert collected.json()["error"]["code"] == "provider_unavailable"
+    assert parse_sse(streamed.text)[-1].data["code"] == "provider_unavailable"
     assert configured in str(upstream.requests[0].headers)  # it was sent, and echoed back
     for text in (collected.text, streamed.text, ready.text, *logs.lines):
         assert configured[-8:] not in text
@@ -143,4 +147,48 @@ def test_ready_is_503_naming_the_missing_key(vendor: Vendor, upstream: Upstream)
     assert ready.json()["reasons"] == [
         f"{route_of(vendor)}: no API key: set {vendor.env_prefix}_API_KEY"]
     assert ready.json()["routes"][0]["credentials"] == "missing"
-    assert chat.status_code == 502 and upstream.requests == []
+    assert chat.status_code == 503 and upstream.requests == []
+
+
+@pytest.mark.parametrize("vendor", [v for v in VENDORS if v.env_prefix], indirect=True,
+                         ids=lambda vendor: vendor.name)
+def test_ready_is_503_while_the_vendor_answers_5xx(vendor: Vendor, upstream: Upstream) -> None:
+    upstream.script = Script(status=500)
+    with app_server(settings_for(vendor, upstream)) as live, \
+            httpx.Client(timeout=10) as client:
+        ready = client.get(live.url + "/ready")
+    assert ready.status_code == 503
+    (route,) = ready.json()["routes"]
+    assert route["reachable"] is False and "HTTP 500" in route["problem"]
+
+
+def test_a_mistyped_aws_profile_is_a_route_problem_not_a_crash(
+        upstream_pool: UpstreamPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    upstream = upstream_pool.get(BEDROCK)
+    with app_server(settings_for(BEDROCK, upstream)) as live, \
+            httpx.Client(timeout=10) as client:
+        ready = client.get(live.url + "/ready")
+        chat = client.post(live.url + "/chat", json=BODY)
+    assert ready.status_code == 503
+    assert ready.json()["reasons"] == [
+        f"{route_of(BEDROCK)}: bedrock: AWS configuration error (ProfileNotFound)"]
+    assert chat.status_code == 503 and upstream.requests == []
+
+
+def test_ready_answers_at_once_even_while_a_check_hangs(upstream_pool: UpstreamPool) -> None:
+    upstream = upstream_pool.get(OPENAI)
+    upstream.script = Script(hang_s=30)  # the model list never comes
+    started = time.monotonic()
+    with app_server(settings_for(OPENAI, upstream)) as live, \
+            httpx.Client(timeout=10) as client:
+        serving_after = time.monotonic() - started
+        timings = []
+        for _ in range(3):
+            sent = time.monotonic()
+            ready = client.get(live.url + "/ready")
+            timings.append(time.monotonic() - sent)
+    assert ready.status_code == 503
+    assert ready.json()["reasons"] == [f"{route_of(OPENAI)}: not checked yet"]
+    # Start-up waits a bounded while for the first round; /ready itself never waits.
+    assert serving_after < 5 and max(timings) < 0.5

@@ -20,10 +20,10 @@ def test_serve_streams_from_the_configured_vendor_and_logs_no_key_even_at_debug(
         streamed = client.post(running.url + "/chat/stream", json={"message": "Say hello."})
         upstream.api_key = "a-different-key"  # now the vendor refuses ours and quotes it
         refused = client.post(running.url + "/chat", json={"message": "Say hello."})
-        running.wait_for_log("request_end", http_status=502)
+        running.wait_for_log("request_end", http_status=503)
     tokens = [item.data["token"] for item in parse_sse(streamed.text) if item.event == "token"]
     assert "".join(tokens) == "Hello, world!"
-    assert refused.json()["error"]["code"] == "provider_error"
+    assert refused.json()["error"]["code"] == "provider_unavailable"
     key = env.get(f"{vendor.env_prefix}_API_KEY") or env.get("AWS_ACCESS_KEY_ID", "")
     secret = env.get("AWS_SECRET_ACCESS_KEY", key)
     assert key and all(key[-8:] not in line and secret[-8:] not in line

@@ -13,6 +13,7 @@ from providers.base import Provider
 from providers.credentials import KeySource
 from providers.errors import (
     ProviderError,
+    ProviderMisconfigured,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -108,11 +109,17 @@ FAULTS = [
     pytest.param(Script(status=500), ProviderUnavailable, 0, id="500"),
     pytest.param("unavailable", ProviderUnavailable, 0, id="503-or-529"),
     pytest.param(Script(status=400), ProviderRejected, 0, id="400"),
+    pytest.param(Script(status=404), ProviderRejected, 0, id="404-unknown-model"),
     pytest.param(Script(drop_after=2), ProviderUnavailable, 2, id="dropped-after-2"),
+    pytest.param(Script(drop_after=4), ProviderUnavailable, 4, id="dropped-after-the-text"),
+    pytest.param(Script(drop_before_last=True), ProviderUnavailable, 4,
+                 id="dropped-before-the-end"),
     pytest.param(Script(hang_s=3.0), ProviderUnavailable, 0, id="hang-before-first-byte"),
+    pytest.param(Script(stall_s=3.0), ProviderUnavailable, 0, id="stall-after-headers"),
     pytest.param(Script(malformed_after=1), ProviderUnavailable, 1, id="malformed-chunk"),
     pytest.param(Script(stream_error_after=2), ProviderUnavailable, 2, id="error-event"),
     pytest.param(Script(end_after=3), ProviderUnavailable, 3, id="ended-unfinished"),
+    pytest.param(Script(end_after=4), ProviderUnavailable, 4, id="ended-after-the-text"),
 ]
 
 
@@ -128,11 +135,55 @@ async def test_each_fault_becomes_the_right_project_error(
     events, error = await play(provider)
     assert type(error) is error_class
     assert len(texts(events)) == tokens_before
+    assert not [event for event in events if isinstance(event, Usage | Finish)]
     assert error.retryable is (error_class is not ProviderRejected)
     if script.status is not None:
         assert error.status_code == script.status
     if script.retry_after is not None:
-        assert error.retry_after == 7.0
+        # Bedrock sends no Retry-After; the others' is kept.
+        assert error.retry_after == (None if vendor.provider == "bedrock" else 7.0)
+    if script.hang_s or script.stall_s:
+        # The vendor sees the service give up at the timeout, not 3 s later.
+        assert await anyio.to_thread.run_sync(upstream.wait_for_outcomes) == ["client_closed"]
+
+
+IN_STREAM_ERRORS = [
+    pytest.param(ANTHROPIC, "rate_limit_error", ProviderRateLimited, id="anthropic-rate-limit"),
+    pytest.param(ANTHROPIC, "api_error", ProviderUnavailable, id="anthropic-api-error"),
+    pytest.param(ANTHROPIC, "invalid_request_error", ProviderRejected,
+                 id="anthropic-invalid-request"),
+    pytest.param(BEDROCK, "throttlingException", ProviderRateLimited, id="bedrock-throttling"),
+    pytest.param(BEDROCK, "serviceUnavailableException", ProviderUnavailable,
+                 id="bedrock-unavailable"),
+    pytest.param(BEDROCK, "validationException", ProviderRejected, id="bedrock-validation"),
+    pytest.param(OPENAI, "server_error", ProviderUnavailable, id="openai-server-error"),
+]
+
+
+@pytest.mark.parametrize(("vendor", "error_type", "error_class"), IN_STREAM_ERRORS,
+                         indirect=["vendor"])
+async def test_an_error_event_inside_the_stream_is_classed_by_its_type(
+        vendor: Vendor, upstream: Upstream, error_type: str,
+        error_class: type[ProviderError]) -> None:
+    upstream.script = Script(stream_error_after=1, stream_error=error_type)
+    events, error = await play(build_provider(vendor.spec(upstream), ProviderOptions()))
+    assert texts(events) == ["Hello"] and type(error) is error_class
+
+
+async def test_an_exhausted_openai_quota_is_not_worth_retrying(
+        upstream_pool: UpstreamPool) -> None:
+    upstream = upstream_pool.get(OPENAI)
+    upstream.script = Script(status=429, error_code="insufficient_quota")
+    _, error = await play(build_provider(OPENAI.spec(upstream), ProviderOptions()))
+    assert isinstance(error, ProviderMisconfigured) and not error.retryable
+    assert error.status_code == 429 and "insufficient_quota" in error.message
+
+
+async def test_cached_input_tokens_are_billed_input_on_every_vendor(
+        vendor: Vendor, upstream: Upstream) -> None:
+    upstream.script = Script(input_tokens=17, cache_read_tokens=12)
+    events, error = await play(build_provider(vendor.spec(upstream), ProviderOptions()))
+    assert error is None and Usage(input_tokens=17, output_tokens=9) in events
 
 
 async def test_a_bad_credential_is_rejected_without_repeating_it(
@@ -209,7 +260,8 @@ def test_the_request_each_vendor_receives(upstream_pool: UpstreamPool,
     for name, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(name, value)
     history = CompletionRequest(messages=(
-        Message("system", "Answer briefly."), Message("user", "Hi."),
+        Message("system", "Answer briefly."), Message("assistant", "How can I help?"),
+        Message("user", "Hi."),
         Message("assistant", "Hello."), Message("user", "Tell me"),
         Message("user", "a joke.")), max_tokens=64)
     sent = {}
@@ -223,10 +275,11 @@ def test_the_request_each_vendor_receives(upstream_pool: UpstreamPool,
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["max_tokens"] == 64 and body["messages"][0] == {
         "role": "system", "content": "Answer briefly."}
-    assert len(body["messages"]) == 5
+    assert len(body["messages"]) == 6
     path, body = sent["anthropic"]
     assert path == "/v1/messages" and body["stream"] is True
-    # The system prompt moves to `system`, and two user messages in a row become one turn.
+    # The system prompt moves to `system`, the greeting before the user's first turn goes,
+    # and two user messages in a row become one turn.
     assert body["system"] == "Answer briefly."
     assert body["messages"] == [{"role": "user", "content": "Hi."},
                                 {"role": "assistant", "content": "Hello."},
@@ -282,11 +335,12 @@ async def test_the_route_check_reports_a_refused_or_missing_key(
     upstream.api_key = "another-key"
     refused = await probe(spec)
     assert refused == RouteHealth("refused", True, "key refused (HTTP 401)")
-    missing_spec = keyed.spec(upstream, credentials=KeySource("TEAM_KEY", None))
+    missing_spec = keyed.spec(upstream, credentials=KeySource("TEAM_KEY", None,
+                                                                  "set TEAM_KEY"))
     missing = await probe(missing_spec)
     assert missing == RouteHealth("missing", None, "no API key: set TEAM_KEY")
     _, error = await play(build_provider(missing_spec, ProviderOptions()))
-    assert isinstance(error, ProviderRejected) and error.message.endswith("set TEAM_KEY")
+    assert isinstance(error, ProviderMisconfigured) and error.message.endswith("set TEAM_KEY")
     assert [r.path for r in upstream.requests] == ["/v1/models"]
 
 
@@ -304,5 +358,6 @@ async def test_bedrock_without_aws_credentials_is_reported_not_tried(
     health = await probe(BEDROCK.spec(upstream))
     assert health == RouteHealth("missing", None, "no AWS credentials found")
     _, error = await play(build_provider(BEDROCK.spec(upstream), ProviderOptions()))
-    assert isinstance(error, ProviderRejected) and error.status_code == 401
+    # The route is broken, not the request: no vendor call, no vendor status.
+    assert isinstance(error, ProviderMisconfigured) and error.status_code is None
     assert upstream.requests == []

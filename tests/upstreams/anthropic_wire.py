@@ -15,17 +15,48 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.upstreams.common import Script, Upstream, answer, receive, serve
+from tests.upstreams.common import (
+    Script,
+    Upstream,
+    answer,
+    receive,
+    refusal,
+    serve,
+    turn_order_problem,
+)
 
 REQUEST_ID = "req_011CFakeAnthropic0001"
 _ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "messages: roles must alternate between user and assistant"),
     401: ("authentication_error", "invalid x-api-key: {key}"),
     403: ("permission_error", "Your API key does not have permission to use the model."),
+    404: ("not_found_error", "model: claude-nonexistent"),
     429: ("rate_limit_error", "Number of requests has exceeded your rate limit for key {key}."),
     500: ("api_error", "Internal server error"),
     529: ("overloaded_error", "Overloaded"),
 }
+
+
+def _usage(script: Script, output_tokens: int) -> dict[str, Any]:
+    """Anthropic counts cached input apart from `input_tokens`; `message_delta` repeats the
+    input counts (cumulative) next to the running output count."""
+    return {"input_tokens": script.input_tokens - script.cache_read_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": script.cache_read_tokens,
+            "output_tokens": output_tokens,
+            "server_tool_use": None}
+
+
+def conversation_error(body: dict[str, Any]) -> str | None:
+    """What the Messages API refuses about the turns themselves, as its 400 message."""
+    problem = turn_order_problem(body)
+    if problem == "first":
+        return "messages: first message must use the \"user\" role"
+    if problem == "repeat":
+        return "messages: roles must alternate between \"user\" and \"assistant\""
+    if not isinstance(body.get("max_tokens"), int):
+        return "max_tokens: Field required"
+    return None
 
 
 def _event(name: str, payload: dict[str, Any]) -> bytes:
@@ -41,9 +72,7 @@ class AnthropicWire:
             _event("message_start", {"type": "message_start", "message": {
                 "id": "msg_01FakeAnthropic", "type": "message", "role": "assistant",
                 "content": [], "model": model, "stop_reason": None, "stop_sequence": None,
-                "usage": {"input_tokens": script.input_tokens, "cache_creation_input_tokens": 0,
-                          "cache_read_input_tokens": 0, "output_tokens": 1,
-                          "service_tier": "standard"}}}),
+                "usage": _usage(script, output_tokens=1)}}),
             _event("content_block_start", {"type": "content_block_start", "index": 0,
                                            "content_block": {"type": "text", "text": ""}}),
             _event("ping", {"type": "ping"}),
@@ -59,7 +88,7 @@ class AnthropicWire:
             _event("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": script.finish or "end_turn",
                                                "stop_sequence": None},
-                                     "usage": {"output_tokens": script.output_tokens}}),
+                                     "usage": _usage(script, script.output_tokens)}),
             _event("message_stop", {"type": "message_stop"}),
         ]
 
@@ -67,12 +96,13 @@ class AnthropicWire:
         return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
                 b'"delta":{"type":"text_de\n\n')
 
-    def stream_error(self) -> bytes:
-        return _event("error", {"type": "error", "error": {"type": "overloaded_error",
-                                                           "message": "Overloaded"}})
+    def stream_error(self, error_type: str | None) -> bytes:
+        return _event("error", {"type": "error", "error": {
+            "type": error_type or "overloaded_error", "message": "Overloaded"}})
 
     def error(self, status: int, script: Script, presented_key: str) -> Response:
         kind, message = _ERRORS.get(status, _ERRORS[500])
+        kind = script.error_code or kind
         headers = {"request-id": REQUEST_ID}
         if script.retry_after is not None:
             headers["retry-after"] = script.retry_after
@@ -91,16 +121,21 @@ def _presented_key(request: Request) -> str:
 def anthropic_app(upstream: Upstream) -> Starlette:
     async def messages(request: Request) -> Response:
         received = await receive(upstream, request)
-        model = str((received.json or {}).get("model", ""))
+        body = received.json or {}
+        problem = conversation_error(body)
+        if problem is not None:
+            return JSONResponse({"type": "error", "error": {
+                "type": "invalid_request_error", "message": problem}}, status_code=400)
+        model = str(body.get("model", ""))
         return await answer(upstream, AnthropicWire(), request, model,
                             _presented_key(request),
                             headers={"request-id": REQUEST_ID})
 
     async def models(request: Request) -> Response:
         await receive(upstream, request)
-        key = _presented_key(request)
-        if key != upstream.api_key:
-            return AnthropicWire().error(401, upstream.script, key)
+        refused = await refusal(upstream, AnthropicWire(), request, _presented_key(request))
+        if refused is not None:
+            return refused
         model = {"type": "model", "id": "claude-3-5-haiku-20241022",
                  "display_name": "Claude Haiku 3.5", "created_at": "2024-10-22T00:00:00Z"}
         return JSONResponse({"data": [model], "has_more": False, "first_id": model["id"],

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.upstreams.common import Script, Upstream, answer, receive, serve
+from tests.upstreams.common import Script, Upstream, answer, receive, serve, turn_order_problem
 from tests.upstreams.eventstream import encode_message, event, exception
 
 REQUEST_ID = "7f0c6b3e-0000-4000-8000-00000000fake"
@@ -25,6 +25,9 @@ _ERRORS: dict[int, tuple[str, str]] = {
     400: ("ValidationException", "A conversation must start with a user message."),
     403: ("UnrecognizedClientException", "The security token included in the request is "
           "invalid. Credential={key}"),
+    404: ("ResourceNotFoundException", "Could not resolve the foundation model from the "
+          "provided model identifier."),
+    424: ("ModelErrorException", "The model returned an error."),
     408: ("ModelTimeoutException", "Model has timed out in processing the request."),
     429: ("ThrottlingException", "Too many requests, please wait before trying again. "
           "Key {key}."),
@@ -50,8 +53,12 @@ class BedrockWire:
                      _padded({"contentBlockIndex": 0, "delta": {"text": text}}))
 
     def closing(self, script: Script) -> list[bytes]:
-        usage = {"inputTokens": script.input_tokens, "outputTokens": script.output_tokens,
-                 "totalTokens": script.input_tokens + script.output_tokens}
+        # Like Anthropic, cached input is counted apart from `inputTokens`.
+        usage = {"inputTokens": script.input_tokens - script.cache_read_tokens,
+                 "outputTokens": script.output_tokens,
+                 "totalTokens": script.input_tokens + script.output_tokens,
+                 "cacheReadInputTokens": script.cache_read_tokens,
+                 "cacheWriteInputTokens": 0}
         return [
             event("contentBlockStop", _padded({"contentBlockIndex": 0})),
             event("messageStop", _padded({"stopReason": script.finish or "end_turn"})),
@@ -63,18 +70,32 @@ class BedrockWire:
         frame[-1] ^= 0xFF  # the message CRC no longer matches
         return bytes(frame)
 
-    def stream_error(self) -> bytes:
-        return exception("modelStreamErrorException", orjson.dumps(
+    def stream_error(self, error_type: str | None) -> bytes:
+        return exception(error_type or "modelStreamErrorException", orjson.dumps(
             {"message": "The model stream was interrupted.", "originalStatusCode": 500}))
 
     def error(self, status: int, script: Script, presented_key: str) -> Response:
         code, message = _ERRORS.get(status, _ERRORS[500])
-        headers = {"x-amzn-requestid": REQUEST_ID,
-                   "x-amzn-errortype": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
-        if script.retry_after is not None:
-            headers["retry-after"] = script.retry_after
-        return JSONResponse({"message": message.format(key=presented_key)}, status_code=status,
-                            headers=headers)
+        return _error_response(status, script.error_code or code,
+                               message.format(key=presented_key))
+
+
+def _error_response(status: int, code: str, message: str) -> Response:
+    # Bedrock sends no Retry-After, even with a ThrottlingException.
+    headers = {"x-amzn-requestid": REQUEST_ID,
+               "x-amzn-errortype": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
+    return JSONResponse({"message": message}, status_code=status, headers=headers)
+
+
+def conversation_error(body: dict[str, Any]) -> str | None:
+    """What Converse refuses about the turns themselves."""
+    problem = turn_order_problem(body)
+    if problem == "first":
+        return ("A conversation must start with a user message. Try again with a "
+                "conversation that starts with a user message.")
+    if problem == "repeat":
+        return "A conversation must alternate between user and assistant roles."
+    return None
 
 
 def _access_key_id(request: Request) -> str:
@@ -86,7 +107,10 @@ def _access_key_id(request: Request) -> str:
 
 def bedrock_app(upstream: Upstream) -> Starlette:
     async def converse_stream(request: Request) -> Response:
-        await receive(upstream, request)
+        received = await receive(upstream, request)
+        problem = conversation_error(received.json or {})
+        if problem is not None:
+            return _error_response(400, "ValidationException", problem)
         return await answer(upstream, BedrockWire(), request, request.path_params["model_id"],
                             _access_key_id(request), headers={"x-amzn-requestid": REQUEST_ID})
 

@@ -8,6 +8,7 @@ only says how its frames look (`Wire`).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -41,14 +42,20 @@ class Script:
     input_tokens: int = 17
     output_tokens: int = 9
     finish: str | None = None  # the vendor's own stop reason; None: its normal one
+    cache_read_tokens: int = 0  # input tokens served from the vendor's prompt cache
     token_delay_s: float = 0.0
     status: int | None = None  # refuse with this HTTP status and the vendor's error body
+    error_code: str | None = None  # the vendor's error type/code for `status`; else its usual
     retry_after: str | None = None
     hang_s: float | None = None  # wait this long before the first byte (headers included)
-    drop_after: int | None = None  # after this many tokens, cut the connection
-    malformed_after: int | None = None  # after this many tokens, send a broken chunk
-    stream_error_after: int | None = None  # after this many tokens, the vendor's error event
-    end_after: int | None = None  # after this many tokens, end the body, unfinished
+    stall_s: float | None = None  # send the headers and opening, then wait this long
+    # Faults after this many tokens; len(tokens) means after the last token, before the end.
+    drop_after: int | None = None  # cut the connection mid-body
+    malformed_after: int | None = None  # send a broken chunk
+    stream_error_after: int | None = None  # send the vendor's in-stream error event
+    stream_error: str | None = None  # that event's error type; else the vendor's usual
+    end_after: int | None = None  # end the body cleanly, unfinished
+    drop_before_last: bool = False  # cut the connection before the closing sequence's last frame
 
 
 @dataclass
@@ -113,18 +120,30 @@ class Wire(Protocol):
 
     def malformed(self) -> bytes: ...
 
-    def stream_error(self) -> bytes: ...
+    def stream_error(self, error_type: str | None) -> bytes: ...
 
     def error(self, status: int, script: Script, presented_key: str) -> Response: ...
 
 
-async def hang(request: Request, seconds: float) -> None:
-    """Sleep before answering, but stop once the client has gone, so no handler lingers."""
+def turn_order_problem(body: dict[str, Any]) -> Literal["first", "repeat"] | None:
+    """What Anthropic and Bedrock refuse about turns: not starting with the user, or two
+    turns of one role in a row."""
+    roles = [message.get("role") for message in body.get("messages", [])]
+    if not roles or roles[0] != "user":
+        return "first"
+    if any(a == b for a, b in itertools.pairwise(roles)):
+        return "repeat"
+    return None
+
+
+async def hang(request: Request, seconds: float) -> bool:
+    """Sleep before answering, but stop once the client has gone; says whether it has."""
     deadline = anyio.current_time() + seconds
     while anyio.current_time() < deadline:
         if await request.is_disconnected():
-            return
+            return True
         await anyio.sleep(0.02)
+    return False
 
 
 async def receive(upstream: Upstream, request: Request) -> Received:
@@ -142,15 +161,26 @@ async def receive(upstream: Upstream, request: Request) -> Received:
 async def answer(upstream: Upstream, wire: Wire, request: Request, model: str,
                  presented_key: str, headers: dict[str, str] | None = None) -> Response:
     """The scripted answer: an error response, or a stream with the scripted fault."""
+    refused = await refusal(upstream, wire, request, presented_key)
+    if refused is not None:
+        return refused
+    return StreamingResponse(_frames(upstream, wire, upstream.script, model),
+                             media_type=wire.media_type, headers=headers)
+
+
+async def refusal(upstream: Upstream, wire: Wire, request: Request,
+                  presented_key: str) -> Response | None:
+    """The scripted hang, a refused key or the scripted error status, for any endpoint;
+    None when the request is to be answered."""
     script = upstream.script
-    if script.hang_s:
-        await hang(request, script.hang_s)
+    if script.hang_s and await hang(request, script.hang_s):
+        upstream.record("client_closed")
+        return Response(status_code=499)  # nobody reads it: the client has gone
     if presented_key != upstream.api_key:
         return wire.error(wire.auth_status, script, presented_key)
     if script.status is not None:
         return wire.error(script.status, script, presented_key)
-    return StreamingResponse(_frames(upstream, wire, script, model),
-                             media_type=wire.media_type, headers=headers)
+    return None
 
 
 async def _frames(upstream: Upstream, wire: Wire, script: Script,
@@ -164,6 +194,9 @@ async def _frames(upstream: Upstream, wire: Wire, script: Script,
             if frame is _PAUSE:
                 await anyio.sleep(script.token_delay_s)
                 continue
+            if frame is _STALL:
+                await anyio.sleep(script.stall_s or 0)
+                continue
             yield frame
         outcome = "completed"
     finally:
@@ -172,25 +205,33 @@ async def _frames(upstream: Upstream, wire: Wire, script: Script,
 
 _DROP = b"<drop>"
 _PAUSE = b"<pause>"
+_STALL = b"<stall>"
 
 
 def _plan(wire: Wire, script: Script, model: str) -> Iterator[bytes]:
     yield from wire.opening(script, model)
-    for index, text in enumerate(script.tokens):
+    if script.stall_s:
+        yield _STALL
+    for index in range(len(script.tokens) + 1):
         if index == script.drop_after:
             yield _DROP
         if index == script.malformed_after:
             yield wire.malformed()
             return
         if index == script.stream_error_after:
-            yield wire.stream_error()
+            yield wire.stream_error(script.stream_error)
             return
         if index == script.end_after:
             return
+        if index == len(script.tokens):
+            break
         if index and script.token_delay_s:
             yield _PAUSE
-        yield wire.token(text)
-    yield from wire.closing(script)
+        yield wire.token(script.tokens[index])
+    closing = wire.closing(script)
+    if script.drop_before_last:
+        closing[-1] = _DROP
+    yield from closing
 
 
 @contextmanager

@@ -15,11 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.upstreams.common import Script, Upstream, answer, receive, serve
+from tests.upstreams.common import Script, Upstream, answer, receive, refusal, serve
 
 CREATED = 1_732_752_000
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid value for 'messages'."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not "
+          "have access to it."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: {key}. "
           "You can find your API key at https://platform.openai.com/account/api-keys."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for gpt-4o-mini on requests "
@@ -68,10 +70,11 @@ class OpenAIWire:
                 "created": CREATED, "model": self._model, "service_tier": "default",
                 "system_fingerprint": "fp_0ba0d124f1", "choices": [],
                 "usage": {
-                    "prompt_tokens": script.input_tokens,
+                    "prompt_tokens": script.input_tokens,  # cached tokens included
                     "completion_tokens": script.output_tokens,
                     "total_tokens": script.input_tokens + script.output_tokens,
-                    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                    "prompt_tokens_details": {"cached_tokens": script.cache_read_tokens,
+                                              "audio_tokens": 0},
                     "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                                   "accepted_prediction_tokens": 0,
                                                   "rejected_prediction_tokens": 0},
@@ -83,13 +86,15 @@ class OpenAIWire:
     def malformed(self) -> bytes:
         return b'data: {"id":"chatcmpl-AZfake0001","object":"chat.completion.chunk","choi\n\n'
 
-    def stream_error(self) -> bytes:
+    def stream_error(self, error_type: str | None) -> bytes:
         return _data({"error": {"message": "The server had an error while processing your "
-                                           "request.", "type": "server_error", "param": None,
-                                "code": None}})
+                                           "request.", "type": error_type or "server_error",
+                                "param": None, "code": None}})
 
     def error(self, status: int, script: Script, presented_key: str) -> Response:
         kind, code, message = _ERRORS.get(status, _ERRORS[500])
+        if script.error_code is not None:
+            kind = code = script.error_code
         headers = {"x-request-id": "req_fake0001"}
         if script.retry_after is not None:
             headers["retry-after"] = script.retry_after
@@ -114,8 +119,9 @@ def openai_app(upstream: Upstream) -> Starlette:
 
     async def models(request: Request) -> Response:
         await receive(upstream, request)
-        if _presented_key(request) != upstream.api_key:
-            return OpenAIWire().error(401, upstream.script, _presented_key(request))
+        refused = await refusal(upstream, OpenAIWire(), request, _presented_key(request))
+        if refused is not None:
+            return refused
         return JSONResponse({"object": "list", "data": [
             {"id": "gpt-4o-mini", "object": "model", "created": CREATED, "owned_by": "system"}]})
 
