@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: serve test bench lock clean
+.PHONY: serve test bench bench-adapters lock clean
 
 $(VENV)/.runtime: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/relay.py
+
+bench-adapters: $(VENV)/.test
+	$(BIN)/python bench/adapters.py
 
 # Re-resolve the dependency ranges in pyproject.toml and record what resolved.
 lock:

@@ -1,12 +1,16 @@
-"""Anthropic's Messages API through `AsyncAnthropic.messages.stream`.
+"""Anthropic's Messages API, streamed through `AsyncAnthropic.messages.create(stream=True)`.
 
-Text comes from `content_block_delta` text deltas; input tokens from `message_start`, output
-tokens from the running count in `message_delta`. The system prompt goes in `system`.
+Text comes from `content_block_delta` text deltas; input tokens from `message_start` (and
+`message_delta` when it repeats them), output tokens from the running count in
+`message_delta`. The system prompt goes in `system`. The raw event stream is used rather
+than the `messages.stream` helper, which builds a snapshot of the whole message and an extra
+event on every delta: the same stream costs it twice the CPU.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncGenerator
 
 import anthropic
@@ -88,17 +92,18 @@ class AnthropicMessagesProvider:
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
         client = self._require_client()
         system, turns = split_system(request.messages)
-        manager = client.messages.stream(
-            model=self._spec.model,
-            max_tokens=self._spec.output_cap(request.max_tokens),
-            messages=[_message(turn) for turn in turns],
-            system="\n\n".join(system) if system else anthropic.omit,
-        )
         try:
-            stream = await manager.__aenter__()
+            stream = await client.messages.create(
+                model=self._spec.model,
+                max_tokens=self._spec.output_cap(request.max_tokens),
+                messages=[_message(turn) for turn in turns],
+                system="\n\n".join(system) if system else anthropic.omit,
+                stream=True,
+            )
         except Exception as exc:
             raise vendor_error(exc) from None
-        input_tokens = output_tokens = 0
+        input_counts = _InputCounts()
+        output_tokens = 0
         finish: FinishReason | None = None
         stopped = False
         try:
@@ -107,12 +112,11 @@ class AnthropicMessagesProvider:
                     if event.delta.type == "text_delta" and event.delta.text:
                         yield TextDelta(event.delta.text)
                 elif event.type == "message_start":
-                    input_tokens = _input_tokens(event.message.usage)
+                    input_counts.update(event.message.usage)
                     output_tokens = event.message.usage.output_tokens
                 elif event.type == "message_delta":
                     output_tokens = event.usage.output_tokens
-                    if event.usage.input_tokens is not None:
-                        input_tokens = _input_tokens(event.usage)
+                    input_counts.update(event.usage)
                     if event.delta.stop_reason is not None:
                         finish = _FINISH.get(event.delta.stop_reason, "stop")
                 elif event.type == "message_stop":
@@ -126,7 +130,7 @@ class AnthropicMessagesProvider:
                 await stream.close()
         if not stopped or finish is None:
             raise ProviderUnavailable(f"{VENDOR}: the stream ended before the answer finished")
-        yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        yield Usage(input_tokens=input_counts.total, output_tokens=output_tokens)
         yield Finish(finish)
 
     async def probe(self) -> RouteHealth:
@@ -147,18 +151,32 @@ def _message(turn: Turn) -> MessageParam:
     return {"role": "user", "content": turn.text}
 
 
-def _input_tokens(usage: anthropic.types.Usage | anthropic.types.MessageDeltaUsage) -> int:
-    """Every input token the vendor bills, cached or not."""
-    return ((usage.input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
-            + (usage.cache_read_input_tokens or 0))
+class _InputCounts:
+    """Anthropic bills cached input apart from `input_tokens`; `message_delta` may repeat any
+    of the three counts (cumulative) or leave some out, so each keeps its last known value."""
+
+    def __init__(self) -> None:
+        self.uncached = self.cache_write = self.cache_read = 0
+
+    def update(self, usage: anthropic.types.Usage | anthropic.types.MessageDeltaUsage) -> None:
+        if usage.input_tokens is not None:
+            self.uncached = usage.input_tokens
+        if usage.cache_creation_input_tokens is not None:
+            self.cache_write = usage.cache_creation_input_tokens
+        if usage.cache_read_input_tokens is not None:
+            self.cache_read = usage.cache_read_input_tokens
+
+    @property
+    def total(self) -> int:
+        return self.uncached + self.cache_write + self.cache_read
 
 
 def vendor_error(exc: BaseException) -> ProviderError:
     """The project's error for whatever the SDK raised; never keeps the vendor's message."""
     if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
         return ProviderUnavailable(f"{VENDOR}: timed out")
-    if isinstance(exc, httpx2.TransportError):  # a body cut short, which the SDK passes on
-        return ProviderUnavailable(f"{VENDOR}: connection failed")
+    if isinstance(exc, httpx2.RequestError | ssl.SSLError | OSError):
+        return ProviderUnavailable(f"{VENDOR}: connection failed")  # the SDK let it through
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderUnavailable(f"{VENDOR}: connection failed")
     if isinstance(exc, anthropic.APIStatusError):
