@@ -16,20 +16,29 @@ from urllib.parse import urlsplit
 import aioboto3
 import aiohttp
 import anyio
+import botocore.exceptions
 from aiobotocore.config import AioConfig
 from botocore.eventstream import ParserError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
+    HTTPClientError,
     NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
+    SSOError,
+    TokenRetrievalError,
 )
 
 from providers.conversation import split_system
 from providers.errors import (
     ProviderError,
     ProviderMisconfigured,
+    ProviderRejected,
     ProviderUnavailable,
     error_for_status,
 )
@@ -121,7 +130,10 @@ class BedrockConverseProvider:
             arguments["system"] = [{"text": text} for text in system]
         try:
             client = await self._get_client()
-            response = await client.converse_stream(**arguments)
+            # aiobotocore bounds connecting and reading, not the wait for a free pooled
+            # connection: without this a burst past the pool queues with no limit.
+            with anyio.fail_after(self._spec.timeout_s):
+                response = await client.converse_stream(**arguments)
         except Exception as exc:
             raise vendor_error(exc) from None
         events = response["stream"]
@@ -160,18 +172,21 @@ class BedrockConverseProvider:
         so reachability is the endpoint accepting a connection.
         """
         try:
-            session = self._get_session()
+            # Made here, at start-up, rather than by the first request: loading botocore's
+            # service model holds the event loop for a good part of a second.
+            client = await self._get_client()
         except ProviderMisconfigured as exc:
             return RouteHealth("missing", None, exc.message)
+        except BotoCoreError as exc:
+            return RouteHealth("unknown", False, f"{VENDOR}: {type(exc).__name__}")
         try:
             with anyio.fail_after(PROBE_TIMEOUT_S):
-                credentials = await session.get_credentials()
+                credentials = await self._get_session().get_credentials()
         except (BotoCoreError, TimeoutError):
             credentials = None
         if credentials is None:
             return RouteHealth("missing", None, "no AWS credentials found")
         try:
-            client = await self._get_client()
             address = urlsplit(client.meta.endpoint_url)
             port = address.port or (443 if address.scheme == "https" else 80)
             with anyio.fail_after(PROBE_TIMEOUT_S):
@@ -193,6 +208,8 @@ def vendor_error(exc: BaseException) -> ProviderError:
         return exc
     if isinstance(exc, NoCredentialsError):
         return ProviderMisconfigured(f"{VENDOR}: no AWS credentials found")
+    if isinstance(exc, _CREDENTIAL_ERRORS):
+        return ProviderMisconfigured(f"{VENDOR}: AWS credentials unusable ({type(exc).__name__})")
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = safe_code(error.get("Code"))
@@ -207,9 +224,17 @@ def vendor_error(exc: BaseException) -> ProviderError:
         return ProviderUnavailable(f"{VENDOR}: timed out")
     if isinstance(exc, ParserError):
         return ProviderUnavailable(f"{VENDOR}: malformed event stream frame")
-    if isinstance(exc, BotoCoreError | aiohttp.ClientError | OSError):
+    if isinstance(exc, _NETWORK_ERRORS):
         return ProviderUnavailable(f"{VENDOR}: connection failed ({type(exc).__name__})")
+    if isinstance(exc, ParamValidationError):
+        return ProviderRejected(f"{VENDOR}: request refused by the SDK (ParamValidationError)")
     return ProviderError(f"{VENDOR}: {type(exc).__name__}")
+
+
+_CREDENTIAL_ERRORS = (PartialCredentialsError, CredentialRetrievalError, SSOError,
+                      ProfileNotFound, TokenRetrievalError)
+_NETWORK_ERRORS = (botocore.exceptions.ConnectionError, HTTPClientError, aiohttp.ClientError,
+                   OSError)
 
 
 def _lower_first(code: str) -> str:

@@ -7,8 +7,10 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import anyio
+import botocore.exceptions
 import pytest
 
+from providers import bedrock_converse
 from providers.base import Provider
 from providers.credentials import KeySource
 from providers.errors import (
@@ -131,7 +133,9 @@ async def test_each_fault_becomes_the_right_project_error(
         script = Script(status=vendor.unavailable_status)
     assert isinstance(script, Script)
     upstream.script = script
-    provider = build_provider(vendor.spec(upstream, timeout_s=0.5), ProviderOptions())
+    # A short timeout only where the fault is silence, so a busy machine cannot fake one.
+    timeout_s = 0.5 if script.hang_s or script.stall_s else 5.0
+    provider = build_provider(vendor.spec(upstream, timeout_s=timeout_s), ProviderOptions())
     events, error = await play(provider)
     assert type(error) is error_class
     assert len(texts(events)) == tokens_before
@@ -184,6 +188,69 @@ async def test_cached_input_tokens_are_billed_input_on_every_vendor(
     upstream.script = Script(input_tokens=17, cache_read_tokens=12)
     events, error = await play(build_provider(vendor.spec(upstream), ProviderOptions()))
     assert error is None and Usage(input_tokens=17, output_tokens=9) in events
+
+
+async def test_anthropic_cache_counts_survive_a_delta_that_leaves_them_out(
+        upstream_pool: UpstreamPool) -> None:
+    upstream = upstream_pool.get(ANTHROPIC)
+    upstream.script = Script(input_tokens=17, cache_read_tokens=12, short_delta_usage=True)
+    events, error = await play(build_provider(ANTHROPIC.spec(upstream), ProviderOptions()))
+    assert error is None and Usage(input_tokens=17, output_tokens=9) in events
+
+
+async def test_a_bedrock_request_waiting_for_a_pooled_connection_times_out(
+        upstream_pool: UpstreamPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(bedrock_converse, "MAX_POOL_CONNECTIONS", 1)
+    upstream = upstream_pool.get(BEDROCK)
+    upstream.script = Script(tokens=tuple(f" t{n}" for n in range(60)), token_delay_s=0.03)
+    provider = build_provider(BEDROCK.spec(upstream, timeout_s=0.5), ProviderOptions())
+    results: dict[str, tuple[list[ProviderEvent], ProviderError | None]] = {}
+
+    async def run(name: str) -> None:
+        results[name] = await play_keeping_client(provider)
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(run, "first")
+            await anyio.sleep(0.2)  # the first holds the only connection for ~1.8 s
+            group.start_soon(run, "second")
+    finally:
+        await provider.aclose()
+    assert results["first"][1] is None
+    second_events, second_error = results["second"]
+    assert second_events == [] and isinstance(second_error, ProviderUnavailable)
+    assert second_error.message == "bedrock: timed out"
+
+
+async def play_keeping_client(provider: Provider) -> tuple[list[ProviderEvent],
+                                                            ProviderError | None]:
+    events: list[ProviderEvent] = []
+    try:
+        async for event in provider.stream(REQUEST):
+            events.append(event)
+    except ProviderError as exc:
+        return events, exc
+    return events, None
+
+
+@pytest.mark.parametrize(("error", "error_class"), [
+    (botocore.exceptions.EndpointConnectionError(endpoint_url="https://x"),
+     ProviderUnavailable),
+    (botocore.exceptions.ConnectionClosedError(endpoint_url="https://x"), ProviderUnavailable),
+    (botocore.exceptions.ReadTimeoutError(endpoint_url="https://x"), ProviderUnavailable),
+    (botocore.exceptions.CredentialRetrievalError(provider="sso", error_msg="expired"),
+     ProviderMisconfigured),
+    (botocore.exceptions.UnauthorizedSSOTokenError(), ProviderMisconfigured),
+    (botocore.exceptions.ProfileNotFound(profile="prod"), ProviderMisconfigured),
+    (botocore.exceptions.ParamValidationError(report="bad modelId"), ProviderRejected),
+])
+def test_botocore_failures_are_classed_by_what_retrying_can_do(
+        error: Exception, error_class: type[ProviderError]) -> None:
+    mapped = bedrock_converse.vendor_error(error)
+    assert type(mapped) is error_class
+    assert "expired" not in mapped.message and "bad modelId" not in mapped.message
 
 
 async def test_a_bad_credential_is_rejected_without_repeating_it(

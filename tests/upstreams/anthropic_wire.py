@@ -47,6 +47,13 @@ def _usage(script: Script, output_tokens: int) -> dict[str, Any]:
             "server_tool_use": None}
 
 
+def _delta_usage(script: Script) -> dict[str, Any]:
+    if script.short_delta_usage:
+        return {"input_tokens": script.input_tokens - script.cache_read_tokens,
+                "output_tokens": script.output_tokens}
+    return _usage(script, script.output_tokens)
+
+
 def conversation_error(body: dict[str, Any]) -> str | None:
     """What the Messages API refuses about the turns themselves, as its 400 message."""
     problem = turn_order_problem(body)
@@ -88,7 +95,7 @@ class AnthropicWire:
             _event("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": script.finish or "end_turn",
                                                "stop_sequence": None},
-                                     "usage": _usage(script, script.output_tokens)}),
+                                     "usage": _delta_usage(script)}),
             _event("message_stop", {"type": "message_stop"}),
         ]
 

@@ -43,6 +43,7 @@ class Script:
     output_tokens: int = 9
     finish: str | None = None  # the vendor's own stop reason; None: its normal one
     cache_read_tokens: int = 0  # input tokens served from the vendor's prompt cache
+    short_delta_usage: bool = False  # Anthropic: message_delta repeats input_tokens alone
     token_delay_s: float = 0.0
     status: int | None = None  # refuse with this HTTP status and the vendor's error body
     error_code: str | None = None  # the vendor's error type/code for `status`; else its usual
