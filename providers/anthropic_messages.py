@@ -175,7 +175,7 @@ def vendor_error(exc: BaseException) -> ProviderError:
     """The project's error for whatever the SDK raised; never keeps the vendor's message."""
     if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
         return ProviderUnavailable(f"{VENDOR}: timed out")
-    if isinstance(exc, httpx2.RequestError | ssl.SSLError | OSError):
+    if isinstance(exc, httpx2.RequestError | ssl.SSLError | OSError | anyio.EndOfStream):
         return ProviderUnavailable(f"{VENDOR}: connection failed")  # the SDK let it through
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderUnavailable(f"{VENDOR}: connection failed")
@@ -187,7 +187,7 @@ def vendor_error(exc: BaseException) -> ProviderError:
             return error_for_status(status, describe(VENDOR + " stream error", None, error_type))
         return error_for_status(status, describe(VENDOR, status, error_type),
                                 retry_after_seconds(exc.response.headers))
-    if isinstance(exc, json.JSONDecodeError | ValueError | TypeError):
+    if isinstance(exc, json.JSONDecodeError | ValueError | TypeError | AttributeError):
         return ProviderUnavailable(f"{VENDOR}: malformed stream event")
     return ProviderError(f"{VENDOR}: {type(exc).__name__}")
 

@@ -228,6 +228,8 @@ def vendor_error(exc: BaseException) -> ProviderError:
         return ProviderUnavailable(f"{VENDOR}: connection failed ({type(exc).__name__})")
     if isinstance(exc, ParamValidationError):
         return ProviderRejected(f"{VENDOR}: request refused by the SDK (ParamValidationError)")
+    if isinstance(exc, BotoCoreError):  # the rest is local AWS configuration (profiles, region)
+        return ProviderMisconfigured(f"{VENDOR}: AWS configuration error ({type(exc).__name__})")
     return ProviderError(f"{VENDOR}: {type(exc).__name__}")
 
 

@@ -72,8 +72,9 @@ class OpenAIChatProvider:
                 timeout=openai.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0)),
             )
         # OpenAI itself has renamed the cap; servers that speak its protocol know the old name.
-        host = urlsplit(spec.base_url).hostname if spec.base_url else OFFICIAL_HOST
-        self._cap_field = "max_completion_tokens" if host == OFFICIAL_HOST else "max_tokens"
+        host = (urlsplit(spec.base_url).hostname if spec.base_url else None) or OFFICIAL_HOST
+        official = host == OFFICIAL_HOST or host.endswith("." + OFFICIAL_HOST)  # regional ones
+        self._cap_field = "max_completion_tokens" if official else "max_tokens"
 
     @property
     def route(self) -> str:
@@ -111,7 +112,7 @@ class OpenAIChatProvider:
                     if choice.get("index") not in (0, None):
                         continue
                     text = (choice.get("delta") or {}).get("content")
-                    if text:
+                    if text and isinstance(text, str):
                         yield TextDelta(text)
                     reason = choice.get("finish_reason")
                     if reason:
@@ -165,7 +166,7 @@ def vendor_error(exc: BaseException) -> ProviderError:
         # An error sent inside a 200 stream: the vendor failed mid-answer.
         code = _error_code(exc.body)
         return ProviderUnavailable(describe(VENDOR + " stream error", None, code))
-    if isinstance(exc, json.JSONDecodeError | ValueError | TypeError):
+    if isinstance(exc, json.JSONDecodeError | ValueError | TypeError | AttributeError):
         return ProviderUnavailable(f"{VENDOR}: malformed stream chunk")
     return ProviderError(f"{VENDOR}: {type(exc).__name__}")
 

@@ -245,6 +245,7 @@ async def play_keeping_client(provider: Provider) -> tuple[list[ProviderEvent],
     (botocore.exceptions.UnauthorizedSSOTokenError(), ProviderMisconfigured),
     (botocore.exceptions.ProfileNotFound(profile="prod"), ProviderMisconfigured),
     (botocore.exceptions.ParamValidationError(report="bad modelId"), ProviderRejected),
+    (botocore.exceptions.InvalidConfigError(error_msg="expired"), ProviderMisconfigured),
 ])
 def test_botocore_failures_are_classed_by_what_retrying_can_do(
         error: Exception, error_class: type[ProviderError]) -> None:
