@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -13,6 +13,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from app import routes
+from app.chain_setup import build_chain
 from app.errors import (
     ApiError,
     handle_api_error,
@@ -31,12 +32,19 @@ from providers.routes import ProviderOptions, build_provider
 logger = logging.getLogger("hello_ship.lifecycle")
 
 
-def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
-    """The service as an ASGI app; `provider` replaces the configured route (tests, embedding)."""
-    provider = provider or build_provider(settings.route, ProviderOptions(demo=settings.demo))
+def create_app(settings: Settings,
+               provider: Provider | Sequence[Provider] | None = None) -> ASGIApp:
+    """The service as an ASGI app; `provider` (or a list, a chain) replaces the configured
+    routes (tests, embedding)."""
+    if provider is None:
+        options = ProviderOptions(demo=settings.demo)
+        providers = [build_provider(spec, options) for spec in settings.routes]
+    else:
+        providers = list(provider) if isinstance(provider, Sequence) else [provider]
+    chain = build_chain(providers, settings)
 
     lifecycle = Lifecycle(settings.drain_delay_s)
-    checks = RouteChecks([provider], settings.ready_check_s)
+    checks = RouteChecks(chain.links, settings.ready_check_s)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -50,7 +58,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
         finally:
             restore_signal_handlers()
             try:
-                await provider.aclose()
+                await chain.aclose()
             except Exception:  # logged safely here, not as the server's traceback text
                 logger.exception("provider_close_failed")
             finally:
@@ -70,7 +78,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> ASGIApp:
         },
         lifespan=lifespan,
     )
-    app.state.service = ChatService(settings, provider)
+    app.state.service = ChatService(settings, chain)
     app.state.lifecycle = lifecycle
     app.state.checks = checks
     return EdgeMiddleware(app)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import anyio
 
-from providers.base import Provider
 from providers.types import RouteHealth
+from streaming.chain import ChainLink
 
 logger = logging.getLogger("hello_ship.readiness")
 
@@ -30,10 +30,11 @@ class RouteStatus:
     health: RouteHealth
     checked_at: float  # time.monotonic()
 
-    def payload(self, route: str, now: float) -> dict[str, object]:
+    def payload(self, route: str, breaker: str, now: float) -> dict[str, object]:
         return {
             "route": route,
-            "usable": self.health.usable,
+            "usable": self.health.usable and breaker != "open",
+            "breaker": breaker,
             "credentials": self.health.credentials,
             "reachable": self.health.reachable,
             "checked_s_ago": round(now - self.checked_at, 1),
@@ -42,8 +43,9 @@ class RouteStatus:
 
 
 class RouteChecks:
-    def __init__(self, providers: Sequence[Provider], interval_s: float) -> None:
-        self._providers = tuple(providers)
+    def __init__(self, links: Sequence[ChainLink], interval_s: float) -> None:
+        self._links = tuple(links)
+        self._providers = tuple(link.provider for link in links)
         self._interval_s = interval_s
         self._results: dict[int, RouteStatus] = {}  # by position in the chain
         self._first_round = anyio.Event()
@@ -92,14 +94,17 @@ class RouteChecks:
         now = time.monotonic()
         reasons: list[str] = []
         routes: list[dict[str, object]] = []
-        for index, provider in enumerate(self._providers):
+        for index, link in enumerate(self._links):
+            route, breaker = link.provider.route, link.breaker.state
             status = self._results.get(index)
             if status is None:
-                reasons.append(f"{provider.route}: not checked yet")
-                routes.append({"route": provider.route, "usable": False})
+                reasons.append(f"{route}: not checked yet")
+                routes.append({"route": route, "usable": False, "breaker": breaker})
                 continue
-            routes.append(status.payload(provider.route, now))
+            routes.append(status.payload(route, breaker, now))
             if not status.health.usable:
-                reasons.append(f"{provider.route}: {status.health.problem or 'unusable'}")
+                reasons.append(f"{route}: {status.health.problem or 'unusable'}")
+            elif breaker == "open":
+                reasons.append(f"{route}: circuit breaker open after repeated failures")
         usable = any(route["usable"] for route in routes)
         return usable, reasons, routes

@@ -30,7 +30,7 @@ from providers.routes import (
 
 CONFIG_VAR = "HELLO_SHIP_CONFIG"
 _ROUTE_KEYS = frozenset({"provider", "model", "base_url", "api_key_env", "api_key_file",
-                         "max_tokens", "timeout_s", "region"})
+                         "max_tokens", "timeout_s", "region", "max_rpm"})
 _TOP_LEVEL_KEYS = frozenset({"routes"})
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
 
@@ -62,28 +62,57 @@ def read_routes(env: EnvReader, config: Mapping[str, Any]) -> tuple[RouteSpec, .
     a route leaves out.
     """
     if "routes" not in config:
-        return (_env_route(env),)
+        chain = (_env_route(env), *_fallback_routes(env, env.raw("LLM_PROVIDER") or "demo"))
+        return _dedupe(chain, "FALLBACK_MODEL")
     routes = config["routes"]
     if not isinstance(routes, list) or not routes:
         raise SettingsError(CONFIG_VAR, "routes must be a non-empty array of tables")
     specs = [_file_route(env, index, entry) for index, entry in enumerate(routes)]
-    if len(specs) > 1:
-        raise SettingsError(CONFIG_VAR, "more than one route needs a fallback chain, which "
-                                        "this version does not have yet; keep one [[routes]]")
     primary = env.raw("PRIMARY_MODEL")
     if primary is None:
         if env.raw("LLM_PROVIDER"):
             raise SettingsError("LLM_PROVIDER", f"the routes in {CONFIG_VAR} name their "
                                                 "providers; unset it, or set PRIMARY_MODEL too")
-        return tuple(specs)
-    first = specs[0]
-    spec = _parse_primary(primary, env.raw("LLM_PROVIDER") or first.provider)
-    if spec.provider == first.provider:  # the route's endpoint, key and limits still apply
-        specs[0] = replace(first, model=spec.model)
     else:
-        specs[0] = _complete(env, spec, "PRIMARY_MODEL", base_url=None, key_env=None,
-                             key_file=None, region=None)
-    return tuple(specs)
+        first = specs[0]
+        spec = _parse_primary(primary, env.raw("LLM_PROVIDER") or first.provider)
+        if spec.provider == first.provider:  # the route's endpoint, key and limits still apply
+            specs[0] = replace(first, model=spec.model)
+        else:
+            specs[0] = _complete(env, spec, "PRIMARY_MODEL", base_url=None, key_env=None,
+                                 key_file=None, region=None)
+    source = CONFIG_VAR
+    if env.raw("FALLBACK_MODEL") is not None:  # the environment's fallbacks replace the file's
+        specs[1:] = _fallback_routes(env, specs[0].provider)
+        source = "FALLBACK_MODEL"
+    return _dedupe(tuple(specs), source)
+
+
+def _fallback_routes(env: EnvReader, default_provider: str) -> list[RouteSpec]:
+    """`FALLBACK_MODEL`: comma-separated `model` or `provider/model`, tried in order."""
+    raw = env.raw("FALLBACK_MODEL")
+    if raw is None:
+        return []
+    specs = []
+    for item in raw.split(","):
+        if not item.strip():
+            raise SettingsError("FALLBACK_MODEL", f"has an empty entry: {raw!r}")
+        try:
+            spec = parse_route(item, default_provider)
+        except ValueError as exc:
+            raise SettingsError("FALLBACK_MODEL", str(exc)) from None
+        specs.append(_complete(env, spec, "FALLBACK_MODEL", base_url=None, key_env=None,
+                               key_file=None, region=None))
+    return specs
+
+
+def _dedupe(specs: tuple[RouteSpec, ...], source: str) -> tuple[RouteSpec, ...]:
+    """A route twice in one chain would share its breaker and double its retries."""
+    names = [spec.name for spec in specs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise SettingsError(source, f"route {repeated[0]} appears twice in the chain")
+    return specs
 
 
 def _env_route(env: EnvReader) -> RouteSpec:
@@ -110,11 +139,12 @@ def _parse_primary(text: str, default_provider: str) -> RouteSpec:
 
 # Which optional keys mean something for each provider; any other is refused, not ignored.
 _APPLICABLE: dict[str, frozenset[str]] = {
-    "demo": frozenset({"max_tokens"}),
-    "openai": frozenset({"base_url", "api_key_env", "api_key_file", "max_tokens", "timeout_s"}),
+    "demo": frozenset({"max_tokens", "max_rpm"}),
+    "openai": frozenset({"base_url", "api_key_env", "api_key_file", "max_tokens", "timeout_s",
+                         "max_rpm"}),
     "anthropic": frozenset({"base_url", "api_key_env", "api_key_file", "max_tokens",
-                            "timeout_s"}),
-    "bedrock": frozenset({"base_url", "max_tokens", "timeout_s", "region"}),
+                            "timeout_s", "max_rpm"}),
+    "bedrock": frozenset({"base_url", "max_tokens", "timeout_s", "region", "max_rpm"}),
 }
 
 
@@ -144,7 +174,11 @@ def _file_route(env: EnvReader, index: int, entry: object) -> RouteSpec:
     timeout_s = entry.get("timeout_s", DEFAULT_TIMEOUT_S)
     if type(timeout_s) not in (int, float) or not 0.1 <= timeout_s <= 3600:
         raise SettingsError(f"{where}.timeout_s", "must be a number of seconds, 0.1 to 3600")
-    spec = RouteSpec(provider, model, max_tokens=max_tokens, timeout_s=float(timeout_s))
+    max_rpm = entry.get("max_rpm")
+    if max_rpm is not None and (type(max_rpm) is not int or max_rpm < 1):
+        raise SettingsError(f"{where}.max_rpm", "must be a positive integer")
+    spec = RouteSpec(provider, model, max_tokens=max_tokens, timeout_s=float(timeout_s),
+                     max_rpm=max_rpm)
     return _complete(env, spec, where, base_url=_text(entry, "base_url", where),
                      key_env=_text(entry, "api_key_env", where),
                      key_file=_text(entry, "api_key_file", where),
@@ -179,8 +213,7 @@ def _complete(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | No
             raise SettingsError("AWS_REGION", "must be set for a bedrock route")
         if not _REGION.fullmatch(region):
             raise SettingsError(region_source, f"{region!r} is not an AWS region name")
-    return RouteSpec(spec.provider, spec.model, base_url=base_url, credentials=credentials,
-                     max_tokens=spec.max_tokens, timeout_s=spec.timeout_s, region=region)
+    return replace(spec, base_url=base_url, credentials=credentials, region=region)
 
 
 def _key_from_env(env: EnvReader, name: str) -> KeySource:

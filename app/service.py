@@ -14,9 +14,10 @@ import time
 from app.context import RequestContext
 from app.schemas import ChatInput, InputLimits
 from app.settings import Settings
-from providers.base import Provider
 from providers.tokens import count_tokens
 from providers.types import CompletionRequest, Message
+from streaming.chain import RouteChain
+from streaming.fallback_budget import FallbackWatch
 from streaming.moderation import Moderator, OutputStage, PassThrough
 from streaming.pipeline import ChatJob
 from streaming.record import StreamRecord
@@ -27,10 +28,11 @@ TENANT_ANONYMOUS = "anonymous"
 
 
 class ChatService:
-    def __init__(self, settings: Settings, provider: Provider,
+    def __init__(self, settings: Settings, chain: RouteChain,
                  moderator: Moderator | None = None) -> None:
         self.settings = settings
-        self.provider = provider
+        self.chain = chain
+        self.fallback_watch = FallbackWatch(settings.fallback_alert_share)
         self.moderator = moderator or PassThrough()
         self.limits = InputLimits(
             max_input_chars=settings.max_input_chars,
@@ -46,10 +48,13 @@ class ChatService:
         job = ChatJob(
             request_id=ctx.request_id,
             request=CompletionRequest(messages=messages, max_tokens=chat.max_tokens),
-            provider=self.provider,
+            provider=self.chain,
             stage=OutputStage(self.moderator),
             record=StreamRecord(started_at=ctx.started_at),
             heartbeat_s=self.settings.heartbeat_s if stream else None,
+            idle_timeout_s=self.settings.idle_timeout_s,
+            deadline_s=self.settings.retry.request_timeout_s,
+            degraded_message=self.settings.degraded_message,
         )
         logger.info("request_start", extra={
             **self._labels(chat, stream),
@@ -65,9 +70,13 @@ class ChatService:
         """Write the request's end line from what the pipeline recorded."""
         record = job.record
         usage = record.usage
+        if record.fallback_tier is not None:
+            self.fallback_watch.record(record.fallback_tier)
         logger.info("request_end", extra={
             **self._labels(chat, stream),
-            "model_route": record.model_route or self.provider.route,
+            "model_route": record.model_route or self.chain.route,
+            "fallback_tier": record.fallback_tier,
+            "attempts": record.attempts,
             "status": record.outcome,
             "http_status": http_status,
             "latency_ms": round((time.monotonic() - record.started_at) * 1000, 1),
@@ -84,7 +93,7 @@ class ChatService:
         return {
             "tenant_id": TENANT_ANONYMOUS,
             "feature": chat.feature,
-            "model_route": self.provider.route,
+            "model_route": self.chain.route,
             "prompt_version": self.settings.prompt_version,
             "stream": stream,
         }

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.env import EnvReader, SettingsError
 from app.route_config import load_config_file, read_routes
 from providers.demo import DemoConfig
 from providers.routes import DEFAULT_MODELS, RouteSpec
+from streaming.chain import RetryPolicy
+from streaming.failures import ERROR_COPY
+
+DEGRADED_MESSAGE = ERROR_COPY["provider_unavailable"][0]
 
 __all__ = ["Settings", "SettingsError"]
 
@@ -35,6 +39,12 @@ class Settings:
     shutdown_grace_s: float = 10.0
     drain_delay_s: float = 0.0
     ready_check_s: float = 30.0
+    retry: RetryPolicy = RetryPolicy()
+    idle_timeout_s: float = 30.0
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    degraded_message: str = DEGRADED_MESSAGE
+    fallback_alert_share: float = 0.5
     prompt_version: str = "unversioned"
     system_prompt: str = ""
     log_level: str = "INFO"
@@ -54,9 +64,12 @@ class Settings:
 
 
 def _read(env: EnvReader) -> Settings:
-    if env.raw("FALLBACK_MODEL"):
-        raise SettingsError("FALLBACK_MODEL", "is not supported by this version yet; unset it")
-    routes = read_routes(env, load_config_file(env))
+    connect_timeout_s = env.number("CONNECT_TIMEOUT_S", 5.0, float, 0.1, 600.0)
+    fallback_max_rpm = env.number("FALLBACK_MAX_RPM", 0, int, 0, 1_000_000) or None
+    routes = tuple(
+        replace(route, connect_timeout_s=connect_timeout_s,
+                max_rpm=route.max_rpm or (fallback_max_rpm if index else None))
+        for index, route in enumerate(read_routes(env, load_config_file(env))))
     hash_key = env.raw("LOG_HASH_KEY")
     if hash_key is not None and len(hash_key) < 32:
         raise SettingsError("LOG_HASH_KEY", "must be a secret of at least 32 characters")
@@ -75,6 +88,18 @@ def _read(env: EnvReader) -> Settings:
         shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10.0, float, 0.0, 3600.0),
         drain_delay_s=env.number("DRAIN_DELAY_S", 0.0, float, 0.0, 3600.0),
         ready_check_s=env.number("READY_CHECK_S", 30.0, float, 0.5, 3600.0),
+        retry=RetryPolicy(
+            max_attempts=env.number("MAX_ATTEMPTS", 3, int, 1, 10),
+            base_s=env.number("RETRY_BASE_S", 0.5, float, 0.0, 60.0),
+            cap_s=env.number("RETRY_MAX_S", 8.0, float, 0.0, 600.0),
+            ttft_timeout_s=env.number("TTFT_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
+            request_timeout_s=env.number("REQUEST_TIMEOUT_S", 120.0, float, 0.5, 86_400.0),
+        ),
+        idle_timeout_s=env.number("IDLE_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
+        breaker_failures=env.number("BREAKER_FAILURES", 5, int, 1, 1000),
+        breaker_cooldown_s=env.number("BREAKER_COOLDOWN_S", 30.0, float, 0.1, 3600.0),
+        degraded_message=env.raw("DEGRADED_MESSAGE") or DEGRADED_MESSAGE,
+        fallback_alert_share=env.number("FALLBACK_ALERT_SHARE", 0.5, float, 0.0, 1.0),
         prompt_version=env.text("PROMPT_VERSION", "unversioned"),
         system_prompt=env.raw("SYSTEM_PROMPT") or "",
         log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),

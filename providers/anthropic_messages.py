@@ -77,7 +77,7 @@ class AnthropicMessagesProvider:
                 api_key=key.reveal(),
                 base_url=spec.base_url,
                 max_retries=0,  # the route chain retries, knowing fallback and budgets
-                timeout=anthropic.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0)),
+                timeout=anthropic.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
             )
 
     @property

@@ -110,7 +110,7 @@ class BedrockConverseProvider:
                 config = AioConfig(
                     # Retries belong to the route chain, which knows about fallback and budgets.
                     retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=min(self._spec.timeout_s, 10.0),
+                    connect_timeout=self._spec.connect_timeout_s,
                     read_timeout=self._spec.timeout_s,
                     max_pool_connections=MAX_POOL_CONNECTIONS,
                 )

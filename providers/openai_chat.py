@@ -69,7 +69,7 @@ class OpenAIChatProvider:
                 base_url=spec.base_url,
                 # Retries belong to the route chain, which knows about fallback and budgets.
                 max_retries=0,
-                timeout=openai.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0)),
+                timeout=openai.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
             )
         # OpenAI itself has renamed the cap; servers that speak its protocol know the old name.
         host = (urlsplit(spec.base_url).hostname if spec.base_url else None) or OFFICIAL_HOST

@@ -10,6 +10,7 @@ from providers.credentials import KeySource
 from providers.demo import DemoConfig, DemoProvider
 
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +19,9 @@ class RouteSpec:
 
     `credentials` is the key for OpenAI and Anthropic routes, resolved at start-up from the
     configured source; Bedrock uses the AWS credential chain and the demo needs none.
-    `timeout_s` bounds each wait on the vendor (connecting, the first byte, the gap between
-    chunks), so a hung upstream becomes a retryable error instead of a hung answer.
+    `timeout_s` bounds each wait on the vendor for the first byte or between chunks, and
+    `connect_timeout_s` the connecting, so a hung upstream becomes a retryable error instead
+    of a hung answer.
     """
 
     provider: str
@@ -29,6 +31,8 @@ class RouteSpec:
     max_tokens: int | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     region: str | None = None
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    max_rpm: int | None = None  # how many requests a minute this route may take as a fallback
 
     @property
     def name(self) -> str:

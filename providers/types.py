@@ -58,3 +58,16 @@ class RouteHealth:
     @property
     def usable(self) -> bool:
         return self.credentials == "present" and self.reachable is True
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAnswering:
+    """Emitted by a route chain, never by an adapter: which route answers this request,
+    after how many attempts on it, and from which tier of the chain."""
+
+    route: str
+    tier: str  # "primary" or "fallback"
+    attempt: int
+
+
+ChainEvent = ProviderEvent | RouteAnswering

@@ -25,11 +25,12 @@ def new_incident_id() -> str:
 
 
 def error_frame(code: str, *, request_id: str, tokens_emitted: int,
-                retry_after: float | None = None) -> ErrorFrame:
-    message, retryable = ERROR_COPY[code]
+                retry_after: float | None = None, message: str | None = None) -> ErrorFrame:
+    """The frame for `code`, with its standard copy unless `message` replaces it."""
+    copy, retryable = ERROR_COPY[code]
     return ErrorFrame(
         code=code,
-        message=message,
+        message=message or copy,
         request_id=request_id,
         incident_id=new_incident_id(),
         tokens_emitted=tokens_emitted,

@@ -22,15 +22,16 @@ import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
-from providers.base import Provider
-from providers.errors import ProviderError
+from providers.errors import ProviderError, ProviderUnavailable
 from providers.tokens import count_tokens
-from providers.types import CompletionRequest, ProviderEvent, TextDelta, Usage
+from providers.types import ChainEvent, CompletionRequest, RouteAnswering, TextDelta, Usage
+from streaming.chain import AllRoutesFailed
 from streaming.failures import error_frame, provider_failure_code
 from streaming.frames import (
     HEARTBEAT,
@@ -43,32 +44,48 @@ from streaming.frames import (
 )
 from streaming.moderation import OutputBlocked, OutputStage
 from streaming.record import StreamRecord
+from streaming.upstream import close_upstream
 
 logger = logging.getLogger("hello_ship.pipeline")
 
-UPSTREAM_CLOSE_TIMEOUT_S = 5.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class EventSource(Protocol):
+    """What the pipeline reads: one provider, or a route chain of them."""
+
+    @property
+    def route(self) -> str: ...
+
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[ChainEvent, None]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class ChatJob:
     request_id: str
     request: CompletionRequest
-    provider: Provider
+    provider: EventSource
     stage: OutputStage
     record: StreamRecord
     heartbeat_s: float | None = None
+    idle_timeout_s: float | None = None  # longest silence between tokens once they flow
+    deadline_s: float | None = None  # the whole request, from its start
+    degraded_message: str | None = None  # the copy when no route could answer
+
+
+CutReason = Literal["shutdown", "idle", "deadline"]
 
 
 class _Emitter:
     """The single way frames leave the pipeline; remembers when the stream last spoke."""
 
-    __slots__ = ("_out", "_record", "last_sent")
+    __slots__ = ("_out", "_record", "last_event", "last_sent")
 
     def __init__(self, out: MemoryObjectSendStream[Frame], record: StreamRecord) -> None:
         self._out = out
         self._record = record
         self.last_sent = time.monotonic()
+        self.last_event = self.last_sent  # when the provider last sent text
 
     async def send(self, frame: Frame) -> None:
         await self._out.send(frame)
@@ -101,17 +118,32 @@ async def run_pipeline(
     emitter = _Emitter(out, job.record)
     async with out:
         terminal: TerminalFrame | None = None
+        cut: list[CutReason] = []
         async with anyio.create_task_group() as group:
-            if job.heartbeat_s or stop is not None:
-                group.start_soon(_tick, emitter, job.heartbeat_s, stop, stop_grace_s,
-                                 group.cancel_scope)
+            if job.heartbeat_s or stop is not None or job.idle_timeout_s or job.deadline_s:
+                group.start_soon(_tick, emitter, job, stop, stop_grace_s, group.cancel_scope,
+                                 cut)
             terminal = await _relay(job, emitter)
             group.cancel_scope.cancel()
         if terminal is None:  # only the ticker cancels this group before the relay ends
-            terminal = error_frame("shutting_down", request_id=job.request_id,
-                                   tokens_emitted=job.record.tokens_emitted)
+            terminal = _cut_frame(job, cut[0] if cut else "shutdown")
         _record_terminal(job.record, terminal)
         await emitter.send(terminal)
+
+
+def _cut_frame(job: ChatJob, reason: CutReason) -> TerminalFrame:
+    if reason == "shutdown":
+        return error_frame("shutting_down", request_id=job.request_id,
+                           tokens_emitted=job.record.tokens_emitted)
+    if reason == "idle":
+        return _failure_frame(job, ProviderUnavailable(
+            f"no token for {job.idle_timeout_s}s (IDLE_TIMEOUT_S)"))
+    if job.record.tokens_emitted:
+        return _failure_frame(job, ProviderUnavailable(
+            f"request deadline of {job.deadline_s}s passed (REQUEST_TIMEOUT_S)"))
+    return _failure_frame(job, AllRoutesFailed(
+        f"request deadline of {job.deadline_s}s passed (REQUEST_TIMEOUT_S)",
+        retry_after=None, attempts=0))
 
 
 async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
@@ -129,15 +161,20 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
                         record.model_route = route
                         await emitter.send(MetaFrame(job.request_id, route))
                     now = time.monotonic()
+                    emitter.last_event = now
                     text = stage.feed(_encodable(event.text), now)
                     if text:
                         await emitter.token(text, now)
                 elif isinstance(event, Usage):
                     usage = event
+                elif isinstance(event, RouteAnswering):
+                    route = event.route
+                    record.fallback_tier = event.tier
+                    record.attempts = event.attempt
                 else:
                     finish_reason = event.reason
         finally:
-            await _close_upstream(events, route)
+            await close_upstream(events, route)
         rest = stage.flush()
         if rest:
             await emitter.token(rest, time.monotonic())
@@ -157,8 +194,12 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
 
 
 def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
-    route, tokens_emitted = job.provider.route, job.record.tokens_emitted
+    record = job.record
+    route, tokens_emitted = record.model_route or job.provider.route, record.tokens_emitted
     if isinstance(exc, ProviderError):
+        degraded = isinstance(exc, AllRoutesFailed) and not tokens_emitted
+        if degraded:
+            record.fallback_tier = "static"
         logger.warning("provider_failed", extra={
             "route": route,
             "error_class": type(exc).__name__,
@@ -168,7 +209,8 @@ def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
             "tokens_emitted": tokens_emitted,
         })
         return error_frame(provider_failure_code(exc, tokens_emitted), request_id=job.request_id,
-                           tokens_emitted=tokens_emitted, retry_after=exc.retry_after)
+                           tokens_emitted=tokens_emitted, retry_after=exc.retry_after,
+                           message=job.degraded_message if degraded else None)
     if isinstance(exc, OutputBlocked):
         logger.warning("output_blocked", extra={"route": route, "policy": exc.code})
         return error_frame("output_blocked", request_id=job.request_id,
@@ -176,20 +218,6 @@ def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
     logger.error("pipeline_failed", extra={"route": route}, exc_info=exc)
     return error_frame("internal_error", request_id=job.request_id,
                        tokens_emitted=tokens_emitted)
-
-
-async def _close_upstream(events: AsyncGenerator[ProviderEvent, None], route: str) -> None:
-    """Close the provider stream even when the relay was cancelled, within a bound.
-
-    A cancelled scope would interrupt every await of the adapter's cleanup, so a stream cut
-    while it waited at a `yield` could not release its upstream response. A failing cleanup is
-    logged, never allowed to replace what really ended the stream.
-    """
-    with anyio.move_on_after(UPSTREAM_CLOSE_TIMEOUT_S, shield=True):
-        try:
-            await events.aclose()
-        except Exception:
-            logger.exception("provider_close_failed", extra={"route": route})
 
 
 def _encodable(text: str) -> str:
@@ -215,25 +243,32 @@ def _record_terminal(record: StreamRecord, terminal: TerminalFrame) -> None:
         record.finish_reason = terminal.finish_reason
 
 
-async def _tick(emitter: _Emitter, heartbeat_s: float | None, stop: anyio.Event | None,
-                grace_s: float, group_scope: anyio.CancelScope) -> None:
-    """Heartbeats while the stream is quiet; once `stop` is set, cuts the relay after the grace.
-
-    One task does both so that an open stream costs one timer task, not two.
+async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace_s: float,
+                group_scope: anyio.CancelScope, cut: list[CutReason]) -> None:
+    """One timer task per stream for everything time-based: heartbeats while the stream is
+    quiet, the idle limit between tokens, the request deadline, and once `stop` is set, the
+    cut after the shutdown grace. A cut cancels the relay and says why in `cut`.
     """
+    heartbeat_s, idle_s, record = job.heartbeat_s, job.idle_timeout_s, job.record
+    deadline = record.started_at + job.deadline_s if job.deadline_s else math.inf
     cut_at = math.inf
     while True:
         now = time.monotonic()
         if stop is not None and cut_at == math.inf and stop.is_set():
             cut_at = now + grace_s
-        if now >= cut_at:
+        idle_at = (emitter.last_event + idle_s
+                   if idle_s and record.first_token_at is not None else math.inf)
+        reason: CutReason | None = ("shutdown" if now >= cut_at else "deadline"
+                                    if now >= deadline else "idle" if now >= idle_at else None)
+        if reason is not None:
+            cut.append(reason)
             group_scope.cancel()
             return
         next_beat = emitter.last_sent + heartbeat_s if heartbeat_s else math.inf
         if now >= next_beat:
             await emitter.send(HEARTBEAT)
             continue
-        wake = min(next_beat, cut_at)
+        wake = min(next_beat, cut_at, deadline, idle_at)
         if stop is not None and cut_at == math.inf:
             with anyio.move_on_after(wake - now):
                 await stop.wait()

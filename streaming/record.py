@@ -23,6 +23,8 @@ class StreamRecord:
     finish_reason: str | None = None
     error_code: str | None = None
     incident_id: str | None = None
+    fallback_tier: str | None = None  # primary, fallback, or static (the degraded copy)
+    attempts: int = 0  # on the route that answered
 
     def ttft_ms(self) -> float | None:
         if self.first_token_at is None:

@@ -15,11 +15,16 @@ SECRET = "-".join(["sk", "live", "leaked"])
 
 
 class BrokenProvider:
-    """Fails where the edge touches it (building the job, /ready), not in the pipeline."""
+    """Once armed, fails where the edge touches it (building the job, /ready), not in the
+    pipeline; it works while the app is being built."""
+
+    armed = False
 
     @property
     def route(self) -> str:
-        raise RuntimeError(f"config holds {SECRET}")
+        if self.armed:
+            raise RuntimeError(f"config holds {SECRET}")
+        return "broken/model"
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
         raise AssertionError("never reached")
@@ -30,8 +35,10 @@ class BrokenProvider:
 
 
 def test_an_edge_bug_is_a_json_500_with_request_id_and_a_safe_log() -> None:
-    with captured_logs() as logs, app_server(provider=BrokenProvider()) as live, \
+    broken = BrokenProvider()
+    with captured_logs() as logs, app_server(provider=broken) as live, \
             httpx.Client(timeout=10) as client:
+        broken.armed = True
         for response in (client.get(live.url + "/ready"),
                          client.post(live.url + "/chat", json={"message": "hi"}),
                          client.post(live.url + "/chat/stream", json={"message": "hi"})):

@@ -148,8 +148,10 @@ def test_an_empty_key_file_says_so_in_readiness(tmp_path: Path) -> None:
     ('[[routes]]\nprovider = "openai"\nmodel = "x"\napi_key_file = "/nonexistent/key"\n',
      "HELLO_SHIP_CONFIG: routes[0].api_key_file", "cannot read /nonexistent/key"),
     ('[[routes]]\nprovider = "bedrock"\nmodel = "x"\n', "AWS_REGION", "must be set"),
-    ('[[routes]]\nprovider = "demo"\nmodel = "a"\n[[routes]]\nprovider = "demo"\nmodel = "b"\n',
-     "HELLO_SHIP_CONFIG", "more than one route"),
+    ('[[routes]]\nprovider = "demo"\nmodel = "a"\n[[routes]]\nprovider = "demo"\nmodel = "a"\n',
+     "HELLO_SHIP_CONFIG", "route demo/a appears twice in the chain"),
+    ('[[routes]]\nprovider = "demo"\nmodel = "a"\nmax_rpm = 0\n',
+     "HELLO_SHIP_CONFIG: routes[0].max_rpm", "positive integer"),
 ])
 def test_a_bad_config_file_names_the_key(tmp_path: Path, config: str, variable: str,
                                          reason: str) -> None:

@@ -44,7 +44,11 @@ def test_blank_values_count_as_unset() -> None:
     ({"LLM_PROVIDER": "skynet"}, "LLM_PROVIDER", "must be one of"),
     ({"PRIMARY_MODEL": "nope/x"}, "PRIMARY_MODEL", "unknown provider"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "must be one of"),
-    ({"FALLBACK_MODEL": "demo/b"}, "FALLBACK_MODEL", "not supported"),
+    ({"FALLBACK_MODEL": "demo/b,,demo/c"}, "FALLBACK_MODEL", "has an empty entry"),
+    ({"FALLBACK_MODEL": "demo/hello-1"}, "FALLBACK_MODEL", "appears twice in the chain"),
+    ({"FALLBACK_MODEL": "nope/x"}, "FALLBACK_MODEL", "unknown provider"),
+    ({"TTFT_TIMEOUT_S": "0"}, "TTFT_TIMEOUT_S", "between"),
+    ({"MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS", "between"),
     ({"LOG_HASH_KEY": "short"}, "LOG_HASH_KEY", "at least 32 characters"),
 ])
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str,

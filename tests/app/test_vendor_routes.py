@@ -74,7 +74,7 @@ def test_a_vendor_failing_halfway_ends_the_stream_with_an_error_frame(
 def test_a_vendor_rate_limit_passes_its_retry_after_on(vendor: Vendor,
                                                          upstream: Upstream) -> None:
     upstream.script = Script(status=429, retry_after="7")
-    with app_server(settings_for(vendor, upstream)) as live, \
+    with app_server(settings_for(vendor, upstream, MAX_ATTEMPTS="1")) as live, \
             httpx.Client(timeout=10) as client:
         response = client.post(live.url + "/chat", json=BODY)
     assert response.status_code == 503
@@ -116,9 +116,10 @@ def test_a_rejected_key_is_never_repeated_to_the_client_or_the_logs(
     assert configured in str(upstream.requests[0].headers)  # it was sent, and echoed back
     for text in (collected.text, streamed.text, ready.text, *logs.lines):
         assert configured[-8:] not in text
-    (failure, _) = logs.records("provider_failed")
-    assert failure["status_code"] == vendor.auth_status
-    assert failure["retryable"] is False
+    # One attempt each (a refused key is not retried), logged with the vendor's status.
+    attempts = logs.records("route_attempt_failed")
+    assert [a["status_code"] for a in attempts] == [vendor.auth_status] * 2
+    assert {a["retryable"] for a in attempts} == {False}
 
 
 def test_ready_reports_each_route_from_a_cached_check(vendor: Vendor,
