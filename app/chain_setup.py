@@ -21,5 +21,6 @@ def build_chain(providers: Sequence[Provider], settings: Settings) -> RouteChain
                                    settings.breaker_cooldown_s),
             cap=RateCap(spec.max_rpm if spec and index else None),
             tier="primary" if index == 0 else "fallback",
+            disabled=provider.route in settings.disabled_routes,
         ))
     return RouteChain(links, settings.retry)

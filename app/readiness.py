@@ -96,6 +96,11 @@ class RouteChecks:
         routes: list[dict[str, object]] = []
         for index, link in enumerate(self._links):
             route, breaker = link.provider.route, link.breaker.state
+            if link.disabled:
+                reasons.append(f"{route}: disabled by DISABLED_ROUTES")
+                routes.append({"route": route, "usable": False, "breaker": breaker,
+                               "disabled": True})
+                continue
             status = self._results.get(index)
             if status is None:
                 reasons.append(f"{route}: not checked yet")

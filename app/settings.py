@@ -45,6 +45,7 @@ class Settings:
     breaker_cooldown_s: float = 30.0
     degraded_message: str = DEGRADED_MESSAGE
     fallback_alert_share: float = 0.5
+    disabled_routes: frozenset[str] = frozenset()
     prompt_version: str = "unversioned"
     system_prompt: str = ""
     log_level: str = "INFO"
@@ -100,6 +101,7 @@ def _read(env: EnvReader) -> Settings:
         breaker_cooldown_s=env.number("BREAKER_COOLDOWN_S", 30.0, float, 0.1, 3600.0),
         degraded_message=env.raw("DEGRADED_MESSAGE") or DEGRADED_MESSAGE,
         fallback_alert_share=env.number("FALLBACK_ALERT_SHARE", 0.5, float, 0.0, 1.0),
+        disabled_routes=_disabled_routes(env, routes),
         prompt_version=env.text("PROMPT_VERSION", "unversioned"),
         system_prompt=env.raw("SYSTEM_PROMPT") or "",
         log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
@@ -112,3 +114,17 @@ def _read(env: EnvReader) -> Settings:
             fail_status=env.number("DEMO_FAIL_STATUS", 503, int, 400, 599),
         ),
     )
+
+
+def _disabled_routes(env: EnvReader, routes: tuple[RouteSpec, ...]) -> frozenset[str]:
+    """`DISABLED_ROUTES`: routes of the chain to skip, e.g. for a fallback drill."""
+    raw = env.raw("DISABLED_ROUTES")
+    if raw is None:
+        return frozenset()
+    names = {name.strip() for name in raw.split(",") if name.strip()}
+    known = {route.name for route in routes}
+    unknown = sorted(names - known)
+    if unknown:
+        raise SettingsError("DISABLED_ROUTES", f"{unknown[0]!r} is not a route of the chain "
+                                               f"({', '.join(sorted(known))})")
+    return frozenset(names)

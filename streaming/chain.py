@@ -52,6 +52,7 @@ class ChainLink:
     breaker: CircuitBreaker
     cap: RateCap  # how much traffic this route may take as a fallback
     tier: Tier
+    disabled: bool = False  # taken out by the operator (a drill, a vendor incident)
 
 
 class AllRoutesFailed(ProviderUnavailable):
@@ -121,6 +122,10 @@ class RouteChain:
         raise _exhausted(errors)
 
     def _admit(self, link: ChainLink) -> bool:
+        if link.disabled:
+            logger.info("route_skipped", extra={"model_route": link.provider.route,
+                                                "reason": "disabled"})
+            return False
         if not link.breaker.allow():
             logger.info("route_skipped", extra={"model_route": link.provider.route,
                                                 "reason": "breaker_open"})

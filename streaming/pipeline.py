@@ -269,6 +269,10 @@ async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace
             await emitter.send(HEARTBEAT)
             continue
         wake = min(next_beat, cut_at, deadline, idle_at)
+        if idle_s and idle_at == math.inf:
+            # Tokens may start while this sleeps; waking within `idle_s` is enough to arm the
+            # idle limit before it could be due.
+            wake = min(wake, now + idle_s)
         if stop is not None and cut_at == math.inf:
             with anyio.move_on_after(wake - now):
                 await stop.wait()

@@ -39,6 +39,7 @@ class ScriptedProvider:
 
     script: Sequence[Step]
     name: str = "fake/scripted"
+    queue: list[Sequence[Step]] = field(default_factory=list)  # for the next calls, first
     started: int = 0
     finished: int = 0
     closed_early: int = 0
@@ -61,8 +62,9 @@ class ScriptedProvider:
         self.started += 1
         self.requests.append(request)
         completed = False
+        script = self.queue.pop(0) if self.queue else self.script
         try:
-            for step in self.script:
+            for step in script:
                 if isinstance(step, str):
                     yield TextDelta(step)
                 elif isinstance(step, Sleep):

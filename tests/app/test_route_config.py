@@ -177,3 +177,41 @@ def test_bad_route_variables_name_themselves(env: dict[str, str], variable: str,
     with pytest.raises(SettingsError, match=re.escape(reason)) as caught:
         Settings.from_env(env)
     assert caught.value.variable == variable
+
+
+def test_fallback_model_makes_a_chain_across_vendors() -> None:
+    settings = Settings.from_env({
+        "LLM_PROVIDER": "openai", "PRIMARY_MODEL": "gpt-4o-mini",
+        "FALLBACK_MODEL": "gpt-4o, anthropic/claude-3-5-haiku-20241022",
+        "OPENAI_API_KEY": "sk-1", "ANTHROPIC_API_KEY": "sk-2", "FALLBACK_MAX_RPM": "30"})
+    assert [r.name for r in settings.routes] == [
+        "openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-3-5-haiku-20241022"]
+    assert [r.max_rpm for r in settings.routes] == [None, 30, 30]  # fallbacks only
+    anthropic_route = settings.routes[2]
+    assert anthropic_route.credentials is not None
+    assert anthropic_route.credentials.description == "ANTHROPIC_API_KEY"
+
+
+def test_the_file_chain_and_the_environment_fallbacks(tmp_path: Path) -> None:
+    env = write_config(tmp_path, """
+[[routes]]
+provider = "demo"
+model = "first"
+[[routes]]
+provider = "demo"
+model = "second"
+max_rpm = 5
+""")
+    file_chain = Settings.from_env(env).routes
+    assert [(r.name, r.max_rpm) for r in file_chain] == [("demo/first", None),
+                                                         ("demo/second", 5)]
+    overridden = Settings.from_env({**env, "FALLBACK_MODEL": "demo/third"}).routes
+    assert [r.name for r in overridden] == ["demo/first", "demo/third"]
+
+
+def test_disabled_routes_must_name_routes_of_the_chain() -> None:
+    env = {"FALLBACK_MODEL": "demo/backup"}
+    assert Settings.from_env({**env, "DISABLED_ROUTES": "demo/hello-1"}).disabled_routes == {
+        "demo/hello-1"}
+    with pytest.raises(SettingsError, match="'demo/typo' is not a route of the chain"):
+        Settings.from_env({**env, "DISABLED_ROUTES": "demo/typo"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class Received:
     headers: dict[str, str]
     json: Any
     client_port: int | None  # the same port on two requests means one pooled connection
+    at: float  # time.monotonic() when it arrived
 
 
 @dataclass
@@ -73,6 +75,8 @@ class Upstream:
 
     api_key: str
     script: Script = field(default_factory=Script)
+    # Scripts for the next completion requests, one each, before `script` applies again.
+    queue: list[Script] = field(default_factory=list)
     url: str = ""
     requests: list[Received] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
@@ -99,8 +103,13 @@ class Upstream:
         with self._changed:
             self.api_key = self._accepted_key
             self.script = Script()
+            self.queue.clear()
             self.requests.clear()
             self.outcomes.clear()
+
+    def take_script(self) -> Script:
+        with self._changed:
+            return self.queue.pop(0) if self.queue else self.script
 
     @property
     def last(self) -> Received:
@@ -154,7 +163,7 @@ async def receive(upstream: Upstream, request: Request) -> Received:
     except orjson.JSONDecodeError:
         parsed = None
     port = request.client.port if request.client else None
-    entry = Received(request.url.path, dict(request.headers), parsed, port)
+    entry = Received(request.url.path, dict(request.headers), parsed, port, time.monotonic())
     upstream.requests.append(entry)
     return entry
 
@@ -162,18 +171,19 @@ async def receive(upstream: Upstream, request: Request) -> Received:
 async def answer(upstream: Upstream, wire: Wire, request: Request, model: str,
                  presented_key: str, headers: dict[str, str] | None = None) -> Response:
     """The scripted answer: an error response, or a stream with the scripted fault."""
-    refused = await refusal(upstream, wire, request, presented_key)
+    script = upstream.take_script()
+    refused = await refusal(upstream, wire, request, presented_key, script)
     if refused is not None:
         return refused
-    return StreamingResponse(_frames(upstream, wire, upstream.script, model),
+    return StreamingResponse(_frames(upstream, wire, script, model),
                              media_type=wire.media_type, headers=headers)
 
 
-async def refusal(upstream: Upstream, wire: Wire, request: Request,
-                  presented_key: str) -> Response | None:
+async def refusal(upstream: Upstream, wire: Wire, request: Request, presented_key: str,
+                  script: Script | None = None) -> Response | None:
     """The scripted hang, a refused key or the scripted error status, for any endpoint;
     None when the request is to be answered."""
-    script = upstream.script
+    script = script or upstream.script
     if script.hang_s and await hang(request, script.hang_s):
         upstream.record("client_closed")
         return Response(status_code=499)  # nobody reads it: the client has gone

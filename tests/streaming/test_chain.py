@@ -1,0 +1,163 @@
+"""The route chain with scripted providers: when it retries, falls back, skips and gives up."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from providers.errors import (
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from providers.types import ChainEvent, CompletionRequest, Message, RouteAnswering, TextDelta
+from streaming.breaker import CircuitBreaker
+from streaming.chain import AllRoutesFailed, ChainLink, RetryPolicy, RouteChain
+from streaming.fallback_budget import RateCap
+from tests.fakes import Fail, ScriptedProvider, Sleep, words
+from tests.logcapture import captured_logs
+
+REQUEST = CompletionRequest(messages=(Message("user", "hi"),), max_tokens=50)
+FAST = RetryPolicy(max_attempts=3, base_s=0.01, cap_s=0.05, ttft_timeout_s=2.0,
+                   request_timeout_s=5.0)
+
+
+def chain(*providers: ScriptedProvider, policy: RetryPolicy = FAST,
+          failures: int = 5, cap: int | None = None) -> RouteChain:
+    return RouteChain([
+        ChainLink(p, CircuitBreaker(p.route, failures, 60.0), RateCap(cap if i else None),
+                  "primary" if i == 0 else "fallback")
+        for i, p in enumerate(providers)], policy)
+
+
+async def run(source: RouteChain) -> tuple[list[ChainEvent], ProviderError | None]:
+    events: list[ChainEvent] = []
+    try:
+        async for event in source.stream(REQUEST):
+            events.append(event)
+    except ProviderError as exc:
+        return events, exc
+    return events, None
+
+
+def text(events: list[ChainEvent]) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def unavailable() -> Fail:
+    return Fail(ProviderUnavailable("503", status_code=503))
+
+
+async def test_a_503_then_success_on_the_same_route() -> None:
+    primary = ScriptedProvider(words("all good"), name="a/one", queue=[[unavailable()]])
+    with captured_logs() as logs:
+        events, error = await run(chain(primary))
+    assert error is None and text(events) == "all good"
+    assert events[0] == RouteAnswering("a/one", "primary", 2)
+    (attempt,) = logs.records("route_attempt_failed")
+    assert attempt["attempt"] == 1 and attempt["status_code"] == 503
+    assert attempt["retryable"] is True and 0 <= attempt["backoff_s"] <= 0.01
+
+
+async def test_retry_after_is_waited_for() -> None:
+    limited = Fail(ProviderRateLimited("429", status_code=429, retry_after=0.3))
+    primary = ScriptedProvider(words("ok"), name="a/one", queue=[[limited]])
+    started = time.monotonic()
+    _, error = await run(chain(primary))
+    assert error is None and time.monotonic() - started >= 0.3
+    assert primary.started == 2
+
+
+@pytest.mark.parametrize("refusal", [ProviderRejected("400", status_code=400),
+                                     ProviderMisconfigured("401", status_code=401)])
+async def test_a_refusal_is_not_retried_on_the_same_route(refusal: ProviderError) -> None:
+    primary = ScriptedProvider([Fail(refusal)], name="a/one")
+    events, error = await run(chain(primary))
+    assert primary.started == 1 and events == []
+    # A bad request is the request's fault; a refused key is an outage.
+    assert type(error) is (ProviderRejected if refusal.status_code == 400 else AllRoutesFailed)
+
+
+async def test_the_fallback_answers_when_the_primary_is_down() -> None:
+    primary = ScriptedProvider([unavailable()], name="a/one")
+    fallback = ScriptedProvider(words("from b"), name="b/two")
+    events, error = await run(chain(primary, fallback))
+    assert error is None and text(events) == "from b"
+    assert events[0] == RouteAnswering("b/two", "fallback", 1)
+    assert primary.started == 3 and fallback.started == 1
+
+
+async def test_a_primary_without_a_first_token_in_time_falls_back() -> None:
+    primary = ScriptedProvider([Sleep(30), "late"], name="a/one")
+    fallback = ScriptedProvider(words("quick"), name="b/two")
+    policy = RetryPolicy(max_attempts=1, ttft_timeout_s=0.2, request_timeout_s=5)
+    started = time.monotonic()
+    events, error = await run(chain(primary, fallback, policy=policy))
+    assert error is None and text(events) == "quick"
+    assert 0.2 <= time.monotonic() - started < 1.0
+    assert primary.closed_early == 1  # the hung call was closed, not left running
+
+
+async def test_after_the_first_token_a_failure_is_passed_on_not_retried() -> None:
+    primary = ScriptedProvider(["one", " two", unavailable()], name="a/one")
+    fallback = ScriptedProvider(words("never"), name="b/two")
+    events, error = await run(chain(primary, fallback))
+    assert text(events) == "one two" and isinstance(error, ProviderUnavailable)
+    assert primary.started == 1 and fallback.started == 0
+
+
+async def test_every_route_down_is_all_routes_failed_with_the_shortest_retry_after() -> None:
+    first = ScriptedProvider([Fail(ProviderRateLimited("429", retry_after=60))], name="a/one")
+    second = ScriptedProvider([Fail(ProviderRateLimited("429", retry_after=30))], name="b/two")
+    events, error = await run(chain(first, second))
+    assert events == [] and isinstance(error, AllRoutesFailed)
+    assert error.retry_after == 30 and error.attempts == 2  # too long to wait: no retries
+
+
+async def test_retries_never_run_past_the_request_deadline() -> None:
+    slow_failure = [Sleep(0.15), unavailable()]
+    primary = ScriptedProvider(slow_failure, name="a/one")
+    policy = RetryPolicy(max_attempts=50, base_s=0.05, cap_s=0.05, ttft_timeout_s=5,
+                         request_timeout_s=0.6)
+    started = time.monotonic()
+    _, error = await run(chain(primary, policy=policy))
+    elapsed = time.monotonic() - started
+    assert isinstance(error, AllRoutesFailed) and 2 <= primary.started <= 4
+    assert elapsed < 0.6 + 0.4  # the deadline, plus scheduling slack
+
+
+async def test_an_open_breaker_skips_the_route_until_its_cooldown() -> None:
+    primary = ScriptedProvider([unavailable()], name="a/one")
+    fallback = ScriptedProvider(words("b"), name="b/two")
+    routes = chain(primary, fallback, policy=RetryPolicy(max_attempts=1), failures=2)
+    with captured_logs() as logs:
+        for _ in range(4):
+            events, error = await run(routes)
+            assert error is None and events[0].route == "b/two"  # type: ignore[union-attr]
+    assert primary.started == 2  # then skipped
+    assert [r["reason"] for r in logs.records("route_skipped")] == ["breaker_open"] * 2
+    assert routes.links[0].breaker.state == "open"
+
+
+async def test_the_fallback_cap_limits_how_much_traffic_a_fallback_takes() -> None:
+    primary = ScriptedProvider([unavailable()], name="a/one")
+    fallback = ScriptedProvider(words("b"), name="b/two")
+    routes = chain(primary, fallback, policy=RetryPolicy(max_attempts=1), cap=2)
+    results = [await run(routes) for _ in range(3)]
+    assert [error is None for _, error in results] == [True, True, False]
+    assert isinstance(results[2][1], AllRoutesFailed)
+
+
+async def test_a_client_leaving_during_a_trial_does_not_wedge_the_breaker() -> None:
+    primary = ScriptedProvider([Sleep(30), "late"], name="a/one")
+    routes = chain(primary, policy=RetryPolicy(max_attempts=1), failures=1)
+    link = routes.links[0]
+    link.breaker.record_failure()
+    link.breaker._opened_at -= 60  # the cooldown has passed: the next request is the trial
+    with anyio.move_on_after(0.1):
+        await run(routes)
+    assert link.breaker.allow()  # the next request may try again

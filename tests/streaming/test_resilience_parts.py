@@ -1,0 +1,114 @@
+"""The pure parts of graceful degradation: backoff, the breaker, the fallback budget."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from streaming.backoff import retry_delay
+from streaming.breaker import CircuitBreaker
+from streaming.fallback_budget import FallbackWatch, RateCap
+from tests.logcapture import captured_logs
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_grows_exponentially_with_full_jitter() -> None:
+    rng = random.Random(7)
+    for attempt, ceiling in ((1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0), (9, 8.0)):
+        delays = [retry_delay(attempt, base_s=0.5, cap_s=8.0, retry_after=None,
+                              remaining_s=100, rng=rng) for _ in range(200)]
+        assert all(d is not None and 0 <= d <= ceiling for d in delays)
+        assert max(d for d in delays if d is not None) > ceiling * 0.8  # jitter spans it
+
+
+def test_retry_after_is_honoured_only_when_it_fits_the_deadline() -> None:
+    assert retry_delay(1, base_s=0.5, cap_s=8, retry_after=3.0, remaining_s=10) == 3.0
+    assert retry_delay(1, base_s=0.5, cap_s=8, retry_after=30.0, remaining_s=10) is None
+    assert retry_delay(3, base_s=5, cap_s=60, retry_after=None, remaining_s=0.001,
+                       rng=random.Random(1)) is None
+
+
+def test_the_breaker_opens_skips_half_opens_and_closes() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("openai/gpt-4o-mini", failure_threshold=3, cooldown_s=30,
+                             clock=clock)
+    with captured_logs() as logs:
+        for _ in range(2):
+            assert breaker.allow()
+            breaker.record_failure()
+        assert breaker.state == "closed"
+        breaker.record_failure()
+        assert breaker.state == "open" and not breaker.allow()
+        clock.now += 29.9
+        assert not breaker.allow()
+        clock.now += 0.2
+        assert breaker.state == "half_open"
+        assert breaker.allow()  # the one trial
+        assert not breaker.allow()  # nobody else while it runs
+        breaker.record_success()
+        assert breaker.state == "closed" and breaker.allow()
+    assert [(r["state"], r["previous"]) for r in logs.records("breaker_state")] == [
+        ("open", "closed"), ("half_open", "open"), ("closed", "half_open")]
+    assert logs.records("breaker_state")[0]["model_route"] == "openai/gpt-4o-mini"
+
+
+def test_a_failed_trial_reopens_for_a_full_cooldown() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("r", failure_threshold=1, cooldown_s=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.allow()
+    breaker.record_failure()
+    assert breaker.state == "open"
+    clock.now += 9
+    assert not breaker.allow()
+
+
+def test_a_trial_abandoned_by_its_client_lets_the_next_request_try() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("r", failure_threshold=1, cooldown_s=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.allow()
+    breaker.release()
+    assert breaker.allow()
+
+
+def test_success_resets_the_count_of_failures_in_a_row() -> None:
+    breaker = CircuitBreaker("r", failure_threshold=2, cooldown_s=10, clock=Clock())
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.state == "closed"
+
+
+def test_the_rate_cap_allows_so_many_a_minute() -> None:
+    clock = Clock()
+    cap = RateCap(2, clock=clock)
+    assert cap.take() and cap.take() and not cap.take()
+    clock.now += 60
+    assert cap.take()
+    assert all(RateCap(None, clock=clock).take() for _ in range(1000))
+
+
+@pytest.mark.parametrize(("fallback_share", "alerts"), [(0.3, 0), (0.7, 1)])
+def test_high_fallback_traffic_is_logged_once_a_window(fallback_share: float,
+                                                       alerts: int) -> None:
+    clock = Clock()
+    watch = FallbackWatch(share=0.5, min_requests=10, clock=clock)
+    with captured_logs() as logs:
+        for index in range(40):
+            clock.now += 0.5
+            watch.record("fallback" if (index % 10) < fallback_share * 10 else "primary")
+    records = logs.records("fallback_traffic_high")
+    assert len(records) == alerts
+    if alerts:
+        assert records[0]["share"] > 0.5 and records[0]["window_s"] == 60
