@@ -33,7 +33,7 @@ class RouteStatus:
     def payload(self, route: str, breaker: str, now: float) -> dict[str, object]:
         return {
             "route": route,
-            "usable": self.health.usable and breaker != "open",
+            "usable": self.health.usable,
             "breaker": breaker,
             "credentials": self.health.credentials,
             "reachable": self.health.reachable,
@@ -107,9 +107,9 @@ class RouteChecks:
                 routes.append({"route": route, "usable": False, "breaker": breaker})
                 continue
             routes.append(status.payload(route, breaker, now))
+            # An open breaker is shown, not counted: it opens on every replica at once, and
+            # taking them all out of the balancer would trade the degraded copy for its errors.
             if not status.health.usable:
                 reasons.append(f"{route}: {status.health.problem or 'unusable'}")
-            elif breaker == "open":
-                reasons.append(f"{route}: circuit breaker open after repeated failures")
         usable = any(route["usable"] for route in routes)
         return usable, reasons, routes

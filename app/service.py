@@ -47,7 +47,9 @@ class ChatService:
         messages = self._system + chat.messages
         job = ChatJob(
             request_id=ctx.request_id,
-            request=CompletionRequest(messages=messages, max_tokens=chat.max_tokens),
+            request=CompletionRequest(
+                messages=messages, max_tokens=chat.max_tokens,
+                deadline_at=ctx.started_at + self.settings.retry.request_timeout_s),
             provider=self.chain,
             stage=OutputStage(self.moderator),
             record=StreamRecord(started_at=ctx.started_at),

@@ -21,6 +21,9 @@ class CompletionRequest:
 
     messages: tuple[Message, ...]
     max_tokens: int
+    # time.monotonic() by which the whole request must be done; route chains plan their
+    # retries within it, adapters can ignore it.
+    deadline_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,16 @@
 """A circuit breaker per route: stop sending traffic to a route that keeps failing.
 
-closed: requests flow; `failure_threshold` failures in a row open it.
-open: the route is skipped for `cooldown_s`, then the next request is let through as a trial.
-half_open: that one trial is in flight; others skip the route. Success closes the breaker,
-failure opens it for another cool-down.
+closed: requests flow; `failure_threshold` failed attempts in a row open it.
+open: the route is skipped for `cooldown_s`, then one request is let through as a trial.
+half_open: that trial is in flight; others skip the route. Its success closes the breaker,
+its failure opens it for another cool-down. Only the request holding the trial can settle
+or give it back, so a request admitted earlier cannot close (or wedge) the breaker.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -16,6 +18,7 @@ from typing import Literal
 logger = logging.getLogger("hello_ship.breaker")
 
 BreakerState = Literal["closed", "open", "half_open"]
+Admission = Literal["normal", "trial"]
 
 
 class CircuitBreaker:
@@ -31,36 +34,49 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        if self._state == "open" and self._clock() - self._opened_at >= self._cooldown_s:
-            return "half_open"  # due for a trial, which the next `allow` hands out
+        if self._state == "open" and self._cooled_down():
+            return "half_open"  # due for a trial, which the next `admit` hands out
         return self._state
 
-    def allow(self) -> bool:
-        """Whether a request may use the route now (claims the trial when one is due)."""
+    def reopens_in(self) -> float:
+        """Seconds until the route can be tried again (0 when it can be now)."""
+        if self._state == "open":
+            return max(0.0, self._opened_at + self._cooldown_s - self._clock())
+        return math.inf if self._state == "half_open" else 0.0
+
+    def admit(self) -> Admission | None:
+        """Whether a request may use the route now; "trial" when it is the probe."""
         if self._state == "closed":
-            return True
-        if self._state == "open" and self._clock() - self._opened_at >= self._cooldown_s:
+            return "normal"
+        if self._state == "open" and self._cooled_down():
             self._move("half_open")
-            return True
-        return False
+            return "trial"
+        return None
 
-    def record_success(self) -> None:
-        self._failures = 0
-        if self._state != "closed":
+    def record_success(self, admission: Admission) -> None:
+        if admission == "trial":
+            self._failures = 0
             self._move("closed")
+        elif self._state == "closed":
+            self._failures = 0
 
-    def record_failure(self) -> None:
-        self._failures += 1
-        if self._state == "half_open" or (
-                self._state == "closed" and self._failures >= self._threshold):
+    def record_failure(self, admission: Admission) -> None:
+        if admission == "trial" or (self._state == "closed"
+                                    and self._failures + 1 >= self._threshold):
+            self._failures += 1
             self._opened_at = self._clock()
             self._move("open")
+        elif self._state == "closed":
+            self._failures += 1
 
-    def release(self) -> None:
-        """A trial that ended neither way (the client left): let the next request try."""
-        if self._state == "half_open":
+    def release(self, admission: Admission) -> None:
+        """A trial that ended neither way (the client left): the next request tries."""
+        if admission == "trial" and self._state == "half_open":
             self._opened_at = self._clock() - self._cooldown_s
             self._state = "open"
+
+    def _cooled_down(self) -> bool:
+        return self._clock() - self._opened_at >= self._cooldown_s
 
     def _move(self, state: BreakerState) -> None:
         previous, self._state = self._state, state

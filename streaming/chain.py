@@ -11,6 +11,7 @@ reaches the pipeline as it is.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -23,7 +24,6 @@ from providers.base import Provider
 from providers.errors import (
     ProviderError,
     ProviderMisconfigured,
-    ProviderRejected,
     ProviderUnavailable,
 )
 from providers.types import ChainEvent, CompletionRequest, RouteAnswering, RouteHealth
@@ -55,6 +55,10 @@ class ChainLink:
     disabled: bool = False  # taken out by the operator (a drill, a vendor incident)
 
 
+class FirstTokenTimeout(ProviderUnavailable):
+    """The route did not start its answer within `ttft_timeout_s`."""
+
+
 class AllRoutesFailed(ProviderUnavailable):
     """No route could start an answer: the client gets the degraded copy."""
 
@@ -80,61 +84,74 @@ class RouteChain:
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ChainEvent, None]:
         policy = self._policy
-        deadline = time.monotonic() + policy.request_timeout_s
+        deadline = request.deadline_at or time.monotonic() + policy.request_timeout_s
         errors: list[ProviderError] = []
-        for link in self.links:
-            if not self._admit(link):
+        reopening: list[float] = []  # when the routes skipped for open breakers reopen
+        for position, link in enumerate(self.links):
+            last_route = position == len(self.links) - 1
+            if not self._eligible(link, reopening):
                 continue
             for attempt in range(1, policy.max_attempts + 1):
+                admission = link.breaker.admit()
+                if admission is None:  # opened by this request's failures, or by others'
+                    reopening.append(link.breaker.reopens_in())
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    break
+                    link.breaker.release(admission)
+                    raise _exhausted(errors, reopening)
                 events = link.provider.stream(request)
                 try:
                     first = await self._first_event(link, events, remaining)
                 except ProviderError as error:
                     await close_upstream(events, link.provider.route)
-                    link.breaker.record_failure()
+                    if _says_the_route_is_unwell(error):
+                        link.breaker.record_failure(admission)
+                    else:  # this request's own fault says nothing about the route
+                        link.breaker.release(admission)
                     errors.append(error)
-                    delay = self._retry_delay(error, attempt, deadline)
+                    delay = self._retry_delay(error, attempt, deadline, last_route)
                     _log_attempt(link, attempt, error, delay)
                     if delay is None:
                         break
                     await anyio.sleep(delay)
                     continue
                 except BaseException:  # cancelled: the client left while it was tried
-                    link.breaker.release()
+                    link.breaker.release(admission)
                     await close_upstream(events, link.provider.route)
                     raise
-                link.breaker.record_success()
+                link.breaker.record_success(admission)
                 try:
                     yield RouteAnswering(link.provider.route, link.tier, attempt)
                     if first is not None:
                         yield first
                         async for event in events:
                             yield event
-                except ProviderError:
-                    link.breaker.record_failure()
+                except ProviderError as error:
+                    if _says_the_route_is_unwell(error):
+                        link.breaker.record_failure("normal")
                     raise
                 finally:
                     await close_upstream(events, link.provider.route)
                 return
-        raise _exhausted(errors)
+        raise _exhausted(errors, reopening)
 
-    def _admit(self, link: ChainLink) -> bool:
+    def _eligible(self, link: ChainLink, reopening: list[float]) -> bool:
+        """Disabled, open-breaker and (for fallbacks) capped routes are skipped; the cap is
+        only spent on a route that is going to be tried."""
+        reason = None
         if link.disabled:
-            logger.info("route_skipped", extra={"model_route": link.provider.route,
-                                                "reason": "disabled"})
-            return False
-        if not link.breaker.allow():
-            logger.info("route_skipped", extra={"model_route": link.provider.route,
-                                                "reason": "breaker_open"})
-            return False
-        if link.tier == "fallback" and not link.cap.take():
-            logger.warning("route_skipped", extra={"model_route": link.provider.route,
-                                                   "reason": "fallback_cap"})
-            return False
-        return True
+            reason = "disabled"
+        elif link.breaker.state == "open":
+            reason = "breaker_open"
+            reopening.append(link.breaker.reopens_in())
+        elif link.tier == "fallback" and not link.cap.take():
+            reason = "fallback_cap"
+        if reason is not None:
+            logger.log(logging.WARNING if reason == "fallback_cap" else logging.INFO,
+                       "route_skipped", extra={"model_route": link.provider.route,
+                                               "reason": reason})
+        return reason is None
 
     async def _first_event(self, link: ChainLink,
                            events: AsyncGenerator[ChainEvent, None],
@@ -145,15 +162,26 @@ class RouteChain:
             with anyio.fail_after(timeout):
                 return await anext(events)
         except TimeoutError:
-            raise ProviderUnavailable(
+            raise FirstTokenTimeout(
                 f"{link.provider.route}: no first token within {timeout:.1f}s") from None
         except StopAsyncIteration:
             return None
 
-    def _retry_delay(self, error: ProviderError, attempt: int, deadline: float) -> float | None:
-        if not error.retryable or attempt >= self._policy.max_attempts:
+    def _retry_delay(self, error: ProviderError, attempt: int, deadline: float,
+                     last_route: bool) -> float | None:
+        """The wait before retrying this route, or None to move on.
+
+        With a fallback left, a route that kept the request waiting (no first token in
+        time, or a Retry-After longer than our own longest backoff) is not retried: the
+        fallback gets the time instead.
+        """
+        policy = self._policy
+        if not error.retryable or attempt >= policy.max_attempts:
             return None
-        return retry_delay(attempt, base_s=self._policy.base_s, cap_s=self._policy.cap_s,
+        if not last_route and (isinstance(error, FirstTokenTimeout) or (
+                error.retry_after is not None and error.retry_after > policy.cap_s)):
+            return None
+        return retry_delay(attempt, base_s=policy.base_s, cap_s=policy.cap_s,
                            retry_after=error.retry_after,
                            remaining_s=deadline - time.monotonic(), rng=self._rng)
 
@@ -169,19 +197,24 @@ class RouteChain:
                                  extra={"model_route": link.provider.route})
 
 
-def _exhausted(errors: list[ProviderError]) -> ProviderError:
+def _says_the_route_is_unwell(error: ProviderError) -> bool:
+    """Failures that count towards a route's breaker: not a request the vendor refused."""
+    return error.retryable or isinstance(error, ProviderMisconfigured)
+
+
+def _exhausted(errors: list[ProviderError], reopening: list[float]) -> ProviderError:
     """What the client is told when no route started an answer.
 
     If every route refused the request itself (a 4xx that is not about keys), it is the
-    request, and saying "try again later" would be wrong; anything else is an outage.
+    request, and saying "try again later" would be wrong; anything else is an outage, whose
+    Retry-After is the soonest a route may answer again.
     """
-    if errors and all(isinstance(e, ProviderRejected)
-                      and not isinstance(e, ProviderMisconfigured) for e in errors):
+    if errors and all(not _says_the_route_is_unwell(e) for e in errors):
         return errors[-1]
-    retry_afters = [e.retry_after for e in errors if e.retry_after is not None]
+    waits = [e.retry_after for e in errors if e.retry_after is not None]
+    waits += [w for w in reopening if w != math.inf]
     return AllRoutesFailed(f"all routes failed after {len(errors)} attempts",
-                           retry_after=min(retry_afters) if retry_afters else None,
-                           attempts=len(errors))
+                           retry_after=min(waits) if waits else None, attempts=len(errors))
 
 
 def _log_attempt(link: ChainLink, attempt: int, error: ProviderError,

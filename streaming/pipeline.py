@@ -97,7 +97,11 @@ class _Emitter:
         try:
             self._out.send_nowait(frame)
         except anyio.WouldBlock:
+            # The provider is not read while a slow client holds this up: that wait is not
+            # the provider's silence, so the idle limit is off until the frame is taken.
+            self.last_event = math.inf
             await self._out.send(frame)
+            self.last_event = time.monotonic()
 
     async def token(self, text: str, now: float) -> None:
         record = self._record
@@ -256,10 +260,14 @@ async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace
         now = time.monotonic()
         if stop is not None and cut_at == math.inf and stop.is_set():
             cut_at = now + grace_s
-        idle_at = (emitter.last_event + idle_s
-                   if idle_s and record.first_token_at is not None else math.inf)
+        streaming = record.first_token_at is not None
+        idle_at = emitter.last_event + idle_s if idle_s and streaming else math.inf
+        # Before the first token the route chain keeps to the deadline itself, and says
+        # which routes it tried; after it, this timer does.
+        deadline_at = deadline if streaming else math.inf
         reason: CutReason | None = ("shutdown" if now >= cut_at else "deadline"
-                                    if now >= deadline else "idle" if now >= idle_at else None)
+                                    if now >= deadline_at else "idle" if now >= idle_at
+                                    else None)
         if reason is not None:
             cut.append(reason)
             group_scope.cancel()
@@ -268,13 +276,17 @@ async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace
         if now >= next_beat:
             await emitter.send(HEARTBEAT)
             continue
-        wake = min(next_beat, cut_at, deadline, idle_at)
+        wake = min(next_beat, cut_at, deadline_at, idle_at)
         if idle_s and idle_at == math.inf:
-            # Tokens may start while this sleeps; waking within `idle_s` is enough to arm the
-            # idle limit before it could be due.
+            # Tokens may start (or a blocked send end) while this sleeps: waking within
+            # `idle_s` arms the idle limit before it could be due.
             wake = min(wake, now + idle_s)
+        if not streaming and deadline > now:
+            wake = min(wake, deadline)
         if stop is not None and cut_at == math.inf:
             with anyio.move_on_after(wake - now):
                 await stop.wait()
+        elif wake == math.inf:
+            await anyio.sleep_forever()
         else:
             await anyio.sleep(wake - now)

@@ -156,8 +156,55 @@ async def test_a_client_leaving_during_a_trial_does_not_wedge_the_breaker() -> N
     primary = ScriptedProvider([Sleep(30), "late"], name="a/one")
     routes = chain(primary, policy=RetryPolicy(max_attempts=1), failures=1)
     link = routes.links[0]
-    link.breaker.record_failure()
+    link.breaker.record_failure("normal")
     link.breaker._opened_at -= 60  # the cooldown has passed: the next request is the trial
     with anyio.move_on_after(0.1):
         await run(routes)
-    assert link.breaker.allow()  # the next request may try again
+    assert link.breaker.admit() == "trial"  # the next request may try again
+
+
+async def test_a_client_error_does_not_count_against_the_route() -> None:
+    """Five bad prompts (say, too long) must not take a healthy route out for everyone."""
+    primary = ScriptedProvider([Fail(ProviderRejected("400", status_code=400))], name="a/one")
+    routes = chain(primary, failures=2)
+    for _ in range(5):
+        _, error = await run(routes)
+        assert isinstance(error, ProviderRejected)
+    assert routes.links[0].breaker.state == "closed" and primary.started == 5
+
+
+async def test_a_retry_stops_once_the_breaker_has_opened() -> None:
+    primary = ScriptedProvider([unavailable()], name="a/one")
+    fallback = ScriptedProvider(words("b"), name="b/two")
+    _, error = await run(chain(primary, fallback, failures=1))
+    assert error is None and primary.started == 1 and fallback.started == 1
+
+
+async def test_a_route_that_kept_the_request_waiting_is_not_retried_before_the_fallback() -> None:
+    hung = ScriptedProvider([Sleep(30), "late"], name="a/one")
+    limited = ScriptedProvider([Fail(ProviderRateLimited("429", retry_after=60))], name="c/x")
+    for primary in (hung, limited):
+        fallback = ScriptedProvider(words("b"), name="b/two")
+        policy = RetryPolicy(max_attempts=3, ttft_timeout_s=0.2, request_timeout_s=30)
+        started = time.monotonic()
+        _, error = await run(chain(primary, fallback, policy=policy))
+        assert error is None and primary.started == 1 and time.monotonic() - started < 1
+
+
+async def test_all_breakers_open_give_the_soonest_reopening_as_retry_after() -> None:
+    primary = ScriptedProvider([unavailable()], name="a/one")
+    routes = chain(primary, policy=RetryPolicy(max_attempts=1), failures=1)
+    await run(routes)
+    _, error = await run(routes)
+    assert isinstance(error, AllRoutesFailed) and 59 < (error.retry_after or 0) <= 60
+
+
+async def test_the_request_deadline_is_the_one_the_caller_set() -> None:
+    primary = ScriptedProvider([Sleep(0.1), unavailable()], name="a/one")
+    policy = RetryPolicy(max_attempts=50, base_s=0.01, cap_s=0.01, request_timeout_s=60)
+    request = CompletionRequest(REQUEST.messages, 50, deadline_at=time.monotonic() + 0.35)
+    started = time.monotonic()
+    with pytest.raises(AllRoutesFailed):
+        async for _ in chain(primary, policy=policy).stream(request):
+            pass
+    assert time.monotonic() - started < 0.35 + 0.3

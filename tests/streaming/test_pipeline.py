@@ -233,3 +233,34 @@ async def test_a_blocking_moderator_stops_the_stream_and_the_provider() -> None:
     (terminal,) = terminals(frames)
     assert isinstance(terminal, ErrorFrame) and terminal.code == "output_blocked"
     assert provider.closed_early == 1
+
+
+async def test_a_slow_reader_is_not_taken_for_a_quiet_provider() -> None:
+    """The idle limit is about the vendor: time the relay spent waiting for a slow reader
+    to take frames does not count."""
+    provider = ScriptedProvider(words("tok " * 100))
+    job = ChatJob(request_id="req_test", request=REQUEST, provider=provider,
+                  stage=OutputStage(PassThrough()),
+                  record=StreamRecord(started_at=time.monotonic()), idle_timeout_s=0.2)
+    send, receive = anyio.create_memory_object_stream[Frame](4)
+    frames: list[Frame] = []
+    with receive:
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_pipeline, job, send)
+            await anyio.sleep(0.5)  # the reader is busy; the buffer fills; the relay waits
+            frames = [frame async for frame in receive]
+    assert isinstance(terminals(frames)[0], DoneFrame)
+    assert text_of(frames).count("tok") == 100
+
+
+async def test_a_provider_going_quiet_mid_answer_is_cut_at_the_idle_limit() -> None:
+    provider = ScriptedProvider(["one", " two", Sleep(5), " three"])
+    job = ChatJob(request_id="req_test", request=REQUEST, provider=provider,
+                  stage=OutputStage(PassThrough()),
+                  record=StreamRecord(started_at=time.monotonic()), idle_timeout_s=0.2)
+    started = time.monotonic()
+    frames = await frames_of(job)
+    (terminal,) = terminals(frames)
+    assert isinstance(terminal, ErrorFrame) and terminal.code == "stream_interrupted"
+    assert text_of(frames) == "one two" and time.monotonic() - started < 1
+    assert provider.closed_early == 1

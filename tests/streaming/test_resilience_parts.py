@@ -42,19 +42,20 @@ def test_the_breaker_opens_skips_half_opens_and_closes() -> None:
                              clock=clock)
     with captured_logs() as logs:
         for _ in range(2):
-            assert breaker.allow()
-            breaker.record_failure()
+            assert breaker.admit() == "normal"
+            breaker.record_failure("normal")
         assert breaker.state == "closed"
-        breaker.record_failure()
-        assert breaker.state == "open" and not breaker.allow()
+        breaker.record_failure("normal")
+        assert breaker.state == "open" and breaker.admit() is None
+        assert breaker.reopens_in() == 30
         clock.now += 29.9
-        assert not breaker.allow()
+        assert breaker.admit() is None
         clock.now += 0.2
         assert breaker.state == "half_open"
-        assert breaker.allow()  # the one trial
-        assert not breaker.allow()  # nobody else while it runs
-        breaker.record_success()
-        assert breaker.state == "closed" and breaker.allow()
+        assert breaker.admit() == "trial"  # the one trial
+        assert breaker.admit() is None  # nobody else while it runs
+        breaker.record_success("trial")
+        assert breaker.state == "closed" and breaker.admit() == "normal"
     assert [(r["state"], r["previous"]) for r in logs.records("breaker_state")] == [
         ("open", "closed"), ("half_open", "open"), ("closed", "half_open")]
     assert logs.records("breaker_state")[0]["model_route"] == "openai/gpt-4o-mini"
@@ -63,30 +64,46 @@ def test_the_breaker_opens_skips_half_opens_and_closes() -> None:
 def test_a_failed_trial_reopens_for_a_full_cooldown() -> None:
     clock = Clock()
     breaker = CircuitBreaker("r", failure_threshold=1, cooldown_s=10, clock=clock)
-    breaker.record_failure()
+    breaker.record_failure("normal")
     clock.now += 10
-    assert breaker.allow()
-    breaker.record_failure()
+    assert breaker.admit() == "trial"
+    breaker.record_failure("trial")
     assert breaker.state == "open"
     clock.now += 9
-    assert not breaker.allow()
+    assert breaker.admit() is None
 
 
 def test_a_trial_abandoned_by_its_client_lets_the_next_request_try() -> None:
     clock = Clock()
     breaker = CircuitBreaker("r", failure_threshold=1, cooldown_s=10, clock=clock)
-    breaker.record_failure()
+    breaker.record_failure("normal")
     clock.now += 10
-    assert breaker.allow()
-    breaker.release()
-    assert breaker.allow()
+    assert breaker.admit() == "trial"
+    breaker.release("trial")
+    assert breaker.admit() == "trial"
+
+
+def test_only_the_trial_settles_a_half_open_breaker() -> None:
+    """A request admitted before the breaker opened cannot close it, reopen it or hand out
+    a second trial when it ends."""
+    clock = Clock()
+    breaker = CircuitBreaker("r", failure_threshold=1, cooldown_s=10, clock=clock)
+    early = breaker.admit()
+    assert early == "normal"
+    breaker.record_failure("normal")  # another request's failure opens it
+    clock.now += 10
+    assert breaker.admit() == "trial"
+    breaker.release("normal")
+    breaker.record_success("normal")
+    breaker.record_failure("normal")
+    assert breaker.state == "half_open" and breaker.admit() is None
 
 
 def test_success_resets_the_count_of_failures_in_a_row() -> None:
     breaker = CircuitBreaker("r", failure_threshold=2, cooldown_s=10, clock=Clock())
-    breaker.record_failure()
-    breaker.record_success()
-    breaker.record_failure()
+    breaker.record_failure("normal")
+    breaker.record_success("normal")
+    breaker.record_failure("normal")
     assert breaker.state == "closed"
 
 
