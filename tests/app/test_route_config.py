@@ -215,3 +215,8 @@ def test_disabled_routes_must_name_routes_of_the_chain() -> None:
         "demo/hello-1"}
     with pytest.raises(SettingsError, match="'demo/typo' is not a route of the chain"):
         Settings.from_env({**env, "DISABLED_ROUTES": "demo/typo"})
+
+
+def test_connect_timeout_reaches_every_route() -> None:
+    settings = Settings.from_env({"FALLBACK_MODEL": "demo/backup", "CONNECT_TIMEOUT_S": "2.5"})
+    assert [r.connect_timeout_s for r in settings.routes] == [2.5, 2.5]
