@@ -4,7 +4,7 @@
      ├── ProviderUnavailable       5xx, refused or dropped connection: retrying can help
      │    └── ProviderRateLimited  429; carries the vendor's Retry-After when sent
      └── ProviderRejected          4xx: this request will fail the same way again
-          └── ProviderMisconfigured 401/403 or no credentials: the route is broken, not the
+          └── ProviderMisconfigured 401/403/404 or no credentials: the route is broken, not the
                                     request, so another route (or a fixed key) can answer it
 
 `message` is written for operators and logs; it never holds a key or a raw vendor body.
@@ -53,6 +53,7 @@ def error_for_status(status_code: int, message: str,
     # 408 and 409 are transient at the vendors too; their own SDKs retry them.
     if status_code >= 500 or status_code in (408, 409):
         return ProviderUnavailable(message, status_code=status_code, retry_after=retry_after)
-    if status_code in (401, 403):
+    # A refused key, or (for a model API) an unknown model: the route is wrong, not the request.
+    if status_code in (401, 403, 404):
         return ProviderMisconfigured(message, status_code=status_code)
     return ProviderRejected(message, status_code=status_code)

@@ -44,6 +44,10 @@ class CircuitBreaker:
             return max(0.0, self._opened_at + self._cooldown_s - self._clock())
         return math.inf if self._state == "half_open" else 0.0
 
+    def admissible(self) -> bool:
+        """Whether `admit` would let a request through now, without claiming anything."""
+        return self._state == "closed" or (self._state == "open" and self._cooled_down())
+
     def admit(self) -> Admission | None:
         """Whether a request may use the route now; "trial" when it is the probe."""
         if self._state == "closed":

@@ -88,7 +88,6 @@ class RouteChain:
         errors: list[ProviderError] = []
         reopening: list[float] = []  # when the routes skipped for open breakers reopen
         for position, link in enumerate(self.links):
-            last_route = position == len(self.links) - 1
             if not self._eligible(link, reopening):
                 continue
             for attempt in range(1, policy.max_attempts + 1):
@@ -110,7 +109,8 @@ class RouteChain:
                     else:  # this request's own fault says nothing about the route
                         link.breaker.release(admission)
                     errors.append(error)
-                    delay = self._retry_delay(error, attempt, deadline, last_route)
+                    delay = self._retry_delay(error, attempt, deadline,
+                                              self._fallback_left(position))
                     _log_attempt(link, attempt, error, delay)
                     if delay is None:
                         break
@@ -142,7 +142,7 @@ class RouteChain:
         reason = None
         if link.disabled:
             reason = "disabled"
-        elif link.breaker.state == "open":
+        elif not link.breaker.admissible():  # open, or another request holds its trial
             reason = "breaker_open"
             reopening.append(link.breaker.reopens_in())
         elif link.tier == "fallback" and not link.cap.take():
@@ -167,8 +167,14 @@ class RouteChain:
         except StopAsyncIteration:
             return None
 
+    def _fallback_left(self, position: int) -> bool:
+        """Whether a later route could take this request now."""
+        return any(not link.disabled and link.breaker.admissible()
+                   and (link.tier == "primary" or link.cap.has_room())
+                   for link in self.links[position + 1:])
+
     def _retry_delay(self, error: ProviderError, attempt: int, deadline: float,
-                     last_route: bool) -> float | None:
+                     fallback_left: bool) -> float | None:
         """The wait before retrying this route, or None to move on.
 
         With a fallback left, a route that kept the request waiting (no first token in
@@ -178,7 +184,7 @@ class RouteChain:
         policy = self._policy
         if not error.retryable or attempt >= policy.max_attempts:
             return None
-        if not last_route and (isinstance(error, FirstTokenTimeout) or (
+        if fallback_left and (isinstance(error, FirstTokenTimeout) or (
                 error.retry_after is not None and error.retry_after > policy.cap_s)):
             return None
         return retry_delay(attempt, base_s=policy.base_s, cap_s=policy.cap_s,

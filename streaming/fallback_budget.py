@@ -21,15 +21,19 @@ class RateCap:
         self._clock = clock
         self._used: deque[float] = deque()
 
-    def take(self) -> bool:
+    def has_room(self) -> bool:
         if self._limit is None:
             return True
         now = self._clock()
         while self._used and now - self._used[0] >= WINDOW_S:
             self._used.popleft()
-        if len(self._used) >= self._limit:
+        return len(self._used) < self._limit
+
+    def take(self) -> bool:
+        if not self.has_room():
             return False
-        self._used.append(now)
+        if self._limit is not None:
+            self._used.append(self._clock())
         return True
 
 

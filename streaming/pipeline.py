@@ -74,18 +74,20 @@ class ChatJob:
 
 
 CutReason = Literal["shutdown", "idle", "deadline"]
+CHAIN_DEADLINE_GRACE_S = 1.0
 
 
 class _Emitter:
     """The single way frames leave the pipeline; remembers when the stream last spoke."""
 
-    __slots__ = ("_out", "_record", "last_event", "last_sent")
+    __slots__ = ("_out", "_record", "answering", "last_event", "last_sent")
 
     def __init__(self, out: MemoryObjectSendStream[Frame], record: StreamRecord) -> None:
         self._out = out
         self._record = record
         self.last_sent = time.monotonic()
         self.last_event = self.last_sent  # when the provider last sent text
+        self.answering = False  # a route has started its answer
 
     async def send(self, frame: Frame) -> None:
         await self._out.send(frame)
@@ -101,15 +103,15 @@ class _Emitter:
             # the provider's silence, so the idle limit is off until the frame is taken.
             self.last_event = math.inf
             await self._out.send(frame)
-            self.last_event = time.monotonic()
+            self.last_event = self.last_sent = time.monotonic()
 
     async def token(self, text: str, now: float) -> None:
         record = self._record
         if record.first_token_at is None:
             record.first_token_at = now
         record.tokens_emitted += 1
-        await self._send_token(TokenFrame(text))
         self.last_sent = now
+        await self._send_token(TokenFrame(text))
 
 
 async def run_pipeline(
@@ -163,6 +165,7 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
                     deltas += 1
                     if record.model_route is None:
                         record.model_route = route
+                        emitter.answering = True
                         await emitter.send(MetaFrame(job.request_id, route))
                     now = time.monotonic()
                     emitter.last_event = now
@@ -172,6 +175,7 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
                 elif isinstance(event, Usage):
                     usage = event
                 elif isinstance(event, RouteAnswering):
+                    emitter.answering, emitter.last_event = True, time.monotonic()
                     route = event.route
                     record.fallback_tier = event.tier
                     record.attempts = event.attempt
@@ -250,21 +254,22 @@ def _record_terminal(record: StreamRecord, terminal: TerminalFrame) -> None:
 async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace_s: float,
                 group_scope: anyio.CancelScope, cut: list[CutReason]) -> None:
     """One timer task per stream for everything time-based: heartbeats while the stream is
-    quiet, the idle limit between tokens, the request deadline, and once `stop` is set, the
-    cut after the shutdown grace. A cut cancels the relay and says why in `cut`.
+    quiet, the idle limit between the provider's events, the request deadline, and once
+    `stop` is set, the cut after the shutdown grace. A cut cancels the relay and says why in
+    `cut`.
     """
-    heartbeat_s, idle_s, record = job.heartbeat_s, job.idle_timeout_s, job.record
-    deadline = record.started_at + job.deadline_s if job.deadline_s else math.inf
+    heartbeat_s, idle_s = job.heartbeat_s, job.idle_timeout_s
+    deadline = job.record.started_at + job.deadline_s if job.deadline_s else math.inf
     cut_at = math.inf
     while True:
         now = time.monotonic()
         if stop is not None and cut_at == math.inf and stop.is_set():
             cut_at = now + grace_s
-        streaming = record.first_token_at is not None
-        idle_at = emitter.last_event + idle_s if idle_s and streaming else math.inf
-        # Before the first token the route chain keeps to the deadline itself, and says
-        # which routes it tried; after it, this timer does.
-        deadline_at = deadline if streaming else math.inf
+        answering = emitter.answering
+        idle_at = emitter.last_event + idle_s if idle_s and answering else math.inf
+        # Until a route starts answering, the route chain keeps to the deadline itself (and
+        # says which routes it tried); this is only its backstop.
+        deadline_at = deadline if answering else deadline + CHAIN_DEADLINE_GRACE_S
         reason: CutReason | None = ("shutdown" if now >= cut_at else "deadline"
                                     if now >= deadline_at else "idle" if now >= idle_at
                                     else None)
@@ -278,11 +283,11 @@ async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace
             continue
         wake = min(next_beat, cut_at, deadline_at, idle_at)
         if idle_s and idle_at == math.inf:
-            # Tokens may start (or a blocked send end) while this sleeps: waking within
+            # An answer may start (or a blocked send end) while this sleeps: waking within
             # `idle_s` arms the idle limit before it could be due.
             wake = min(wake, now + idle_s)
-        if not streaming and deadline > now:
-            wake = min(wake, deadline)
+        if not answering and deadline > now:
+            wake = min(wake, deadline)  # to arm the deadline proper if answering started
         if stop is not None and cut_at == math.inf:
             with anyio.move_on_after(wake - now):
                 await stop.wait()

@@ -111,7 +111,7 @@ FAULTS = [
     pytest.param(Script(status=500), ProviderUnavailable, 0, id="500"),
     pytest.param("unavailable", ProviderUnavailable, 0, id="503-or-529"),
     pytest.param(Script(status=400), ProviderRejected, 0, id="400"),
-    pytest.param(Script(status=404), ProviderRejected, 0, id="404-unknown-model"),
+    pytest.param(Script(status=404), ProviderMisconfigured, 0, id="404-unknown-model"),
     pytest.param(Script(drop_after=2), ProviderUnavailable, 2, id="dropped-after-2"),
     pytest.param(Script(drop_after=4), ProviderUnavailable, 4, id="dropped-after-the-text"),
     pytest.param(Script(drop_before_last=True), ProviderUnavailable, 4,
@@ -140,7 +140,7 @@ async def test_each_fault_becomes_the_right_project_error(
     assert type(error) is error_class
     assert len(texts(events)) == tokens_before
     assert not [event for event in events if isinstance(event, Usage | Finish)]
-    assert error.retryable is (error_class is not ProviderRejected)
+    assert error.retryable is not issubclass(error_class, ProviderRejected)
     if script.status is not None:
         assert error.status_code == script.status
     if script.retry_after is not None:

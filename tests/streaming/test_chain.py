@@ -208,3 +208,30 @@ async def test_the_request_deadline_is_the_one_the_caller_set() -> None:
         async for _ in chain(primary, policy=policy).stream(request):
             pass
     assert time.monotonic() - started < 0.35 + 0.3
+
+
+async def test_a_fallback_whose_trial_is_in_flight_is_skipped_without_spending_its_cap() -> None:
+    primary = ScriptedProvider([unavailable()], name="a/one")
+    fallback = ScriptedProvider(words("b"), name="b/two")
+    routes = chain(primary, fallback, policy=RetryPolicy(max_attempts=1), cap=1, failures=1)
+    routes.links[0].breaker.record_failure("normal")  # the primary is out too
+    breaker = routes.links[1].breaker
+    breaker.record_failure("normal")
+    breaker._opened_at -= 60
+    assert breaker.admit() == "trial"  # another request is trying the fallback
+    _, error = await run(routes)
+    assert isinstance(error, AllRoutesFailed) and fallback.started == 0
+    assert routes.links[1].cap.has_room()
+
+
+async def test_without_a_usable_fallback_the_primary_gets_its_retries() -> None:
+    """A disabled (drill), capped or broken fallback is no reason to stop retrying."""
+    primary = ScriptedProvider(words("a"), name="a/one", queue=[[Sleep(30), "late"]])
+    fallback = ScriptedProvider(words("b"), name="b/two")
+    routes = RouteChain([
+        ChainLink(primary, CircuitBreaker("a/one", 5, 60), RateCap(None), "primary"),
+        ChainLink(fallback, CircuitBreaker("b/two", 5, 60), RateCap(None), "fallback",
+                  disabled=True),
+    ], RetryPolicy(max_attempts=3, base_s=0.01, ttft_timeout_s=0.2, request_timeout_s=5))
+    events, error = await run(routes)
+    assert error is None and text(events) == "a" and primary.started == 2

@@ -264,3 +264,16 @@ async def test_a_provider_going_quiet_mid_answer_is_cut_at_the_idle_limit() -> N
     assert isinstance(terminal, ErrorFrame) and terminal.code == "stream_interrupted"
     assert text_of(frames) == "one two" and time.monotonic() - started < 1
     assert provider.closed_early == 1
+
+
+async def test_the_deadline_holds_while_a_moderator_buffers_a_stalled_sentence() -> None:
+    """Text arrived, none released yet (the sentence is not finished), then the vendor
+    stalls: the request deadline still ends it."""
+    provider = ScriptedProvider(["Hello", Sleep(30), " world."])
+    job = ChatJob(request_id="req_test", request=REQUEST, provider=provider,
+                  stage=OutputStage(SentenceRecorder()),
+                  record=StreamRecord(started_at=time.monotonic()), deadline_s=0.4)
+    started = time.monotonic()
+    frames = await frames_of(job)
+    assert isinstance(terminals(frames)[0], ErrorFrame)
+    assert time.monotonic() - started < 0.4 + 0.5
