@@ -62,15 +62,11 @@ def upstream(vendor: Vendor, upstream_pool: UpstreamPool) -> Upstream:
 
 async def play(provider: Provider, request: CompletionRequest = REQUEST
                ) -> tuple[list[ProviderEvent], ProviderError | None]:
-    events: list[ProviderEvent] = []
+    """Stream one answer, then close the provider's client."""
     try:
-        async for event in provider.stream(request):
-            events.append(event)
-    except ProviderError as exc:
-        return events, exc
+        return await play_keeping_client(provider, request)
     finally:
         await provider.aclose()
-    return events, None
 
 
 def texts(events: list[ProviderEvent]) -> list[str]:
@@ -224,11 +220,11 @@ async def test_a_bedrock_request_waiting_for_a_pooled_connection_times_out(
     assert second_error.message == "bedrock: timed out"
 
 
-async def play_keeping_client(provider: Provider) -> tuple[list[ProviderEvent],
-                                                            ProviderError | None]:
+async def play_keeping_client(provider: Provider, request: CompletionRequest = REQUEST
+                              ) -> tuple[list[ProviderEvent], ProviderError | None]:
     events: list[ProviderEvent] = []
     try:
-        async for event in provider.stream(REQUEST):
+        async for event in provider.stream(request):
             events.append(event)
     except ProviderError as exc:
         return events, exc
