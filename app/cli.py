@@ -64,7 +64,28 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="worker processes (default 1)")
     serve.set_defaults(run=_serve)
+    smoke = commands.add_parser(
+        "smoke",
+        help="check a running service after a deploy",
+        description="Post-deploy smoke test: /ready is 200, /chat gives a non-empty answer, "
+                    "/chat/stream sends a token and done. Prints each step with its timing; "
+                    "exits 1 on the first failure.",
+        epilog="example: hello-ship smoke https://chat.example.com --key $HELLO_SHIP_KEY",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    smoke.add_argument("url", help="base URL of the service")
+    smoke.add_argument("--key", help="API key to send as a bearer token")
+    smoke.add_argument("--timeout", type=float, default=30.0,
+                       help="seconds for the whole smoke test (default 30)")
+    smoke.set_defaults(run=_smoke)
     return parser
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    from app.smoke import run_smoke
+
+    ok = run_smoke(args.url, key=args.key, timeout_s=args.timeout, out=sys.stdout)
+    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
