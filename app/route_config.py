@@ -62,7 +62,8 @@ def read_routes(env: EnvReader, config: Mapping[str, Any]) -> tuple[RouteSpec, .
     a route leaves out.
     """
     if "routes" not in config:
-        chain = (_env_route(env), *_fallback_routes(env, env.raw("LLM_PROVIDER") or "demo"))
+        primary = _env_route(env)
+        chain = (primary, *_fallback_routes(env, primary.provider))
         return _dedupe(chain, "FALLBACK_MODEL")
     routes = config["routes"]
     if not isinstance(routes, list) or not routes:

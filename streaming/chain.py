@@ -109,8 +109,8 @@ class RouteChain:
                     else:  # this request's own fault says nothing about the route
                         link.breaker.release(admission)
                     errors.append(error)
-                    delay = self._retry_delay(error, attempt, deadline,
-                                              self._fallback_left(position))
+                    delay = None if not link.breaker.admissible() else self._retry_delay(
+                        error, attempt, deadline, self._fallback_left(position))
                     _log_attempt(link, attempt, error, delay)
                     if delay is None:
                         break

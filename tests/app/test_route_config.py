@@ -220,3 +220,10 @@ def test_disabled_routes_must_name_routes_of_the_chain() -> None:
 def test_connect_timeout_reaches_every_route() -> None:
     settings = Settings.from_env({"FALLBACK_MODEL": "demo/backup", "CONNECT_TIMEOUT_S": "2.5"})
     assert [r.connect_timeout_s for r in settings.routes] == [2.5, 2.5]
+
+
+def test_a_bare_fallback_model_takes_the_primarys_provider() -> None:
+    """Not LLM_PROVIDER's default: `gpt-4o` after `openai/gpt-4o-mini` is an OpenAI model."""
+    settings = Settings.from_env({"PRIMARY_MODEL": "openai/gpt-4o-mini",
+                                  "FALLBACK_MODEL": "gpt-4o", "OPENAI_API_KEY": "sk-1"})
+    assert [r.name for r in settings.routes] == ["openai/gpt-4o-mini", "openai/gpt-4o"]

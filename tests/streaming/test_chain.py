@@ -235,3 +235,14 @@ async def test_without_a_usable_fallback_the_primary_gets_its_retries() -> None:
     ], RetryPolicy(max_attempts=3, base_s=0.01, ttft_timeout_s=0.2, request_timeout_s=5))
     events, error = await run(routes)
     assert error is None and text(events) == "a" and primary.started == 2
+
+
+async def test_a_failure_that_opens_the_breaker_moves_on_without_waiting() -> None:
+    primary = ScriptedProvider([unavailable()], name="a/one")
+    fallback = ScriptedProvider(words("b"), name="b/two")
+    slow_backoff = RetryPolicy(max_attempts=3, base_s=5, cap_s=5, request_timeout_s=30)
+    started = time.monotonic()
+    with captured_logs() as logs:
+        _, error = await run(chain(primary, fallback, policy=slow_backoff, failures=1))
+    assert error is None and time.monotonic() - started < 1
+    assert logs.records("route_attempt_failed")[0]["backoff_s"] is None
