@@ -62,8 +62,8 @@ def read_routes(env: EnvReader, config: Mapping[str, Any]) -> tuple[RouteSpec, .
     a route leaves out.
     """
     if "routes" not in config:
-        primary = _env_route(env)
-        chain = (primary, *_fallback_routes(env, primary.provider))
+        first_route = _env_route(env)
+        chain = (first_route, *_fallback_routes(env, first_route.provider))
         return _dedupe(chain, "FALLBACK_MODEL")
     routes = config["routes"]
     if not isinstance(routes, list) or not routes:
