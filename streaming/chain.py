@@ -109,8 +109,12 @@ class RouteChain:
                     else:  # this request's own fault says nothing about the route
                         link.breaker.release(admission)
                     errors.append(error)
-                    delay = None if not link.breaker.admissible() else self._retry_delay(
-                        error, attempt, deadline, self._fallback_left(position))
+                    if link.breaker.admissible():
+                        delay = self._retry_delay(error, attempt, deadline,
+                                                  self._fallback_left(position))
+                    else:  # this failure opened it: move on, and say when it reopens
+                        delay = None
+                        reopening.append(link.breaker.reopens_in())
                     _log_attempt(link, attempt, error, delay)
                     if delay is None:
                         break

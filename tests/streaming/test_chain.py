@@ -246,3 +246,10 @@ async def test_a_failure_that_opens_the_breaker_moves_on_without_waiting() -> No
         _, error = await run(chain(primary, fallback, policy=slow_backoff, failures=1))
     assert error is None and time.monotonic() - started < 1
     assert logs.records("route_attempt_failed")[0]["backoff_s"] is None
+
+
+async def test_the_failure_that_opens_the_breaker_sets_retry_after_to_the_cooldown() -> None:
+    primary = ScriptedProvider([unavailable()], name="a/one")
+    _, error = await run(chain(primary, failures=2))
+    assert isinstance(error, AllRoutesFailed) and error.attempts == 2
+    assert 59 < (error.retry_after or 0) <= 60
