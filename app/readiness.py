@@ -45,7 +45,6 @@ class RouteStatus:
 class RouteChecks:
     def __init__(self, links: Sequence[ChainLink], interval_s: float) -> None:
         self._links = tuple(links)
-        self._providers = tuple(link.provider for link in links)
         self._interval_s = interval_s
         self._results: dict[int, RouteStatus] = {}  # by position in the chain
         self._first_round = anyio.Event()
@@ -54,14 +53,14 @@ class RouteChecks:
         """Check every route now and then every `interval_s`, until cancelled."""
         while True:
             async with anyio.create_task_group() as group:
-                for index in range(len(self._providers)):
+                for index in range(len(self._links)):
                     group.start_soon(self._check, index)
             self._first_round.set()
             await anyio.sleep(self._interval_s)
 
     async def _check(self, index: int) -> None:
         """One route's check; nothing it raises may end the loop (or reach uvicorn's log)."""
-        provider = self._providers[index]
+        provider = self._links[index].provider
         try:
             with anyio.fail_after(PROBE_TIMEOUT_S):
                 health = await provider.probe()
@@ -77,7 +76,7 @@ class RouteChecks:
 
     def _log_change(self, index: int, health: RouteHealth) -> None:
         try:
-            route = self._providers[index].route
+            route = self._links[index].provider.route
         except Exception:
             route = f"route #{index}"
         logger.info("route_checked", extra={

@@ -80,8 +80,7 @@ def read_routes(env: EnvReader, config: Mapping[str, Any]) -> tuple[RouteSpec, .
         if spec.provider == first.provider:  # the route's endpoint, key and limits still apply
             specs[0] = replace(first, model=spec.model)
         else:
-            specs[0] = _complete(env, spec, "PRIMARY_MODEL", base_url=None, key_env=None,
-                                 key_file=None, region=None)
+            specs[0] = _complete(env, spec, "PRIMARY_MODEL")
     source = CONFIG_VAR
     if env.raw("FALLBACK_MODEL") is not None:  # the environment's fallbacks replace the file's
         specs[1:] = _fallback_routes(env, specs[0].provider)
@@ -102,8 +101,7 @@ def _fallback_routes(env: EnvReader, default_provider: str) -> list[RouteSpec]:
             spec = parse_route(item, default_provider)
         except ValueError as exc:
             raise SettingsError("FALLBACK_MODEL", str(exc)) from None
-        specs.append(_complete(env, spec, "FALLBACK_MODEL", base_url=None, key_env=None,
-                               key_file=None, region=None))
+        specs.append(_complete(env, spec, "FALLBACK_MODEL"))
     return specs
 
 
@@ -127,8 +125,7 @@ def _env_route(env: EnvReader) -> RouteSpec:
                                              f" or write provider/model")
     else:
         spec = _parse_primary(primary, provider)
-    return _complete(env, spec, "PRIMARY_MODEL", base_url=None, key_env=None, key_file=None,
-                     region=None)
+    return _complete(env, spec, "PRIMARY_MODEL")
 
 
 def _parse_primary(text: str, default_provider: str) -> RouteSpec:
@@ -186,8 +183,9 @@ def _file_route(env: EnvReader, index: int, entry: object) -> RouteSpec:
                      region=_text(entry, "region", where))
 
 
-def _complete(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | None,
-              key_env: str | None, key_file: str | None, region: str | None) -> RouteSpec:
+def _complete(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | None = None,
+              key_env: str | None = None, key_file: str | None = None,
+              region: str | None = None) -> RouteSpec:
     """Fill in the base URL, key and region from the route, else the vendor's own variables."""
     if spec.provider == "demo":
         return spec

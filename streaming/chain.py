@@ -26,7 +26,7 @@ from providers.errors import (
     ProviderMisconfigured,
     ProviderUnavailable,
 )
-from providers.types import ChainEvent, CompletionRequest, RouteAnswering, RouteHealth
+from providers.types import ChainEvent, CompletionRequest, RouteAnswering
 from streaming.backoff import retry_delay
 from streaming.breaker import CircuitBreaker
 from streaming.fallback_budget import RateCap
@@ -68,7 +68,7 @@ class AllRoutesFailed(ProviderUnavailable):
 
 
 class RouteChain:
-    """A `Provider` made of routes in order; `route` names the primary."""
+    """Routes in order, read by the pipeline like one provider; `route` names the primary."""
 
     def __init__(self, links: Sequence[ChainLink], policy: RetryPolicy,
                  rng: random.Random | None = None) -> None:
@@ -194,9 +194,6 @@ class RouteChain:
         return retry_delay(attempt, base_s=policy.base_s, cap_s=policy.cap_s,
                            retry_after=error.retry_after,
                            remaining_s=deadline - time.monotonic(), rng=self._rng)
-
-    async def probe(self) -> RouteHealth:
-        return await self.links[0].provider.probe()
 
     async def aclose(self) -> None:
         for link in self.links:
