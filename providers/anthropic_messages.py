@@ -9,13 +9,10 @@ event on every delta: the same stream costs it twice the CPU.
 
 from __future__ import annotations
 
-import json
-import ssl
 from collections.abc import AsyncGenerator
 
 import anthropic
 import anyio
-import httpx2
 from anthropic import AsyncAnthropic
 from anthropic.types import MessageParam
 
@@ -37,10 +34,11 @@ from providers.types import (
     Usage,
 )
 from providers.vendor_errors import (
+    body_error_field,
     describe,
     probe_by_listing,
     retry_after_seconds,
-    safe_code,
+    transport_failure,
 )
 
 VENDOR = "anthropic"
@@ -173,28 +171,16 @@ class _InputCounts:
 
 def vendor_error(exc: BaseException) -> ProviderError:
     """The project's error for whatever the SDK raised; never keeps the vendor's message."""
-    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
-        return ProviderUnavailable(f"{VENDOR}: timed out")
-    if isinstance(exc, httpx2.RequestError | ssl.SSLError | OSError | anyio.EndOfStream):
-        return ProviderUnavailable(f"{VENDOR}: connection failed")  # the SDK let it through
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderUnavailable(f"{VENDOR}: connection failed")
+    failure = transport_failure(VENDOR, exc, anthropic.APITimeoutError,
+                                anthropic.APIConnectionError)
+    if failure is not None:
+        return failure
     if isinstance(exc, anthropic.APIStatusError):
-        error_type = _error_type(exc.body)
+        error_type = body_error_field(exc.body, "type")
         status = exc.status_code
         if status < 400:  # an `error` event inside the stream
             status = _STREAM_ERROR_STATUS.get(error_type or "", 500)
             return error_for_status(status, describe(VENDOR + " stream error", None, error_type))
         return error_for_status(status, describe(VENDOR, status, error_type),
                                 retry_after_seconds(exc.response.headers))
-    if isinstance(exc, json.JSONDecodeError | ValueError | TypeError | AttributeError):
-        return ProviderUnavailable(f"{VENDOR}: malformed stream event")
     return ProviderError(f"{VENDOR}: {type(exc).__name__}")
-
-
-def _error_type(body: object) -> str | None:
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return safe_code(inner.get("type"))
-    return None

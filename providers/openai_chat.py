@@ -12,14 +12,11 @@ three fields. Reading dicts also tolerates the shapes compatible servers take li
 
 from __future__ import annotations
 
-import json
-import ssl
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import httpx2
 import openai
 from openai import AsyncOpenAI, AsyncStream
 
@@ -40,10 +37,11 @@ from providers.types import (
     Usage,
 )
 from providers.vendor_errors import (
+    body_error_field,
     describe,
     probe_by_listing,
     retry_after_seconds,
-    safe_code,
+    transport_failure,
 )
 
 VENDOR = "openai"
@@ -149,12 +147,9 @@ def _usage(counts: Mapping[str, Any]) -> Usage:
 
 def vendor_error(exc: BaseException) -> ProviderError:
     """The project's error for whatever the SDK raised; never keeps the vendor's message."""
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-        return ProviderUnavailable(f"{VENDOR}: timed out")
-    if isinstance(exc, httpx2.RequestError | ssl.SSLError | OSError):
-        return ProviderUnavailable(f"{VENDOR}: connection failed")  # the SDK let it through
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderUnavailable(f"{VENDOR}: connection failed")
+    failure = transport_failure(VENDOR, exc, openai.APITimeoutError, openai.APIConnectionError)
+    if failure is not None:
+        return failure
     if isinstance(exc, openai.APIStatusError):
         code = _error_code(exc.body)
         message = describe(VENDOR, exc.status_code, code)
@@ -164,16 +159,10 @@ def vendor_error(exc: BaseException) -> ProviderError:
                                 retry_after_seconds(exc.response.headers))
     if isinstance(exc, openai.APIError):
         # An error sent inside a 200 stream: the vendor failed mid-answer.
-        code = _error_code(exc.body)
-        return ProviderUnavailable(describe(VENDOR + " stream error", None, code))
-    if isinstance(exc, json.JSONDecodeError | ValueError | TypeError | AttributeError):
-        return ProviderUnavailable(f"{VENDOR}: malformed stream chunk")
+        return ProviderUnavailable(describe(VENDOR + " stream error", None,
+                                            _error_code(exc.body)))
     return ProviderError(f"{VENDOR}: {type(exc).__name__}")
 
 
 def _error_code(body: object) -> str | None:
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return safe_code(inner.get("code")) or safe_code(inner.get("type"))
-    return None
+    return body_error_field(body, "code") or body_error_field(body, "type")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
 
-from providers.errors import ProviderError
+import anyio
+import httpx2
+
+from providers.errors import ProviderError, ProviderUnavailable
 from providers.types import RouteHealth
 
 _SAFE_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
@@ -51,6 +56,31 @@ def safe_code(value: object) -> str | None:
     """
     if isinstance(value, str) and _SAFE_CODE.fullmatch(value):
         return value
+    return None
+
+
+def transport_failure(vendor: str, exc: BaseException,
+                      sdk_timeout: type[Exception],
+                      sdk_connection: type[Exception]) -> ProviderError | None:
+    """Timeouts, broken connections and undecodable chunks, as the SDKs built on httpx2
+    raise them (their own classes, or the transport's, which they let through mid-stream);
+    None for anything else."""
+    if isinstance(exc, sdk_timeout | httpx2.TimeoutException):
+        return ProviderUnavailable(f"{vendor}: timed out")
+    if isinstance(exc, sdk_connection | httpx2.RequestError | ssl.SSLError | OSError
+                  | anyio.EndOfStream):
+        return ProviderUnavailable(f"{vendor}: connection failed")
+    if isinstance(exc, json.JSONDecodeError | ValueError | TypeError | AttributeError):
+        return ProviderUnavailable(f"{vendor}: malformed stream chunk")
+    return None
+
+
+def body_error_field(body: object, field: str) -> str | None:
+    """`error.<field>` (or `<field>`) of a vendor's error body, if identifier-shaped."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return safe_code(inner.get(field))
     return None
 
 
