@@ -12,7 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app import routes
+from app import metrics, routes, usage
+from app.admission import Gatekeeper
 from app.chain_setup import build_chain
 from app.errors import (
     ApiError,
@@ -28,14 +29,34 @@ from app.service import ChatService
 from app.settings import Settings
 from providers.base import Provider
 from providers.routes import ProviderOptions, build_provider
+from quota.ledger import QuotaStore
+from quota.memory_store import MemoryStore
+from quota.redis_store import RedisStore
 
 logger = logging.getLogger("hello_ship.lifecycle")
 
 
+# A stream slot is held at most this long past the request deadline, in case a replica dies
+# before it frees the slot.
+LEASE_MARGIN_S = 60.0
+
+
+def quota_store(settings: Settings) -> QuotaStore:
+    """Redis when `REDIS_URL` is set (limits shared by every replica), else this process."""
+    quota = settings.quota
+    lease_s = settings.retry.request_timeout_s + settings.shutdown_grace_s + LEASE_MARGIN_S
+    if quota.redis_url is None:
+        return MemoryStore(lease_s, quota.retention_days)
+    return RedisStore(quota.redis_url, prefix=quota.redis_prefix,
+                      timeout_s=quota.redis_timeout_s, lease_s=lease_s,
+                      retention_days=quota.retention_days)
+
+
 def create_app(settings: Settings,
-               provider: Provider | Sequence[Provider] | None = None) -> ASGIApp:
+               provider: Provider | Sequence[Provider] | None = None,
+               store: QuotaStore | None = None) -> ASGIApp:
     """The service as an ASGI app; `provider` (or a list, a chain) replaces the configured
-    routes (tests, embedding)."""
+    routes and `store` the quota store (tests, embedding)."""
     if provider is None:
         options = ProviderOptions(demo=settings.demo)
         providers = [build_provider(spec, options) for spec in settings.routes]
@@ -45,10 +66,15 @@ def create_app(settings: Settings,
 
     lifecycle = Lifecycle(settings.drain_delay_s)
     checks = RouteChecks(chain.links, settings.ready_check_s)
+    store = store or quota_store(settings)
+    gate = Gatekeeper(settings.tenancy, settings.prices,
+                      [link.provider.route for link in chain.links], store,
+                      settings.quota.on_store_error, settings.quota.retention_days)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         restore_signal_handlers = lifecycle.install()
+        _log_access_mode(settings)
         try:
             async with anyio.create_task_group() as background:
                 background.start_soon(checks.run)
@@ -59,6 +85,7 @@ def create_app(settings: Settings,
             restore_signal_handlers()
             try:
                 await chain.aclose()
+                await store.aclose()
             except Exception:  # logged safely here, not as the server's traceback text
                 logger.exception("provider_close_failed")
             finally:
@@ -70,6 +97,9 @@ def create_app(settings: Settings,
             Route("/ready", routes.ready, methods=["GET"]),
             Route("/chat", routes.chat, methods=["POST"]),
             Route("/chat/stream", routes.chat_stream, methods=["POST"]),
+            Route("/usage", usage.own_usage, methods=["GET"]),
+            Route("/admin/usage/{tenant}", usage.tenant_usage, methods=["GET"]),
+            Route("/metrics", metrics.metrics, methods=["GET"]),
         ],
         exception_handlers={
             ApiError: handle_api_error,
@@ -81,4 +111,18 @@ def create_app(settings: Settings,
     app.state.service = ChatService(settings, chain)
     app.state.lifecycle = lifecycle
     app.state.checks = checks
+    app.state.gate = gate
     return EdgeMiddleware(app)
+
+
+def _log_access_mode(settings: Settings) -> None:
+    tenancy = settings.tenancy
+    backend = "redis" if settings.quota.redis_url else "memory"
+    if tenancy.open_mode:
+        logger.warning("open_mode", extra={
+            "detail": "no API keys configured: every caller is the 'anonymous' tenant",
+            "limits_backend": backend})
+    else:
+        logger.info("tenants_configured", extra={
+            "tenants": len(tenancy.policies), "keys": len(tenancy.keys),
+            "admin_keys": len(tenancy.admin_keys), "limits_backend": backend})

@@ -7,7 +7,7 @@ that leaves cancels the pipeline, the provider call included, on either endpoint
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
 import anyio
@@ -39,7 +39,8 @@ _ERROR_STATUS = {
     "internal_error": 500,
 }
 
-OnEnd = Callable[[int], None]
+# Called once when the response is over, with its HTTP status: logs and settles the bill.
+OnEnd = Callable[[int], Awaitable[None]]
 
 
 def _mark_disconnected(record: StreamRecord) -> None:
@@ -125,7 +126,7 @@ class StreamResponse(_PipelineResponse):
                 job.record.outcome = "cancelled"
             raise
         finally:
-            self._on_end(200)
+            await self._on_end(200)
 
 
 async def _cancel_on_disconnect(receive: Receive, record: StreamRecord,
@@ -161,7 +162,7 @@ class CollectedResponse(_PipelineResponse):
             status = response.status_code
             await response(scope, receive, send)
         finally:
-            self._on_end(status)
+            await self._on_end(status)
 
 
 def _render(answer: CollectedAnswer, request_id: str) -> JSONResponse:

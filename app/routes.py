@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from app import context
+from app.admission import Gatekeeper
 from app.body import read_json_object
 from app.errors import JSONResponse
 from app.lifecycle import Lifecycle
@@ -14,6 +15,7 @@ from app.readiness import RouteChecks
 from app.responses import CollectedResponse, StreamResponse
 from app.schemas import parse_chat
 from app.service import ChatService
+from quota.ledger import NOTHING_SPENT
 
 
 async def health(request: Request) -> Response:
@@ -34,14 +36,24 @@ async def ready(request: Request) -> Response:
 
 async def _start(request: Request, *, stream: bool) -> ASGIApp:
     service: ChatService = request.app.state.service
+    gate: Gatekeeper = request.app.state.gate
+    identity = gate.tenancy.identify(request.headers.get("authorization"))
     payload = await read_json_object(request, service.settings.max_body_bytes)
-    chat = parse_chat(payload, service.limits)
+    chat = parse_chat(payload, service.input_limits(identity))
     ctx = context.current.get()
     assert ctx is not None, "EdgeMiddleware sets the request context"
-    job = service.start(chat, ctx, stream=stream)
+    prompt = service.prompt(chat)
+    admitted = await gate.admit(identity, prompt, chat.max_tokens)
+    try:
+        job = service.start(chat, identity, ctx, stream=stream)
+    except BaseException:
+        await gate.settle(admitted, NOTHING_SPENT)
+        raise
 
-    def on_end(http_status: int) -> None:
-        service.finish(chat, job, stream=stream, http_status=http_status)
+    async def on_end(http_status: int) -> None:
+        bill = gate.bill(job.record, prompt)
+        service.finish(chat, identity, job, bill, stream=stream, http_status=http_status)
+        await gate.settle(admitted, bill.spend)
 
     stop = request.app.state.lifecycle.stopping
     if stream:

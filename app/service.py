@@ -11,9 +11,11 @@ import hmac
 import logging
 import time
 
+from app.admission import Bill
 from app.context import RequestContext
 from app.schemas import ChatInput, InputLimits
 from app.settings import Settings
+from app.tenants import Identity
 from providers.tokens import count_tokens
 from providers.types import CompletionRequest, Message
 from streaming.chain import RouteChain
@@ -24,8 +26,6 @@ from streaming.record import StreamRecord
 
 logger = logging.getLogger("hello_ship.request")
 
-TENANT_ANONYMOUS = "anonymous"
-
 
 class ChatService:
     def __init__(self, settings: Settings, chain: RouteChain,
@@ -34,17 +34,25 @@ class ChatService:
         self.chain = chain
         self.fallback_watch = FallbackWatch(settings.fallback_alert_share)
         self.moderator = moderator or PassThrough()
-        self.limits = InputLimits(
-            max_input_chars=settings.max_input_chars,
-            max_messages=settings.max_messages,
-            max_output_tokens=settings.max_output_tokens,
-        )
         self._system: tuple[Message, ...] = (
             (Message("system", settings.system_prompt),) if settings.system_prompt else ())
 
-    def start(self, chat: ChatInput, ctx: RequestContext, *, stream: bool) -> ChatJob:
+    def input_limits(self, identity: Identity) -> InputLimits:
+        """The request limits for the caller: its tenant may have its own output cap."""
+        return InputLimits(
+            max_input_chars=self.settings.max_input_chars,
+            max_messages=self.settings.max_messages,
+            max_output_tokens=self.settings.tenancy.policy(identity.tenant).max_output_tokens,
+        )
+
+    def prompt(self, chat: ChatInput) -> tuple[Message, ...]:
+        """Everything the provider is sent: the system prompt, then the caller's messages."""
+        return self._system + chat.messages
+
+    def start(self, chat: ChatInput, identity: Identity, ctx: RequestContext, *,
+              stream: bool) -> ChatJob:
         """Build the job and write the request's start line."""
-        messages = self._system + chat.messages
+        messages = self.prompt(chat)
         job = ChatJob(
             request_id=ctx.request_id,
             request=CompletionRequest(
@@ -59,7 +67,7 @@ class ChatService:
             degraded_message=self.settings.degraded_message,
         )
         logger.info("request_start", extra={
-            **self._labels(chat, stream),
+            **self._labels(chat, identity, stream),
             "input_messages": len(chat.messages),
             "input_chars": chat.input_chars,
             "input_hash": self._text_hash(chat.messages),
@@ -68,14 +76,15 @@ class ChatService:
         })
         return job
 
-    def finish(self, chat: ChatInput, job: ChatJob, *, stream: bool, http_status: int) -> None:
+    def finish(self, chat: ChatInput, identity: Identity, job: ChatJob, bill: Bill, *,
+               stream: bool, http_status: int) -> None:
         """Write the request's end line from what the pipeline recorded."""
         record = job.record
         usage = record.usage
         if record.fallback_tier is not None:
             self.fallback_watch.record(record.fallback_tier)
         logger.info("request_end", extra={
-            **self._labels(chat, stream),
+            **self._labels(chat, identity, stream),
             "model_route": record.model_route or self.chain.route,
             "fallback_tier": record.fallback_tier,
             "attempts": record.attempts,
@@ -85,15 +94,18 @@ class ChatService:
             "ttft_ms": record.ttft_ms(),
             "input_tokens": usage.input_tokens if usage else None,
             "output_tokens": usage.output_tokens if usage else None,
+            "cost_usd": bill.cost_usd,
+            "usage_estimated": bill.estimated,
             "tokens_emitted": record.tokens_emitted,
             "finish_reason": record.finish_reason,
             "error_code": record.error_code,
             "incident_id": record.incident_id,
         })
 
-    def _labels(self, chat: ChatInput, stream: bool) -> dict[str, object]:
+    def _labels(self, chat: ChatInput, identity: Identity, stream: bool) -> dict[str, object]:
         return {
-            "tenant_id": TENANT_ANONYMOUS,
+            "tenant_id": identity.tenant,
+            "user_id": identity.user,
             "feature": chat.feature,
             "model_route": self.chain.route,
             "prompt_version": self.settings.prompt_version,

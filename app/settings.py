@@ -6,14 +6,19 @@ the variable, so a typo fails the deploy instead of the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from app.env import EnvReader, SettingsError
 from app.route_config import load_config_file, read_routes
+from app.tenant_config import read_prices, read_tenancy
+from app.tenants import Tenancy
 from providers.demo import DemoConfig
 from providers.routes import DEFAULT_MODELS, RouteSpec
+from quota.prices import FREE, Price
 from streaming.chain import RetryPolicy
 from streaming.failures import ERROR_COPY
 
@@ -22,6 +27,20 @@ DEGRADED_MESSAGE = ERROR_COPY["provider_unavailable"][0]
 __all__ = ["Settings", "SettingsError"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+StorePolicy = Literal["open", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSettings:
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    redis_prefix: str = "hello-ship"
+    redis_timeout_s: float = 0.5
+    on_store_error: StorePolicy = "closed"
+    retention_days: int = 35
+
+
+def _default_tenancy() -> Tenancy:
+    return read_tenancy(EnvReader({}), {}, max_output_tokens=1024)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +72,10 @@ class Settings:
     # then only correlate lines of one process.
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     demo: DemoConfig = DemoConfig()
+    tenancy: Tenancy = field(default_factory=_default_tenancy)
+    prices: Mapping[str, Price] = field(
+        default_factory=lambda: {f"demo/{DEFAULT_MODELS['demo']}": FREE})
+    quota: QuotaSettings = QuotaSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -65,21 +88,29 @@ class Settings:
 
 
 def _read(env: EnvReader) -> Settings:
+    config = load_config_file(env)
     connect_timeout_s = env.number("CONNECT_TIMEOUT_S", 5.0, float, 0.1, 600.0)
     fallback_max_rpm = env.number("FALLBACK_MAX_RPM", 0, int, 0, 1_000_000) or None
     routes = tuple(
         replace(route, connect_timeout_s=connect_timeout_s,
                 max_rpm=route.max_rpm or (fallback_max_rpm if index else None))
-        for index, route in enumerate(read_routes(env, load_config_file(env))))
+        for index, route in enumerate(read_routes(env, config)))
     hash_key = env.raw("LOG_HASH_KEY")
     if hash_key is not None and len(hash_key) < 32:
         raise SettingsError("LOG_HASH_KEY", "must be a secret of at least 32 characters")
     fail_after = env.number("DEMO_FAIL_AFTER_TOKENS", -1, int, -1, 1_000_000)
+    max_output_tokens = env.number("MAX_OUTPUT_TOKENS", 1024, int, 1, 1_000_000)
+    tenancy = read_tenancy(env, config, max_output_tokens)
+    host = env.text("HOST", "127.0.0.1")
+    if tenancy.open_mode and not _is_loopback(host) and not _flag(env, "ALLOW_OPEN_MODE"):
+        raise SettingsError("HOST", f"no API keys are configured (open mode), so {host} would "
+                                    "serve anyone; configure [tenants] keys, bind 127.0.0.1, "
+                                    "or set ALLOW_OPEN_MODE=true")
     return Settings(
-        host=env.text("HOST", "127.0.0.1"),
+        host=host,
         port=env.number("PORT", 8080, int, 0, 65535),
         routes=routes,
-        max_output_tokens=env.number("MAX_OUTPUT_TOKENS", 1024, int, 1, 1_000_000),
+        max_output_tokens=max_output_tokens,
         max_input_chars=env.number("MAX_INPUT_CHARS", 32_000, int, 1, 10_000_000),
         max_messages=env.number("MAX_MESSAGES", 64, int, 1, 10_000),
         max_body_bytes=env.number("MAX_BODY_BYTES", 1_048_576, int, 1024, 100 * 2**20),
@@ -113,7 +144,37 @@ def _read(env: EnvReader) -> Settings:
             fail_after_tokens=None if fail_after < 0 else fail_after,
             fail_status=env.number("DEMO_FAIL_STATUS", 503, int, 400, 599),
         ),
+        tenancy=tenancy,
+        prices=read_prices(config, routes, tenancy),
+        quota=QuotaSettings(
+            redis_url=_redis_url(env),
+            redis_prefix=env.text("REDIS_KEY_PREFIX", "hello-ship"),
+            redis_timeout_s=env.number("REDIS_TIMEOUT_S", 0.5, float, 0.01, 30.0),
+            on_store_error="open" if env.choice(
+                "LIMITS_ON_REDIS_ERROR", "closed", ("open", "closed")) == "open" else "closed",
+            retention_days=env.number("USAGE_RETENTION_DAYS", 35, int, 1, 400),
+        ),
     )
+
+
+def _flag(env: EnvReader, name: str) -> bool:
+    return env.choice(name, "false", ("true", "false", "1", "0")) in ("true", "1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redis_url(env: EnvReader) -> str | None:
+    url = env.raw("REDIS_URL")
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("REDIS_URL", "must be a redis://, rediss:// or unix:// URL")
+    return url
 
 
 def _disabled_routes(env: EnvReader, routes: tuple[RouteSpec, ...]) -> frozenset[str]:

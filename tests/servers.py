@@ -28,7 +28,10 @@ from app.factory import create_app
 from app.settings import Settings
 from providers.base import Provider
 
-FAST_DEMO = {"DEMO_TTFT_MS": "20", "DEMO_TOKEN_DELAY_MS": "2"}
+# Tests not about limits send more than the default 60 requests a minute of one tenant.
+LOOSE_LIMITS = {"RPM_PER_TENANT": "1000000", "STREAMS_PER_TENANT": "100000",
+                "DAILY_BUDGET_TOKENS": "1000000000000"}
+FAST_DEMO = {"DEMO_TTFT_MS": "20", "DEMO_TOKEN_DELAY_MS": "2", **LOOSE_LIMITS}
 
 
 def settings_from(**env: str) -> Settings:

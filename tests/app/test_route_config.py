@@ -122,7 +122,7 @@ def test_an_empty_key_file_says_so_in_readiness(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("config", "variable", "reason"), [
     ("routes = [", "HELLO_SHIP_CONFIG", "not valid TOML"),
-    ("[tenants.acme]\nrpm = 5\n", "HELLO_SHIP_CONFIG", "unknown table or key 'tenants'"),
+    ("[tenant.acme]\nrpm = 5\n", "HELLO_SHIP_CONFIG", "unknown table or key 'tenant'"),
     ("routes = []\n", "HELLO_SHIP_CONFIG", "non-empty array"),
     ('[[routes]]\nprovider = "openai"\nmodle = "x"\n',
      "HELLO_SHIP_CONFIG: routes[0].modle", "unknown key"),

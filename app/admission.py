@@ -1,0 +1,182 @@
+"""Admission and settlement: the limits and budget every chat request passes before any
+provider call, and the bill it settles when it ends.
+
+Before the call the request reserves its worst case against the tenant's daily budget (an
+upper bound of its input tokens plus its clamped `max_tokens`, at the highest price in the
+chain), together with its rate-limit and stream slots, in one atomic step; concurrent requests
+therefore cannot overshoot a budget. When it ends, the reservation is replaced by what the
+provider reported (or, for a cut-off answer with no report, an estimate of what it used).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from app.errors import ApiError
+from app.metrics import QUOTA_REFUSALS, QUOTA_STORE_ERRORS
+from app.settings import StorePolicy
+from app.tenants import Identity, Tenancy
+from providers.tokens import count_tokens
+from providers.types import Message
+from quota.days import seconds_to_next_day, utc_day
+from quota.ledger import (
+    NOTHING_SPENT,
+    Ask,
+    Limits,
+    QuotaStore,
+    Refusal,
+    Spend,
+    StoreUnavailable,
+    Verdict,
+)
+from quota.prices import Price
+from streaming.record import StreamRecord
+
+logger = logging.getLogger("hello_ship.limits")
+
+# Per message, for the role and framing tokens vendors add around its text.
+MESSAGE_OVERHEAD_TOKENS = 16
+STORE_RETRY_AFTER_S = 5
+HELD_BUDGET_RETRY_AFTER_S = 5
+STORE_ERROR_LOG_EVERY_S = 10.0
+SETTLE_TIMEOUT_S = 5.0
+
+
+def input_token_bound(messages: Sequence[Message]) -> int:
+    """An upper bound of the input tokens: byte-level tokenizers never make more tokens than
+    UTF-8 bytes."""
+    return sum(len(m.content.encode("utf-8", "surrogatepass")) + MESSAGE_OVERHEAD_TOKENS
+               for m in messages)
+
+
+@dataclass(slots=True)
+class Pass:
+    """An admitted request; `ask` is None when it was let through unmetered (store down,
+    policy open)."""
+
+    identity: Identity
+    ask: Ask | None
+    settled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    spend: Spend
+    cost_usd: float | None  # None: the route has no price
+    estimated: bool  # no usage report: counted from what was relayed
+
+
+class Gatekeeper:
+    def __init__(self, tenancy: Tenancy, prices: Mapping[str, Price], route_names: Sequence[str],
+                 store: QuotaStore, on_store_error: StorePolicy, retention_days: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.tenancy = tenancy
+        self.store = store
+        self.retention_days = retention_days
+        self._prices = prices
+        self._worst_price = Price.most_expensive(
+            [prices[name] for name in route_names if name in prices])
+        self._on_store_error = on_store_error
+        self._clock = clock
+        self._last_store_error_log = -math.inf
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def admit(self, identity: Identity, messages: Sequence[Message],
+                    max_tokens: int) -> Pass:
+        """Take the request's rate-limit slot, stream slot and worst-case budget, or refuse
+        it with a 429 (or 503 when the store is down and the policy is closed)."""
+        limits = self.tenancy.policy(identity.tenant).limits
+        now = self._clock()
+        input_tokens = input_token_bound(messages)
+        ask = Ask(identity.tenant, identity.user, secrets.token_hex(8), utc_day(now),
+                  tokens=input_tokens + max_tokens,
+                  nano_usd=self._worst_price.nano_usd(input_tokens, max_tokens))
+        try:
+            verdict = await self.store.admit(ask, limits, now)
+        except StoreUnavailable as exc:
+            self._store_failed("admit", exc)
+            if self._on_store_error == "open":
+                return Pass(identity, None)
+            raise ApiError(503, "limits_unavailable",
+                           "Usage limits cannot be checked right now; please retry shortly.",
+                           headers={"Retry-After": str(STORE_RETRY_AFTER_S)}) from None
+        if verdict.refusal is None:
+            return Pass(identity, ask)
+        QUOTA_REFUSALS.labels(verdict.refusal.value).inc()
+        raise _refusal(verdict, limits, ask, now)
+
+    def bill(self, record: StreamRecord, messages: Sequence[Message]) -> Bill:
+        """What the request cost, from the vendor's usage report when there is one."""
+        usage, estimated = record.usage, False
+        if usage is None:
+            if not record.tokens_emitted:  # no answer started: nothing was generated
+                return Bill(NOTHING_SPENT, 0.0, False)
+            input_tokens = sum(count_tokens(m.content) for m in messages)
+            output_tokens, estimated = record.tokens_emitted, True
+        else:
+            input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+        price = self._prices.get(record.model_route or "")
+        nano_usd = price.nano_usd(input_tokens, output_tokens) if price else 0
+        return Bill(Spend(input_tokens, output_tokens, nano_usd),
+                    nano_usd / 1e9 if price else None, estimated)
+
+    async def settle(self, admitted: Pass, spend: Spend) -> None:
+        """Release the request's slot and reservation, charging `spend`; runs once, even while
+        the request is being cancelled."""
+        if admitted.ask is None or admitted.settled:
+            return
+        admitted.settled = True
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(SETTLE_TIMEOUT_S):
+                await self.store.finish(admitted.ask, spend)
+        except (StoreUnavailable, TimeoutError) as exc:
+            # The reservation stays counted until the day ends, so the error is on the safe
+            # side; the stream slot frees itself when its lease expires.
+            self._store_failed("settle", exc)
+
+    def _store_failed(self, operation: str, exc: Exception) -> None:
+        QUOTA_STORE_ERRORS.labels(operation, self._on_store_error).inc()
+        now = time.monotonic()
+        if now - self._last_store_error_log >= STORE_ERROR_LOG_EVERY_S:
+            self._last_store_error_log = now
+            logger.error("limits_store_unavailable", extra={
+                "operation": operation, "error": str(exc) or type(exc).__name__,
+                "policy": self._on_store_error})
+
+
+def _refusal(verdict: Verdict, limits: Limits, ask: Ask, now: float) -> ApiError:
+    refusal = verdict.refusal
+    if refusal in (Refusal.TENANT_RPM, Refusal.USER_RPM):
+        who, limit = (("This API key's tenant", limits.rpm) if refusal is Refusal.TENANT_RPM
+                      else ("This API key's user", limits.user_rpm))
+        return _too_many("rate_limited", refusal,
+                         f"{who} is over its limit of {limit} requests per minute.",
+                         max(1, math.ceil(verdict.retry_after_s)))
+    if refusal is Refusal.STREAMS:
+        return _too_many("too_many_streams", refusal,
+                         f"This API key's tenant already has {limits.streams} answers in "
+                         "progress; retry when one has finished.", 1)
+    what = "token" if refusal is Refusal.TOKEN_BUDGET else "USD"
+    if verdict.held_by_reservations:
+        return _too_many("budget_exceeded", refusal,
+                         f"Answers in progress hold the rest of today's {what} budget; "
+                         "retry when they have finished.", HELD_BUDGET_RETRY_AFTER_S)
+    return _too_many("budget_exceeded", refusal,
+                     f"Today's {what} budget does not cover this request (its input plus "
+                     f"max_tokens, up to {ask.tokens} tokens); a smaller max_tokens may fit, "
+                     "and the budget renews at 00:00 UTC.", seconds_to_next_day(now))
+
+
+def _too_many(code: str, refusal: Refusal | None, message: str, retry_after_s: int) -> ApiError:
+    assert refusal is not None
+    return ApiError(429, code, message, headers={"Retry-After": str(retry_after_s)},
+                    limit=refusal.value, retry_after_s=retry_after_s)

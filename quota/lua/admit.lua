@@ -1,0 +1,53 @@
+-- Check every limit of one request and take them all, or take nothing.
+-- KEYS: tenant rate window, user rate window, stream leases, the day's ledger (one hash tag).
+-- ARGV: now_ms, ticket, rpm, user_rpm (0: none), streams, lease_ms, window_ms,
+--       ask_tokens, ask_nano_usd, daily_tokens, daily_nano_usd (-1: none), ledger_ttl_s
+-- Returns {refusal, retry_after_ms, held_by_reservations}; refusal 0 means admitted.
+local now = tonumber(ARGV[1])
+local ticket = ARGV[2]
+local rpm, user_rpm, streams = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local lease, window = tonumber(ARGV[6]), tonumber(ARGV[7])
+local ask_tokens, ask_usd = tonumber(ARGV[8]), tonumber(ARGV[9])
+local daily_tokens, daily_usd = tonumber(ARGV[10]), tonumber(ARGV[11])
+
+local function window_wait(key, limit)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) < limit then return nil end
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return tonumber(oldest[2]) + window - now
+end
+
+local wait = window_wait(KEYS[1], rpm)
+if wait then return {1, wait, 0} end
+if user_rpm > 0 then
+  wait = window_wait(KEYS[2], user_rpm)
+  if wait then return {2, wait, 0} end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZCARD', KEYS[3]) >= streams then return {3, 1000, 0} end
+
+local day = redis.call('HMGET', KEYS[4], 'input_tokens', 'output_tokens', 'reserved_tokens',
+                       'spent_nano_usd', 'reserved_nano_usd')
+local spent_tokens = (tonumber(day[1]) or 0) + (tonumber(day[2]) or 0)
+if spent_tokens + (tonumber(day[3]) or 0) + ask_tokens > daily_tokens then
+  return {4, 0, spent_tokens + ask_tokens <= daily_tokens and 1 or 0}
+end
+if daily_usd >= 0 then
+  local spent_usd = tonumber(day[4]) or 0
+  if spent_usd + (tonumber(day[5]) or 0) + ask_usd > daily_usd then
+    return {5, 0, spent_usd + ask_usd <= daily_usd and 1 or 0}
+  end
+end
+
+redis.call('ZADD', KEYS[1], now, ticket)
+redis.call('PEXPIRE', KEYS[1], window)
+if user_rpm > 0 then
+  redis.call('ZADD', KEYS[2], now, ticket)
+  redis.call('PEXPIRE', KEYS[2], window)
+end
+redis.call('ZADD', KEYS[3], now + lease, ticket)
+redis.call('PEXPIRE', KEYS[3], lease)
+redis.call('HINCRBY', KEYS[4], 'reserved_tokens', ask_tokens)
+redis.call('HINCRBY', KEYS[4], 'reserved_nano_usd', ask_usd)
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[12]))
+return {0, 0, 0}
