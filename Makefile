@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: serve test bench bench-adapters lock clean
+.PHONY: serve test test-tools bench bench-adapters lock clean
 
 $(VENV)/.runtime: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ $(VENV)/.test: $(VENV)/.runtime
 serve: $(VENV)/.runtime
 	$(BIN)/hello-ship serve
 
-test: $(VENV)/.test
+# Servers the tests run for real (redis-server), installed when missing.
+test-tools:
+	./scripts/install-test-tools
+
+test: $(VENV)/.test test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

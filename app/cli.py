@@ -78,7 +78,36 @@ def _parser() -> argparse.ArgumentParser:
     smoke.add_argument("--timeout", type=float, default=30.0,
                        help="seconds for the whole smoke test (default 30)")
     smoke.set_defaults(run=_smoke)
+    hash_key = commands.add_parser(
+        "hash-key",
+        help="print the sha256: form of an API key for the config file",
+        description="Print the sha256: form of KEY for a tenant's `keys` in the config file. "
+                    "With no KEY, make a new random key and print both; with '-', read the "
+                    "key from stdin (keeps it out of shell history).",
+        epilog="examples:\n  hello-ship hash-key\n  printf %s \"$KEY\" | hello-ship hash-key -",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hash_key.add_argument("key", nargs="?", help="the key, or - to read it from stdin")
+    hash_key.set_defaults(run=_hash_key)
     return parser
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from app.tenants import hashed_form, new_key
+
+    key = args.key
+    if key == "-":
+        key = sys.stdin.read().strip()
+    if key is None:
+        key = new_key()
+        sys.stdout.write(f"key:    {key}\n        (give this to the client; it is not stored)\n"
+                         f"config: {hashed_form(key)}\n")
+        return 0
+    if not key:
+        sys.stderr.write("hello-ship: hash-key: the key is empty\n")
+        return 2
+    sys.stdout.write(hashed_form(key) + "\n")
+    return 0
 
 
 def _smoke(args: argparse.Namespace) -> int:

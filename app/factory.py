@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -54,9 +55,11 @@ def quota_store(settings: Settings) -> QuotaStore:
 
 def create_app(settings: Settings,
                provider: Provider | Sequence[Provider] | None = None,
-               store: QuotaStore | None = None) -> ASGIApp:
+               store: QuotaStore | None = None,
+               clock: Callable[[], float] = time.time) -> ASGIApp:
     """The service as an ASGI app; `provider` (or a list, a chain) replaces the configured
-    routes and `store` the quota store (tests, embedding)."""
+    routes, `store` the quota store and `clock` the wall clock budgets run on (tests,
+    embedding)."""
     if provider is None:
         options = ProviderOptions(demo=settings.demo)
         providers = [build_provider(spec, options) for spec in settings.routes]
@@ -69,7 +72,7 @@ def create_app(settings: Settings,
     store = store or quota_store(settings)
     gate = Gatekeeper(settings.tenancy, settings.prices,
                       [link.provider.route for link in chain.links], store,
-                      settings.quota.on_store_error, settings.quota.retention_days)
+                      settings.quota.on_store_error, settings.quota.retention_days, clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

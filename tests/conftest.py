@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.upstreams.pool"]
+pytest_plugins = ["tests.upstreams.pool", "tests.redis_server"]

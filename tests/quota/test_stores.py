@@ -1,0 +1,207 @@
+"""Both quota stores, the in-process one and Redis (a real redis-server), held to one behaviour.
+
+The property test runs random reserve/settle sequences against both and checks that they never
+go negative, never commit more than the limit, and agree with each other verdict by verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from quota.ledger import Ask, DayUsage, Limits, QuotaStore, Refusal, Spend
+from quota.memory_store import MemoryStore
+from quota.redis_store import RedisStore
+from tests.redis_server import RedisServer
+
+DAY = "20261128"
+T0 = 1_796_000_000.0
+ROOMY = Limits(rpm=1_000_000, user_rpm=None, streams=1_000_000, daily_tokens=10**12,
+               daily_nano_usd=None)
+
+StoreFactory = Callable[[], QuotaStore]
+
+
+def ask(tenant: str = "acme", tokens: int = 10, nano_usd: int = 0, user: str | None = None,
+        day: str = DAY) -> Ask:
+    return Ask(tenant, user, uuid.uuid4().hex, day, tokens, nano_usd)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> StoreFactory:
+    if request.param == "memory":
+        return lambda: MemoryStore(lease_s=300, retention_days=35)
+    server: RedisServer = request.getfixturevalue("shared_redis")
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    return lambda: RedisStore(server.url, prefix=prefix, timeout_s=2, lease_s=300,
+                              retention_days=35)
+
+
+def run(make_store: StoreFactory, scenario: Callable[[QuotaStore], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        store = make_store()
+        try:
+            return await scenario(store)
+        finally:
+            await store.aclose()
+    return asyncio.run(main())
+
+
+def test_the_rate_window_slides_and_says_when_a_slot_frees(make_store: StoreFactory) -> None:
+    limits = Limits(3, None, 100, 10**9, None)
+
+    async def scenario(store: QuotaStore) -> None:
+        for second in (0, 10, 20):
+            assert (await store.admit(ask(), limits, T0 + second)).admitted
+        refused = await store.admit(ask(), limits, T0 + 30)
+        assert refused.refusal is Refusal.TENANT_RPM
+        assert refused.retry_after_s == pytest.approx(30)  # the first admission leaves at 60
+        assert (await store.admit(ask(), limits, T0 + 60.5)).admitted
+        assert not (await store.admit(ask(), limits, T0 + 61)).admitted
+        # another tenant has its own window
+        assert (await store.admit(ask("other"), limits, T0 + 61)).admitted
+
+    run(make_store, scenario)
+
+
+def test_a_user_limit_holds_inside_the_tenant_limit(make_store: StoreFactory) -> None:
+    limits = Limits(10, 2, 100, 10**9, None)
+
+    async def scenario(store: QuotaStore) -> None:
+        for _ in range(2):
+            assert (await store.admit(ask(user="alice"), limits, T0)).admitted
+        assert (await store.admit(ask(user="alice"), limits, T0)).refusal is Refusal.USER_RPM
+        assert (await store.admit(ask(user="bob"), limits, T0)).admitted
+        assert (await store.admit(ask(), limits, T0)).admitted  # a key without a user
+
+    run(make_store, scenario)
+
+
+def test_stream_slots_free_when_requests_finish_or_leases_lapse(
+        make_store: StoreFactory) -> None:
+    limits = Limits(100, None, 2, 10**9, None)
+
+    async def scenario(store: QuotaStore) -> None:
+        first, second = ask(), ask()
+        assert (await store.admit(first, limits, T0)).admitted
+        assert (await store.admit(second, limits, T0)).admitted
+        assert (await store.admit(ask(), limits, T0)).refusal is Refusal.STREAMS
+        await store.finish(first, Spend(1, 1, 0))
+        assert (await store.admit(ask(), limits, T0 + 1)).admitted
+        # `second` was never finished (its replica died): its lease lapses after 300 s
+        assert not (await store.admit(ask(), limits, T0 + 2)).admitted
+        assert (await store.admit(ask(), limits, T0 + 301)).admitted
+
+    run(make_store, scenario)
+
+
+def test_budgets_count_reservations_and_settle_to_what_was_spent(
+        make_store: StoreFactory) -> None:
+    limits = Limits(100, None, 100, daily_tokens=100, daily_nano_usd=1000)
+
+    async def scenario(store: QuotaStore) -> list[DayUsage]:
+        big = ask(tokens=60, nano_usd=100)
+        assert (await store.admit(big, limits, T0)).admitted
+        held = await store.admit(ask(tokens=60), limits, T0)
+        assert held.refusal is Refusal.TOKEN_BUDGET and held.held_by_reservations
+        await store.finish(big, Spend(20, 5, 40))  # the answer used less than reserved
+        assert (await store.admit(ask(tokens=60, nano_usd=900), limits, T0)).admitted
+        usd = await store.admit(ask(tokens=1, nano_usd=100), limits, T0)
+        assert usd.refusal is Refusal.USD_BUDGET
+        return await store.usage("acme", [DAY])
+
+    [day] = run(make_store, scenario)
+    assert day == DayUsage(DAY, requests=1, input_tokens=20, output_tokens=5,
+                           spent_nano_usd=40, reserved_tokens=60, reserved_nano_usd=900)
+
+
+def test_a_spent_budget_stays_spent_until_the_next_day(make_store: StoreFactory) -> None:
+    limits = Limits(100, None, 100, daily_tokens=50, daily_nano_usd=None)
+
+    async def scenario(store: QuotaStore) -> None:
+        first = ask(tokens=50)
+        assert (await store.admit(first, limits, T0)).admitted
+        await store.finish(first, Spend(30, 20, 0))
+        spent = await store.admit(ask(tokens=1), limits, T0)
+        assert spent.refusal is Refusal.TOKEN_BUDGET and not spent.held_by_reservations
+        assert (await store.admit(ask(tokens=50, day="20261129"), limits, T0)).admitted
+        [today, tomorrow] = await store.usage("acme", [DAY, "20261129"])
+        assert today.spent_tokens == 50 and tomorrow.reserved_tokens == 50
+
+    run(make_store, scenario)
+
+
+# One step: reserve `tokens`/`nano_usd`, or settle the n-th open reservation at a fraction of
+# what it reserved (fractions above 1: the provider reported more than the estimate).
+steps = st.lists(st.one_of(
+    st.tuples(st.just("reserve"), st.integers(1, 400), st.integers(0, 4000)),
+    st.tuples(st.just("settle"), st.integers(0, 50), st.sampled_from([0.0, 0.3, 1.0, 1.5])),
+), max_size=40)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=steps, token_limit=st.integers(1, 1500),
+       usd_limit=st.one_of(st.none(), st.integers(0, 12000)))
+def test_the_ledger_never_goes_negative_or_past_its_limit(
+        make_store: StoreFactory, steps: list[tuple[str, int, float]], token_limit: int,
+        usd_limit: int | None) -> None:
+    limits = Limits(10**6, None, 10**6, token_limit, usd_limit)
+    tenant = uuid.uuid4().hex[:8]
+
+    async def scenario(store: QuotaStore) -> None:
+        open_asks: list[Ask] = []
+        overspent = False  # once real use beat an estimate, only non-negativity is promised
+        spent_tokens = spent_usd = 0
+        for step in steps:
+            if step[0] == "reserve":
+                wanted = ask(tenant, tokens=int(step[1]), nano_usd=int(step[2]))
+                [before] = await store.usage(tenant, [DAY])
+                verdict = await store.admit(wanted, limits, T0)
+                fits = (before.spent_tokens + before.reserved_tokens + wanted.tokens
+                        <= token_limit) and (
+                    usd_limit is None
+                    or before.spent_nano_usd + before.reserved_nano_usd + wanted.nano_usd
+                    <= usd_limit)
+                assert verdict.admitted == fits
+                if verdict.admitted:
+                    open_asks.append(wanted)
+            elif open_asks:
+                done = open_asks.pop(int(step[1]) % len(open_asks))
+                fraction = float(step[2])
+                overspent |= fraction > 1
+                spend = Spend(int(done.tokens * fraction) // 2,
+                              int(done.tokens * fraction) - int(done.tokens * fraction) // 2,
+                              int(done.nano_usd * fraction))
+                spent_tokens += spend.tokens
+                spent_usd += spend.nano_usd
+                await store.finish(done, spend)
+            [day] = await store.usage(tenant, [DAY])
+            assert min(day.reserved_tokens, day.reserved_nano_usd, day.spent_tokens,
+                       day.spent_nano_usd) >= 0
+            assert day.reserved_tokens == sum(a.tokens for a in open_asks)
+            assert (day.spent_tokens, day.spent_nano_usd) == (spent_tokens, spent_usd)
+            if not overspent:
+                assert day.spent_tokens + day.reserved_tokens <= token_limit
+                if usd_limit is not None:
+                    assert day.spent_nano_usd + day.reserved_nano_usd <= usd_limit
+
+    run(make_store, scenario)
+
+
+def test_concurrent_admissions_take_exactly_what_the_budget_holds(
+        make_store: StoreFactory) -> None:
+    limits = Limits(10**6, None, 10**6, daily_tokens=1000, daily_nano_usd=None)
+
+    async def scenario(store: QuotaStore) -> int:
+        verdicts = await asyncio.gather(
+            *(store.admit(ask(tokens=300), limits, T0) for _ in range(20)))
+        return sum(v.admitted for v in verdicts)
+
+    assert run(make_store, scenario) == 3
