@@ -84,8 +84,8 @@ class RedisStore:
 
     async def finish(self, ask: Ask, spent: Spend) -> None:
         keys = [self._key(ask.tenant, "streams"), self._key(ask.tenant, "day", ask.day)]
-        args: list[str | int] = [ask.ticket, ask.tokens, ask.nano_usd, spent.input_tokens, spent.output_tokens,
-                spent.nano_usd, self._ledger_ttl_s]
+        args: list[str | int] = [ask.ticket, ask.tokens, ask.nano_usd, spent.input_tokens,
+                                 spent.output_tokens, spent.nano_usd, self._ledger_ttl_s]
         await self._call(self._finish(keys=keys, args=args))
 
     async def usage(self, tenant: str, days: Sequence[str]) -> list[DayUsage]:

@@ -21,7 +21,8 @@ def test_values_are_read_and_typed() -> None:
     settings = Settings.from_env({
         "PORT": "9000", "HEARTBEAT_S": "2.5", "MAX_OUTPUT_TOKENS": "256",
         "PRIMARY_MODEL": "demo/other", "DEMO_TTFT_MS": "120", "DEMO_FAIL_AFTER_TOKENS": "4",
-        "LOG_LEVEL": "DEBUG", "PROMPT_VERSION": "faq-v3", "HOST": "0.0.0.0", "ALLOW_OPEN_MODE": "true",
+        "LOG_LEVEL": "DEBUG", "PROMPT_VERSION": "faq-v3", "HOST": "0.0.0.0",
+        "ALLOW_OPEN_MODE": "true",
     })
     assert settings.port == 9000 and settings.heartbeat_s == 2.5
     assert settings.max_output_tokens == 256

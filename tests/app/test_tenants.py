@@ -86,7 +86,7 @@ def test_open_mode_serves_loopback_as_anonymous_and_refuses_other_addresses() ->
     with app_server(Settings.from_env(FAST_DEMO)) as live, captured_logs() as logs:
         assert httpx.post(live.url + "/chat", json=BODY).status_code == 200
     assert logs.records("request_end")[0]["tenant_id"] == "anonymous"
-    with pytest.raises(SettingsError, match="open mode.*ALLOW_OPEN_MODE=true"):
+    with pytest.raises(SettingsError, match=r"open mode.*ALLOW_OPEN_MODE=true"):
         Settings.from_env({"HOST": "0.0.0.0"})
     assert Settings.from_env({"HOST": "0.0.0.0", "ALLOW_OPEN_MODE": "true"}).tenancy.open_mode
     assert Settings.from_env({"HOST": "::1"}).host == "::1"
