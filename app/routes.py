@@ -16,6 +16,7 @@ from app.responses import CollectedResponse, StreamResponse
 from app.schemas import parse_chat
 from app.service import ChatService
 from quota.ledger import NOTHING_SPENT
+from streaming.record import StreamRecord
 
 
 async def health(request: Request) -> Response:
@@ -44,13 +45,18 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
     assert ctx is not None, "EdgeMiddleware sets the request context"
     prompt = service.prompt(chat)
     admitted = await gate.admit(identity, prompt, chat.max_tokens)
+
+    async def settle(record: StreamRecord) -> None:  # once; a no-op the second time
+        await gate.settle(admitted, gate.bill(record, prompt).spend)
+
     try:
-        job = service.start(chat, identity, ctx, stream=stream)
+        job = service.start(chat, identity, ctx, stream=stream, on_terminal=settle)
     except BaseException:
         await gate.settle(admitted, NOTHING_SPENT)
         raise
 
     async def on_end(http_status: int) -> None:
+        # A client that left before the end skipped `on_terminal`: settle here instead.
         bill = gate.bill(job.record, prompt)
         service.finish(chat, identity, job, bill, stream=stream, http_status=http_status)
         await gate.settle(admitted, bill.spend)

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from app.admission import Bill
 from app.context import RequestContext
@@ -50,7 +51,7 @@ class ChatService:
         return self._system + chat.messages
 
     def start(self, chat: ChatInput, identity: Identity, ctx: RequestContext, *,
-              stream: bool) -> ChatJob:
+              stream: bool, on_terminal: Callable[[StreamRecord], Awaitable[None]]) -> ChatJob:
         """Build the job and write the request's start line."""
         messages = self.prompt(chat)
         job = ChatJob(
@@ -65,6 +66,7 @@ class ChatService:
             idle_timeout_s=self.settings.idle_timeout_s,
             deadline_s=self.settings.retry.request_timeout_s,
             degraded_message=self.settings.degraded_message,
+            on_terminal=on_terminal,
         )
         logger.info("request_start", extra={
             **self._labels(chat, identity, stream),

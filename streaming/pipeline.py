@@ -20,7 +20,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -71,6 +71,9 @@ class ChatJob:
     idle_timeout_s: float | None = None  # longest silence between tokens once they flow
     deadline_s: float | None = None  # the whole request, from its start
     degraded_message: str | None = None  # the copy when no route could answer
+    # Runs once the answer's outcome is recorded, before its terminal frame goes out, so
+    # whatever it settles (the bill, the stream slot) is settled when the client sees the end.
+    on_terminal: Callable[[StreamRecord], Awaitable[None]] | None = None
 
 
 CutReason = Literal["shutdown", "idle", "deadline"]
@@ -134,6 +137,8 @@ async def run_pipeline(
         if terminal is None:  # only the ticker cancels this group before the relay ends
             terminal = _cut_frame(job, cut[0] if cut else "shutdown")
         _record_terminal(job.record, terminal)
+        if job.on_terminal is not None:
+            await job.on_terminal(job.record)
         await emitter.send(terminal)
 
 

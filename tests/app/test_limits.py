@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -21,6 +22,8 @@ from app.factory import create_app
 from app.settings import Settings
 from providers.errors import ProviderUnavailable
 from providers.types import Usage
+from quota.ledger import Ask, QuotaStore, Spend
+from quota.memory_store import MemoryStore
 from tests.fakes import Fail, ScriptedProvider, Sleep, words
 from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, ThreadServer, thread_server
@@ -57,10 +60,19 @@ def limits_settings(tmp_path: Path, acme: dict[str, object] | None = None,
                               **env})
 
 
+class SlowSettlingStore(MemoryStore):
+    """Settles after a pause, as a store across a network does."""
+
+    async def finish(self, ask: Ask, spent: Spend) -> None:
+        await anyio.sleep(0.2)
+        await super().finish(ask, spent)
+
+
 @contextmanager
 def serving(settings: Settings, provider: ScriptedProvider | None = None,
-            clock: Clock | None = None) -> Iterator[ThreadServer]:
-    app = create_app(settings, provider, clock=clock or Clock())
+            clock: Clock | None = None, store: QuotaStore | None = None,
+            ) -> Iterator[ThreadServer]:
+    app = create_app(settings, provider, store, clock=clock or Clock())
     with thread_server(app) as live:
         yield live
 
@@ -122,6 +134,19 @@ async def test_concurrent_streams_are_limited_per_tenant(tmp_path: Path) -> None
     assert_refused(third, "too_many_streams", "streams")
     assert all(b"event: done" in answer for answer in answers)
     assert other.status_code == 200 and after.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/chat", "/chat/stream"])
+def test_an_answer_is_settled_before_the_client_sees_its_end(tmp_path: Path, path: str) -> None:
+    provider = ScriptedProvider([*words("ok"), Usage(3, 1)])
+    store = SlowSettlingStore(lease_s=300, retention_days=35)
+    with serving(limits_settings(tmp_path, {"max_streams": 1}), provider, store=store) as live, \
+            httpx.Client(timeout=10, headers=bearer(ACME_KEY)) as client:
+        for done in range(1, 4):  # back to back: the one stream slot is free each time
+            assert client.post(live.url + path, json=BODY).status_code == 200
+            today = client.get(live.url + "/usage").json()["today"]
+            assert (today["requests"], today["tokens"], today["reserved_tokens"]) == (
+                done, 4 * done, 0)
 
 
 async def test_concurrent_requests_against_a_budget_admit_exactly_what_it_holds(
