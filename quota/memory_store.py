@@ -42,7 +42,8 @@ class MemoryStore:
         self._lease_s = lease_s
         self._retention_days = retention_days
         self._windows: dict[tuple[str, str | None], _Window] = {}
-        self._streams: dict[str, dict[str, float]] = {}
+        self._streams: dict[str, dict[str, float]] = {}  # tenant -> ticket -> lease end
+        self._holds: dict[str, Ask] = {}  # ticket -> the reservation it holds
         self._days: dict[tuple[str, str], DayUsage] = {}
         self._latest_day = ""
 
@@ -69,7 +70,11 @@ class MemoryStore:
                 return Verdict(Refusal.USER_RPM, wait)
         leases = self._streams.setdefault(ask.tenant, {})
         for ticket in [t for t, expires in leases.items() if expires <= now]:
-            del leases[ticket]  # a lease outlives its request only if settlement was lost
+            # A lease outlives its request only if its settlement was lost.
+            del leases[ticket]
+            lapsed = self._holds.pop(ticket, None)
+            if lapsed is not None and lapsed.day == ask.day:
+                self._release(lapsed)
         if len(leases) >= limits.streams:
             return Verdict(Refusal.STREAMS, 1.0)
         day = self._day(ask.tenant, ask.day)
@@ -80,13 +85,21 @@ class MemoryStore:
         if user_window is not None:
             user_window.times.append(now)
         leases[ask.ticket] = now + self._lease_s
+        self._holds[ask.ticket] = ask
         self._days[(ask.tenant, ask.day)] = replace(
             day, reserved_tokens=day.reserved_tokens + ask.tokens,
             reserved_nano_usd=day.reserved_nano_usd + ask.nano_usd)
         return ADMITTED
 
     async def finish(self, ask: Ask, spent: Spend) -> None:
+        """A reservation is given back once: here, or by an admission that found its lease
+        lapsed."""
         self._streams.get(ask.tenant, {}).pop(ask.ticket, None)
+        held = self._holds.pop(ask.ticket, None) is not None
+        if held:
+            self._release(ask)
+        if not held and not (spent.tokens or spent.nano_usd):
+            return
         day = self._day(ask.tenant, ask.day)
         self._days[(ask.tenant, ask.day)] = replace(
             day,
@@ -94,9 +107,13 @@ class MemoryStore:
             input_tokens=day.input_tokens + spent.input_tokens,
             output_tokens=day.output_tokens + spent.output_tokens,
             spent_nano_usd=day.spent_nano_usd + spent.nano_usd,
-            reserved_tokens=max(0, day.reserved_tokens - ask.tokens),
-            reserved_nano_usd=max(0, day.reserved_nano_usd - ask.nano_usd),
         )
+
+    def _release(self, ask: Ask) -> None:
+        day = self._day(ask.tenant, ask.day)
+        self._days[(ask.tenant, ask.day)] = replace(
+            day, reserved_tokens=max(0, day.reserved_tokens - ask.tokens),
+            reserved_nano_usd=max(0, day.reserved_nano_usd - ask.nano_usd))
 
     async def usage(self, tenant: str, days: Sequence[str]) -> list[DayUsage]:
         return [self._day(tenant, day) for day in days]

@@ -1,8 +1,9 @@
 """The shared quota store: limits in Redis, so every replica counts against the same numbers.
 
 Each check-and-update is one Lua script, atomic on the server; every key expires on its own
-(rate windows after a minute, stream leases after the longest a request can live, day ledgers
-after the retention period). Redis errors and timeouts become `StoreUnavailable`, never a
+(rate windows after a minute, day ledgers after the retention period). A request whose
+replica dies before settling holds its stream slot and reservation only until its lease lapses
+(the longest a request can live): the next admission gives both back. Redis errors and timeouts become `StoreUnavailable`, never a
 crash; the caller decides whether that admits or refuses.
 """
 
@@ -14,9 +15,10 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from quota.days import DAY_S
 from quota.ledger import (
@@ -44,10 +46,12 @@ def _script(name: str) -> str:
 class RedisStore:
     def __init__(self, url: str, *, prefix: str, timeout_s: float, lease_s: float,
                  retention_days: int) -> None:
-        # One quick retry: a pooled connection may be stale after a Redis restart.
+        # One quick retry on a broken connection (a pooled one is stale after a Redis restart),
+        # never on a timeout: the script may have run, and running it twice would charge twice.
         self._redis = Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1), health_check_interval=30)
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            health_check_interval=30)
         self._prefix = prefix
         self._deadline_s = timeout_s * 3
         self._lease_ms = int(lease_s * 1000)
@@ -70,20 +74,22 @@ class RedisStore:
         keys = [self._key(ask.tenant, "rpm"),
                 self._key(ask.tenant, "user", ask.user or "", "rpm"),
                 self._key(ask.tenant, "streams"),
-                self._key(ask.tenant, "day", ask.day)]
+                self._key(ask.tenant, "day", ask.day),
+                self._key(ask.tenant, "holds")]
         user_rpm = limits.user_rpm if limits.user_rpm is not None and ask.user else 0
         args: list[str | int] = [int(now * 1000), ask.ticket, limits.rpm, user_rpm, limits.streams,
                 self._lease_ms, int(RATE_WINDOW_S * 1000), ask.tokens, ask.nano_usd,
                 limits.daily_tokens,
                 -1 if limits.daily_nano_usd is None else limits.daily_nano_usd,
-                self._ledger_ttl_s]
+                self._ledger_ttl_s, ask.day]
         refusal, wait_ms, held = await self._call(self._admit(keys=keys, args=args))
         if not refusal:
             return ADMITTED
         return Verdict(_REFUSALS[int(refusal)], int(wait_ms) / 1000, bool(held))
 
     async def finish(self, ask: Ask, spent: Spend) -> None:
-        keys = [self._key(ask.tenant, "streams"), self._key(ask.tenant, "day", ask.day)]
+        keys = [self._key(ask.tenant, "streams"), self._key(ask.tenant, "day", ask.day),
+                self._key(ask.tenant, "holds")]
         args: list[str | int] = [ask.ticket, ask.tokens, ask.nano_usd, spent.input_tokens,
                                  spent.output_tokens, spent.nano_usd, self._ledger_ttl_s]
         await self._call(self._finish(keys=keys, args=args))

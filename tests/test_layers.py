@@ -1,4 +1,4 @@
-"""Layers only look down: app -> streaming -> providers."""
+"""Layers only look down: app -> streaming -> providers; quota (the limit stores) stands apart."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FORBIDDEN = {"providers": {"app", "streaming"}, "streaming": {"app"}}
+FORBIDDEN = {
+    "providers": {"app", "streaming", "quota"},
+    "streaming": {"app", "quota"},
+    "quota": {"app", "streaming", "providers"},
+}
 
 
 def imported_packages(path: Path) -> set[str]:

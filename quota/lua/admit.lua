@@ -1,7 +1,8 @@
 -- Check every limit of one request and take them all, or take nothing.
--- KEYS: tenant rate window, user rate window, stream leases, the day's ledger (one hash tag).
+-- KEYS: tenant rate window, user rate window, stream leases, the day's ledger, reservations
+--       held by requests in progress (ticket -> "day:tokens:nano_usd"); one hash tag.
 -- ARGV: now_ms, ticket, rpm, user_rpm (0: none), streams, lease_ms, window_ms,
---       ask_tokens, ask_nano_usd, daily_tokens, daily_nano_usd (-1: none), ledger_ttl_s
+--       ask_tokens, ask_nano_usd, daily_tokens, daily_nano_usd (-1: none), ledger_ttl_s, day
 -- Returns {refusal, retry_after_ms, held_by_reservations}; refusal 0 means admitted.
 local now = tonumber(ARGV[1])
 local ticket = ARGV[2]
@@ -22,6 +23,25 @@ if wait then return {1, wait, 0} end
 if user_rpm > 0 then
   wait = window_wait(KEYS[2], user_rpm)
   if wait then return {2, wait, 0} end
+end
+local function release(field, amount)
+  local left = (tonumber(redis.call('HGET', KEYS[4], field)) or 0) - tonumber(amount)
+  if left < 0 then left = 0 end
+  redis.call('HSET', KEYS[4], field, left)
+end
+
+-- Leases that lapsed belong to requests whose replica died before settling: free their
+-- stream slots and give back what they reserved from today's budget.
+for _, lapsed in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
+  local hold = redis.call('HGET', KEYS[5], lapsed)
+  if hold then
+    local day, tokens, usd = string.match(hold, '^(%d+):(%d+):(%d+)$')
+    if day == ARGV[13] then
+      release('reserved_tokens', tokens)
+      release('reserved_nano_usd', usd)
+    end
+    redis.call('HDEL', KEYS[5], lapsed)
+  end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 if redis.call('ZCARD', KEYS[3]) >= streams then return {3, 1000, 0} end
@@ -45,9 +65,12 @@ if user_rpm > 0 then
   redis.call('ZADD', KEYS[2], now, ticket)
   redis.call('PEXPIRE', KEYS[2], window)
 end
+local ttl = tonumber(ARGV[12])
 redis.call('ZADD', KEYS[3], now + lease, ticket)
-redis.call('PEXPIRE', KEYS[3], lease)
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('HSET', KEYS[5], ticket, ARGV[13] .. ':' .. ask_tokens .. ':' .. ask_usd)
+redis.call('EXPIRE', KEYS[5], ttl)
 redis.call('HINCRBY', KEYS[4], 'reserved_tokens', ask_tokens)
 redis.call('HINCRBY', KEYS[4], 'reserved_nano_usd', ask_usd)
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[12]))
+redis.call('EXPIRE', KEYS[4], ttl)
 return {0, 0, 0}

@@ -101,6 +101,38 @@ def test_stream_slots_free_when_requests_finish_or_leases_lapse(
     run(make_store, scenario)
 
 
+def test_a_lost_settlement_gives_its_reservation_back_when_its_lease_lapses(
+        make_store: StoreFactory) -> None:
+    limits = Limits(100, None, 100, daily_tokens=1000, daily_nano_usd=None)
+
+    async def scenario(store: QuotaStore) -> None:
+        lost = ask(tokens=600)  # its replica died: no finish will ever come
+        assert (await store.admit(lost, limits, T0)).admitted
+        blocked = await store.admit(ask(tokens=600), limits, T0 + 10)
+        assert blocked.refusal is Refusal.TOKEN_BUDGET and blocked.held_by_reservations
+        assert (await store.admit(ask(tokens=600), limits, T0 + 301)).admitted
+        [day] = await store.usage("acme", [DAY])
+        assert day.reserved_tokens == 600 and day.requests == 0
+
+    run(make_store, scenario)
+
+
+def test_a_settlement_gives_back_its_reservation_only_once(make_store: StoreFactory) -> None:
+    limits = Limits(100, None, 100, daily_tokens=1000, daily_nano_usd=None)
+
+    async def scenario(store: QuotaStore) -> DayUsage:
+        first, second = ask(tokens=300), ask(tokens=400)
+        for each in (first, second):
+            assert (await store.admit(each, limits, T0)).admitted
+        await store.finish(first, Spend(10, 5, 0))
+        await store.finish(first, Spend(0, 0, 0))  # a repeat must not free `second`'s share
+        [day] = await store.usage("acme", [DAY])
+        return day
+
+    day = run(make_store, scenario)
+    assert (day.reserved_tokens, day.spent_tokens, day.requests) == (400, 15, 1)
+
+
 def test_budgets_count_reservations_and_settle_to_what_was_spent(
         make_store: StoreFactory) -> None:
     limits = Limits(100, None, 100, daily_tokens=100, daily_nano_usd=1000)
@@ -193,6 +225,25 @@ def test_the_ledger_never_goes_negative_or_past_its_limit(
                     assert day.spent_nano_usd + day.reserved_nano_usd <= usd_limit
 
     run(make_store, scenario)
+
+
+def test_the_redis_store_reconnects_after_a_redis_restart() -> None:
+    from tests.redis_server import redis_server
+
+    async def scenario(server: RedisServer) -> None:
+        store = RedisStore(server.url, prefix="restart", timeout_s=1, lease_s=300,
+                           retention_days=35)
+        try:
+            assert (await store.admit(ask(), ROOMY, T0)).admitted
+            server.kill()
+            with redis_server(server.port):
+                # the pooled connection is dead; the store must not fail the next call for it
+                assert (await store.admit(ask(), ROOMY, T0)).admitted
+        finally:
+            await store.aclose()
+
+    with redis_server() as server:
+        asyncio.run(scenario(server))
 
 
 def test_concurrent_admissions_take_exactly_what_the_budget_holds(
