@@ -27,6 +27,7 @@ from providers.tokens import count_tokens
 from providers.types import Message
 from quota.days import seconds_to_next_day, utc_day
 from quota.ledger import (
+    NANO_USD_PER_USD,
     NOTHING_SPENT,
     Ask,
     Limits,
@@ -46,6 +47,8 @@ MESSAGE_OVERHEAD_TOKENS = 16
 STORE_RETRY_AFTER_S = 5
 HELD_BUDGET_RETRY_AFTER_S = 5
 STORE_ERROR_LOG_EVERY_S = 10.0
+# Failures before any text that vendors do not bill: the request was refused or never served.
+NOT_BILLED_ERRORS = frozenset({"provider_unavailable", "provider_error"})
 SETTLE_TIMEOUT_S = 5.0
 
 
@@ -115,19 +118,25 @@ class Gatekeeper:
         raise _refusal(verdict, limits, ask, now)
 
     def bill(self, record: StreamRecord, messages: Sequence[Message]) -> Bill:
-        """What the request cost, from the vendor's usage report when there is one."""
-        usage, estimated = record.usage, False
-        if usage is None:
-            if not record.tokens_emitted:  # no answer started: nothing was generated
-                return Bill(NOTHING_SPENT, 0.0, False)
-            input_tokens = sum(count_tokens(m.content) for m in messages)
-            output_tokens, estimated = record.tokens_emitted, True
+        """What the request cost: the vendor's usage report for a finished answer; for one
+        that broke off, what the vendor reported so far and at least what was relayed."""
+        usage = record.usage
+        if record.outcome == "ok" and usage is not None:
+            input_tokens, output_tokens, estimated = usage.input_tokens, usage.output_tokens, False
+        elif (usage is None and not record.tokens_emitted
+              and record.error_code in NOT_BILLED_ERRORS):
+            return Bill(NOTHING_SPENT, 0.0, False)
         else:
-            input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+            # Cut off (client gone, timeout, shutdown) or broken mid-answer: the vendor has
+            # read the prompt and billed what it generated, so charge the prompt in any case.
+            input_tokens = (usage.input_tokens if usage is not None and usage.input_tokens
+                            else sum(count_tokens(m.content) for m in messages))
+            output_tokens = max(usage.output_tokens if usage else 0, record.tokens_emitted)
+            estimated = True
         price = self._prices.get(record.model_route or "")
         nano_usd = price.nano_usd(input_tokens, output_tokens) if price else 0
         return Bill(Spend(input_tokens, output_tokens, nano_usd),
-                    nano_usd / 1e9 if price else None, estimated)
+                    nano_usd / NANO_USD_PER_USD if price else None, estimated)
 
     async def settle(self, admitted: Pass, spend: Spend) -> None:
         """Release the request's slot and reservation, charging `spend`; runs once, even while

@@ -88,9 +88,12 @@ def create_app(settings: Settings,
             restore_signal_handlers()
             try:
                 await chain.aclose()
-                await store.aclose()
             except Exception:  # logged safely here, not as the server's traceback text
                 logger.exception("provider_close_failed")
+            try:
+                await store.aclose()
+            except Exception:
+                logger.exception("limits_store_close_failed")
             finally:
                 flush_logs()  # the event loop is ending: write directly from now on
 

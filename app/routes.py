@@ -15,6 +15,7 @@ from app.readiness import RouteChecks
 from app.responses import CollectedResponse, StreamResponse
 from app.schemas import parse_chat
 from app.service import ChatService
+from app.tenants import Identity
 from quota.ledger import NOTHING_SPENT
 from streaming.record import StreamRecord
 
@@ -35,10 +36,18 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"status": "ready", "routes": routes})
 
 
+def identify(request: Request) -> Identity:
+    """Who sent the request, from its key; 401 (or 503 in open mode off loopback) if nobody."""
+    gate: Gatekeeper = request.app.state.gate
+    server = request.scope.get("server")
+    return gate.tenancy.identify(request.headers.get("authorization"),
+                                 server[0] if server and server[1] is not None else None)
+
+
 async def _start(request: Request, *, stream: bool) -> ASGIApp:
     service: ChatService = request.app.state.service
     gate: Gatekeeper = request.app.state.gate
-    identity = gate.tenancy.identify(request.headers.get("authorization"))
+    identity = identify(request)
     payload = await read_json_object(request, service.settings.max_body_bytes)
     chat = parse_chat(payload, service.input_limits(identity))
     ctx = context.current.get()
@@ -58,8 +67,10 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
     async def on_end(http_status: int) -> None:
         # A client that left before the end skipped `on_terminal`: settle here instead.
         bill = gate.bill(job.record, prompt)
-        service.finish(chat, identity, job, bill, stream=stream, http_status=http_status)
-        await gate.settle(admitted, bill.spend)
+        try:
+            service.finish(chat, identity, job, bill, stream=stream, http_status=http_status)
+        finally:
+            await gate.settle(admitted, bill.spend)
 
     stop = request.app.state.lifecycle.stopping
     if stream:

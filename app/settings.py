@@ -6,16 +6,16 @@ the variable, so a typo fails the deploy instead of the first request.
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
+from urllib.parse import urlsplit
 
 from app.env import EnvReader, SettingsError
 from app.route_config import load_config_file, read_routes
 from app.tenant_config import read_prices, read_tenancy
-from app.tenants import Tenancy
+from app.tenants import Tenancy, is_loopback
 from providers.demo import DemoConfig
 from providers.routes import DEFAULT_MODELS, RouteSpec
 from quota.prices import FREE, Price
@@ -100,9 +100,10 @@ def _read(env: EnvReader) -> Settings:
         raise SettingsError("LOG_HASH_KEY", "must be a secret of at least 32 characters")
     fail_after = env.number("DEMO_FAIL_AFTER_TOKENS", -1, int, -1, 1_000_000)
     max_output_tokens = env.number("MAX_OUTPUT_TOKENS", 1024, int, 1, 1_000_000)
-    tenancy = read_tenancy(env, config, max_output_tokens)
+    tenancy = replace(read_tenancy(env, config, max_output_tokens),
+                      open_mode_anywhere=_flag(env, "ALLOW_OPEN_MODE"))
     host = env.text("HOST", "127.0.0.1")
-    if tenancy.open_mode and not _is_loopback(host) and not _flag(env, "ALLOW_OPEN_MODE"):
+    if tenancy.open_mode and not is_loopback(host) and not tenancy.open_mode_anywhere:
         raise SettingsError("HOST", f"no API keys are configured (open mode), so {host} would "
                                     "serve anyone; configure [tenants] keys, bind 127.0.0.1, "
                                     "or set ALLOW_OPEN_MODE=true")
@@ -161,19 +162,19 @@ def _flag(env: EnvReader, name: str) -> bool:
     return env.choice(name, "false", ("true", "false", "1", "0")) in ("true", "1")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _redis_url(env: EnvReader) -> str | None:
     url = env.raw("REDIS_URL")
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError("REDIS_URL", "must be a redis://, rediss:// or unix:// URL")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("redis", "rediss", "unix"):
+        # Not repeated: the URL may hold a password.
+        raise SettingsError("REDIS_URL", "must be a redis://host:port/db, rediss:// or "
+                                         "unix:// URL")
     return url
 
 

@@ -57,7 +57,10 @@ def read_tenancy(env: EnvReader, config: Mapping[str, Any], max_output_tokens: i
             raise SettingsError(f"{where}.{unknown[0]}",
                                 f"unknown key; known: {', '.join(sorted(_TENANT_KEYS))}")
         policies[tenant] = _tenant_policy(entry, default, where)
-        for digest, user in _keys(entry.get("keys"), f"{where}.keys"):
+        tenant_keys = _keys(entry.get("keys"), f"{where}.keys")
+        if not tenant_keys:  # else a tenant without keys could silently mean open mode
+            raise SettingsError(f"{where}.keys", "a tenant needs at least one key")
+        for digest, user in tenant_keys:
             if digest in keys:
                 raise SettingsError(f"{where}.keys", "a key digest is listed twice")
             keys[digest] = Identity(tenant, user)
@@ -115,10 +118,10 @@ def _env_policy(env: EnvReader, max_output_tokens: int) -> TenantPolicy:
 
 
 def _tenant_policy(entry: Mapping[str, Any], default: TenantPolicy, where: str) -> TenantPolicy:
-    def count(key: str, fallback: int | None) -> int | None:
+    def count(key: str, fallback: int | None, most: int = _MAX_COUNT) -> int | None:
         value = entry.get(key, fallback)
-        if value is not None and (type(value) is not int or not 1 <= value <= _MAX_COUNT):
-            raise SettingsError(f"{where}.{key}", "must be a positive integer")
+        if value is not None and (type(value) is not int or not 1 <= value <= most):
+            raise SettingsError(f"{where}.{key}", f"must be an integer from 1 to {most}")
         return value
 
     limits = default.limits
@@ -133,7 +136,8 @@ def _tenant_policy(entry: Mapping[str, Any], default: TenantPolicy, where: str) 
             daily_tokens=count("daily_budget_tokens", limits.daily_tokens) or limits.daily_tokens,
             daily_nano_usd=limits.daily_nano_usd if usd is None else _nano_usd(usd),
         ),
-        count("max_output_tokens", default.max_output_tokens) or default.max_output_tokens,
+        count("max_output_tokens", default.max_output_tokens, 1_000_000)
+        or default.max_output_tokens,
     )
 
 
@@ -151,10 +155,11 @@ def _keys(raw: object, where: str) -> list[tuple[bytes, str | None]]:
             text, user = entry["sha256"], entry.get("user")
             if user is not None and (not isinstance(user, str) or not _NAME.fullmatch(user)):
                 raise SettingsError(where, "a user id is 1-64 letters, digits and _ . -")
-        elif isinstance(entry, str):
+        elif isinstance(entry, str) and entry.startswith(DIGEST_PREFIX):
             text = entry
         else:
-            raise SettingsError(where, "must be a list of \"sha256:<hex>\" strings or tables")
+            raise SettingsError(where, "a key is \"sha256:<hex digest>\" (hello-ship hash-key "
+                                       "prints it), never the key itself")
         hex_digest = text.removeprefix(DIGEST_PREFIX) if isinstance(text, str) else ""
         if not _HEX_DIGEST.fullmatch(hex_digest):
             raise SettingsError(where, "a key is its SHA-256 digest in lowercase hex "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Tenancy:
     policies: Mapping[str, TenantPolicy] = field(default_factory=dict)
     keys: Mapping[bytes, Identity] = field(default_factory=dict, repr=False)
     admin_keys: frozenset[bytes] = field(default_factory=frozenset, repr=False)
+    open_mode_anywhere: bool = False  # ALLOW_OPEN_MODE: no keys, yet not only on loopback
 
     @property
     def open_mode(self) -> bool:
@@ -47,9 +49,18 @@ class Tenancy:
     def policy(self, tenant: str) -> TenantPolicy:
         return self.policies.get(tenant, self.default_policy)
 
-    def identify(self, authorization: str | None) -> Identity:
-        """The caller's identity from its `Authorization` header, or a 401."""
+    def identify(self, authorization: str | None, server_host: str | None) -> Identity:
+        """The caller's identity from its `Authorization` header, or a 401.
+
+        `server_host` is the address the request came in on (None: a Unix socket). Start-up
+        refuses open mode on a public `HOST`, but `uvicorn --host` is never seen there.
+        """
         if self.open_mode:
+            if (server_host is not None and not is_loopback(server_host)
+                    and not self.open_mode_anywhere):
+                raise ApiError(503, "open_mode_refused",
+                               "This service has no API keys configured, so it only answers "
+                               "on a loopback address.")
             return Identity(ANONYMOUS)
         digest = _digest_of_bearer(authorization)
         identity = self.keys.get(digest) if digest is not None else None
@@ -64,6 +75,15 @@ class Tenancy:
         # Digests of secrets, so even a timing leak of the comparison says nothing useful;
         # compare_digest keeps it constant anyway.
         return any(hmac.compare_digest(digest, admin) for admin in self.admin_keys)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def key_digest(key: str) -> bytes:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from app.admission import Gatekeeper
 from app.errors import ApiError, JSONResponse
+from app.routes import identify
 from app.tenants import ANONYMOUS
 from quota.days import day_fraction_elapsed, recent_days, seconds_to_next_day
 from quota.ledger import NANO_USD_PER_USD, DayUsage, StoreUnavailable
@@ -27,7 +28,7 @@ MIN_DAY_FRACTION = 1 / 24  # extrapolating from less than an hour of today says 
 
 async def own_usage(request: Request) -> Response:
     gate: Gatekeeper = request.app.state.gate
-    identity = gate.tenancy.identify(request.headers.get("authorization"))
+    identity = identify(request)
     return await _report(request, gate, identity.tenant)
 
 
@@ -69,10 +70,12 @@ def usage_report(tenant: str, gate: Gatekeeper, history: Sequence[DayUsage],
         },
         "budget": {
             "daily_tokens": limits.daily_tokens,
-            "tokens_left": max(0, limits.daily_tokens - today.spent_tokens),
+            # what a new request can still reserve: answers in progress hold their share
+            "tokens_left": max(0, limits.daily_tokens - today.spent_tokens
+                               - today.reserved_tokens),
             "daily_usd": daily_usd,
-            "usd_left": None if limits.daily_nano_usd is None else _usd(
-                max(0, limits.daily_nano_usd - today.spent_nano_usd)),
+            "usd_left": None if limits.daily_nano_usd is None else _usd(max(
+                0, limits.daily_nano_usd - today.spent_nano_usd - today.reserved_nano_usd)),
             "renews_in_s": seconds_to_next_day(now),
         },
         "limits": {"rpm": limits.rpm, "user_rpm": limits.user_rpm,
@@ -88,9 +91,10 @@ def projection(history: Sequence[DayUsage], now: float) -> dict[str, Any] | None
     Whole past days with traffic are the basis when there are any; otherwise today, scaled
     up from the part of it that has passed.
     """
-    past = [day for day in history[:-1] if day.requests]
-    if past:
-        basis, days_counted, note = past, float(len(past)), f"{len(past)} recorded day(s)"
+    first = next((i for i, day in enumerate(history[:-1]) if day.requests), None)
+    if first is not None:  # quiet days after the first busy one count, as zero
+        basis = list(history[first:-1])
+        days_counted, note = float(len(basis)), f"{len(basis)} recorded day(s)"
     elif history[-1].requests:
         basis = [history[-1]]
         days_counted = max(day_fraction_elapsed(now), MIN_DAY_FRACTION)

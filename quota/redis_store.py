@@ -3,8 +3,9 @@
 Each check-and-update is one Lua script, atomic on the server; every key expires on its own
 (rate windows after a minute, day ledgers after the retention period). A request whose
 replica dies before settling holds its stream slot and reservation only until its lease lapses
-(the longest a request can live): the next admission gives both back. Redis errors and timeouts become `StoreUnavailable`, never a
-crash; the caller decides whether that admits or refuses.
+(the longest a request can live): the next admission gives both back. Redis errors and
+timeouts become `StoreUnavailable`, never a crash; the caller decides whether that admits or
+refuses.
 """
 
 from __future__ import annotations

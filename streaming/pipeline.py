@@ -178,7 +178,7 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
                     if text:
                         await emitter.token(text, now)
                 elif isinstance(event, Usage):
-                    usage = event
+                    usage = record.usage = event  # kept for the bill if the answer breaks off
                 elif isinstance(event, RouteAnswering):
                     emitter.answering, emitter.last_event = True, time.monotonic()
                     route = event.route

@@ -210,8 +210,8 @@ def test_a_usd_budget_uses_the_price_table_and_logs_cost(tmp_path: Path) -> None
     assert report["budget"]["usd_left"] == pytest.approx(0.1)
 
 
-def open_and_read(live: ThreadServer, wanted: bytes) -> None:
-    """Start a stream as acme, read until `wanted` arrived, then hang up."""
+def open_and_read(live: ThreadServer, wanted: bytes, times: int = 3) -> None:
+    """Start a stream as acme, read until `wanted` arrived `times` times, then hang up."""
     address = urlparse(live.url)
     body = orjson.dumps(BODY)
     with socket.create_connection((address.hostname, address.port), timeout=5) as sock:
@@ -219,7 +219,7 @@ def open_and_read(live: ThreadServer, wanted: bytes) -> None:
                      b"\r\nAuthorization: Bearer %b\r\nContent-Length: %d\r\n\r\n%b"
                      % (ACME_KEY.encode(), len(body), body))
         seen = b""
-        while seen.count(wanted) < 3:
+        while seen.count(wanted) < times:
             seen += sock.recv(4096)
 
 
@@ -242,6 +242,17 @@ def test_a_cancelled_stream_settles_what_it_used_and_frees_its_slot(tmp_path: Pa
     assert today["reserved_tokens"] == 0
     # No usage report from a cut stream: the input estimate plus the tokens relayed.
     assert today["input_tokens"] == 1 and 3 <= today["output_tokens"] < 8
+
+
+def test_a_client_leaving_before_the_first_token_is_charged_its_prompt(tmp_path: Path) -> None:
+    provider = ScriptedProvider([Sleep(5), *words("never relayed")])
+    with serving(limits_settings(tmp_path), provider) as live:
+        open_and_read(live, b"retry: ", times=1)
+        wait_until(lambda: provider.closed_early == 1)
+        wait_until(lambda: usage(live)["today"]["requests"] == 1)
+        today = usage(live)["today"]
+    # The vendor has read the prompt by then, so the budget counts it.
+    assert (today["input_tokens"], today["output_tokens"], today["reserved_tokens"]) == (1, 0, 0)
 
 
 @pytest.mark.parametrize(("script", "spent"), [

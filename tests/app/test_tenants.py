@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from app.cli import main
+from app.errors import ApiError
 from app.settings import Settings, SettingsError
 from app.tenants import hashed_form
 from tests.fakes import ScriptedProvider, words
@@ -92,6 +93,19 @@ def test_open_mode_serves_loopback_as_anonymous_and_refuses_other_addresses() ->
     assert Settings.from_env({"HOST": "::1"}).host == "::1"
 
 
+def test_open_mode_off_loopback_is_refused_per_request_too() -> None:
+    """`uvicorn app.main:app --host 0.0.0.0` never shows its address to start-up."""
+    from app.tenants import Tenancy
+    tenancy = Settings.from_env({}).tenancy
+    assert tenancy.identify(None, "127.0.0.1").tenant == "anonymous"
+    assert tenancy.identify(None, None).tenant == "anonymous"  # a Unix socket
+    with pytest.raises(ApiError) as caught:
+        tenancy.identify(None, "10.1.2.3")
+    assert (caught.value.status, caught.value.code) == (503, "open_mode_refused")
+    allowed = Tenancy(tenancy.default_policy, open_mode_anywhere=True)
+    assert allowed.identify(None, "10.1.2.3").tenant == "anonymous"
+
+
 def test_open_mode_is_announced_at_start_up() -> None:
     with captured_logs() as logs, app_server(Settings.from_env(FAST_DEMO)):
         pass
@@ -107,13 +121,19 @@ def test_keys_serve_any_address(tmp_path: Path) -> None:
     (f'[tenants.acme]\nkeys = ["{hashed_form(ACME_KEY)}"]\n[tenants.b]\n'
      f'keys = ["{hashed_form(ACME_KEY)}"]\n', "tenants.b.keys", "listed twice"),
     ("[tenants.acme]\nrpms = 5\n", "tenants.acme.rpms", "unknown key"),
-    ("[tenants.acme]\nrpm = 0\n", "tenants.acme.rpm", "positive integer"),
+    ("[tenants.acme]\nrpm = 0\n", "tenants.acme.rpm", "integer from 1 to"),
+    ("[tenants.acme]\nmax_output_tokens = 5000000\n", "tenants.acme.max_output_tokens",
+     "integer from 1 to 1000000"),
+    ("[tenants.acme]\nrpm = 5\n", "tenants.acme.keys", "at least one key"),
+    (f'[tenants.acme]\nkeys = ["{hashed_form(ACME_KEY)[7:]}"]\n', "tenants.acme.keys",
+     "never the key itself"),
     ("[tenants.acme]\ndaily_budget_usd = -1\n", "tenants.acme.daily_budget_usd", "USD"),
     ('[tenants."a b"]\n', "tenants.a b", "tenant id"),
     ("[tenants.anonymous]\n", "tenants.anonymous", "tenant id"),
     ('[tenants.acme]\nkeys = [{ sha256 = "00", user = "x" }]\n', "tenants.acme.keys",
      "SHA-256 digest"),
-    ("[tenants.acme]\ndaily_budget_usd = 5.0\n[[routes]]\nprovider = \"openai\"\n"
+    (f'[tenants.acme]\nkeys = ["{hashed_form(ACME_KEY)}"]\ndaily_budget_usd = 5.0\n'
+     '[[routes]]\nprovider = "openai"\n'
      "model = \"gpt-4o-mini\"\n", "prices", "route openai/gpt-4o-mini has no price"),
     ('[prices."openai/nope"]\ninput = 1\noutput = 2\n', "prices.'openai/nope'",
      "not a route of the chain"),
