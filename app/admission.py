@@ -148,8 +148,8 @@ class Gatekeeper:
             with anyio.CancelScope(shield=True), anyio.fail_after(SETTLE_TIMEOUT_S):
                 await self.store.finish(admitted.ask, spend)
         except (StoreUnavailable, TimeoutError) as exc:
-            # The reservation stays counted until the day ends, so the error is on the safe
-            # side; the stream slot frees itself when its lease expires.
+            # The slot and the reservation are given back when the request's lease lapses;
+            # what it spent goes unrecorded.
             self._store_failed("settle", exc)
 
     def _store_failed(self, operation: str, exc: Exception) -> None:

@@ -57,6 +57,8 @@ class MemoryStore:
         return self._days.get((tenant, day)) or DayUsage(day)
 
     async def admit(self, ask: Ask, limits: Limits, now: float) -> Verdict:
+        if ask.ticket in self._holds:
+            return ADMITTED  # the same request asked twice
         self._forget_old_days(ask.day)
         tenant_window = self._window(ask.tenant, None)
         wait = tenant_window.wait(limits.rpm, now)
@@ -92,14 +94,12 @@ class MemoryStore:
         return ADMITTED
 
     async def finish(self, ask: Ask, spent: Spend) -> None:
-        """A reservation is given back once: here, or by an admission that found its lease
-        lapsed."""
+        """A reservation is settled once: here, or (released unbilled) by an admission that
+        found its lease lapsed. Run again for the same ticket, this does nothing."""
         self._streams.get(ask.tenant, {}).pop(ask.ticket, None)
-        held = self._holds.pop(ask.ticket, None) is not None
-        if held:
-            self._release(ask)
-        if not held and not (spent.tokens or spent.nano_usd):
+        if self._holds.pop(ask.ticket, None) is None:
             return
+        self._release(ask)
         day = self._day(ask.tenant, ask.day)
         self._days[(ask.tenant, ask.day)] = replace(
             day,

@@ -18,6 +18,9 @@ local function window_wait(key, limit)
   return tonumber(oldest[2]) + window - now
 end
 
+-- Run twice for one ticket (a client retry after a lost reply), it has already admitted it.
+if redis.call('HEXISTS', KEYS[5], ticket) == 1 then return {0, 0, 0} end
+
 local wait = window_wait(KEYS[1], rpm)
 if wait then return {1, wait, 0} end
 if user_rpm > 0 then
@@ -68,7 +71,7 @@ end
 local ttl = tonumber(ARGV[12])
 redis.call('ZADD', KEYS[3], now + lease, ticket)
 redis.call('EXPIRE', KEYS[3], ttl)
-redis.call('HSET', KEYS[5], ticket, ARGV[13] .. ':' .. ask_tokens .. ':' .. ask_usd)
+redis.call('HSET', KEYS[5], ticket, ARGV[13] .. ':' .. ARGV[8] .. ':' .. ARGV[9])
 redis.call('EXPIRE', KEYS[5], ttl)
 redis.call('HINCRBY', KEYS[4], 'reserved_tokens', ask_tokens)
 redis.call('HINCRBY', KEYS[4], 'reserved_nano_usd', ask_usd)

@@ -133,6 +133,25 @@ def test_a_settlement_gives_back_its_reservation_only_once(make_store: StoreFact
     assert (day.reserved_tokens, day.spent_tokens, day.requests) == (400, 15, 1)
 
 
+def test_the_same_request_admitted_or_settled_twice_counts_once(
+        make_store: StoreFactory) -> None:
+    """A retried call whose first reply was lost must not reserve or charge twice."""
+    limits = Limits(100, None, 100, daily_tokens=1000, daily_nano_usd=None)
+
+    async def scenario(store: QuotaStore) -> DayUsage:
+        once = ask(tokens=300)
+        for _ in range(2):
+            assert (await store.admit(once, limits, T0)).admitted
+        for _ in range(2):
+            await store.finish(once, Spend(10, 5, 7))
+        [day] = await store.usage("acme", [DAY])
+        return day
+
+    day = run(make_store, scenario)
+    assert (day.reserved_tokens, day.spent_tokens, day.spent_nano_usd, day.requests) == (
+        0, 15, 7, 1)
+
+
 def test_budgets_count_reservations_and_settle_to_what_was_spent(
         make_store: StoreFactory) -> None:
     limits = Limits(100, None, 100, daily_tokens=100, daily_nano_usd=1000)
