@@ -201,7 +201,7 @@ def test_a_usd_budget_uses_the_price_table_and_logs_cost(tmp_path: Path) -> None
     provider = ScriptedProvider([*words("ok"), Usage(100, 50)], name="demo/hello-1")
     # Each answer costs 100 * 0.001 + 50 * 0.002 = 0.2 USD; its worst case is 0.218.
     settings = limits_settings(tmp_path, {"daily_budget_usd": 0.5}, prices)
-    with serving(settings, provider) as live, captured_logs() as logs:
+    with captured_logs() as logs, serving(settings, provider) as live:
         assert [chat(live).status_code for _ in range(2)] == [200, 200]
         assert_refused(chat(live), "budget_exceeded", "usd_budget")
         report = usage(live)

@@ -43,8 +43,7 @@ def keyed_settings(tmp_path: Path, toml: str | None = None, **env: str) -> Setti
 def test_a_missing_or_wrong_key_gets_401_before_any_provider_call(
         tmp_path: Path, path: str, headers: dict[str, str], message: str) -> None:
     provider = ScriptedProvider(words("never sent"))
-    with app_server(keyed_settings(tmp_path), provider) as live, \
-            captured_logs() as logs:
+    with captured_logs() as logs, app_server(keyed_settings(tmp_path), provider) as live:
         response = httpx.post(live.url + path, json=BODY, headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
@@ -56,7 +55,8 @@ def test_a_missing_or_wrong_key_gets_401_before_any_provider_call(
 
 
 def test_the_key_names_the_tenant_and_user_in_the_logs_never_the_key(tmp_path: Path) -> None:
-    with app_server(keyed_settings(tmp_path)) as live, captured_logs() as logs, \
+    # Logs captured until the server stops: `request_end` follows the answer out.
+    with captured_logs() as logs, app_server(keyed_settings(tmp_path)) as live, \
             httpx.Client(timeout=10) as client:
         for key in (ACME_KEY, ALICE_KEY, GLOBEX_KEY):
             assert client.post(live.url + "/chat", json=BODY,
@@ -84,7 +84,7 @@ def test_an_admin_key_is_not_a_chat_key(tmp_path: Path) -> None:
 def test_open_mode_serves_loopback_as_anonymous_and_refuses_other_addresses() -> None:
     open_settings = Settings.from_env({})
     assert open_settings.tenancy.open_mode
-    with app_server(Settings.from_env(FAST_DEMO)) as live, captured_logs() as logs:
+    with captured_logs() as logs, app_server(Settings.from_env(FAST_DEMO)) as live:
         assert httpx.post(live.url + "/chat", json=BODY).status_code == 200
     assert logs.records("request_end")[0]["tenant_id"] == "anonymous"
     with pytest.raises(SettingsError, match=r"open mode.*ALLOW_OPEN_MODE=true"):
