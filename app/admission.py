@@ -64,7 +64,6 @@ class Pass:
     """An admitted request; `ask` is None when it was let through unmetered (store down,
     policy open)."""
 
-    identity: Identity
     ask: Ask | None
     settled: bool = False
 
@@ -108,12 +107,12 @@ class Gatekeeper:
         except StoreUnavailable as exc:
             self._store_failed("admit", exc)
             if self._on_store_error == "open":
-                return Pass(identity, None)
+                return Pass(None)
             raise ApiError(503, "limits_unavailable",
                            "Usage limits cannot be checked right now; please retry shortly.",
                            headers={"Retry-After": str(STORE_RETRY_AFTER_S)}) from None
         if verdict.refusal is None:
-            return Pass(identity, ask)
+            return Pass(ask)
         QUOTA_REFUSALS.labels(verdict.refusal.value).inc()
         raise _refusal(verdict, limits, ask, now)
 

@@ -106,12 +106,5 @@ class RedisStore:
         return [DayUsage(day, *(int(value or 0) for value in row))
                 for day, row in zip(days, rows, strict=True)]
 
-    async def ping(self) -> bool:
-        try:
-            await self._call(self._redis.ping())
-        except StoreUnavailable:
-            return False
-        return True
-
     async def aclose(self) -> None:
         await self._redis.aclose()
