@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from app import context
-from app.admission import Gatekeeper
+from app.admission import Bill, Gatekeeper
 from app.body import read_json_object
 from app.errors import JSONResponse
 from app.lifecycle import Lifecycle
@@ -55,8 +55,12 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
     prompt = service.prompt(chat)
     admitted = await gate.admit(identity, prompt, chat.max_tokens)
 
-    async def settle(record: StreamRecord) -> None:  # once; a no-op the second time
-        await gate.settle(admitted, gate.bill(record, prompt).spend)
+    charged: list[Bill] = []  # the one bill, made when the answer ends
+
+    async def settle(record: StreamRecord) -> None:
+        if not charged:
+            charged.append(gate.bill(record, prompt))
+        await gate.settle(admitted, charged[0].spend)  # settles once; later calls do nothing
 
     try:
         job = service.start(chat, identity, ctx, stream=stream, on_terminal=settle)
@@ -65,12 +69,10 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
         raise
 
     async def on_end(http_status: int) -> None:
-        # A client that left before the end skipped `on_terminal`: settle here instead.
-        bill = gate.bill(job.record, prompt)
-        try:
-            service.finish(chat, identity, job, bill, stream=stream, http_status=http_status)
-        finally:
-            await gate.settle(admitted, bill.spend)
+        # A client that left before the end skipped `on_terminal`: settle here instead. The
+        # log line carries the bill that was charged.
+        await settle(job.record)
+        service.finish(chat, identity, job, charged[0], stream=stream, http_status=http_status)
 
     stop = request.app.state.lifecycle.stopping
     if stream:
