@@ -26,7 +26,7 @@ from quota.ledger import Ask, QuotaStore, Spend
 from quota.memory_store import MemoryStore
 from tests.fakes import Fail, ScriptedProvider, Sleep, words
 from tests.logcapture import captured_logs
-from tests.servers import FAST_DEMO, ThreadServer, thread_server
+from tests.servers import FAST_PACING, ThreadServer, thread_server
 from tests.tenancy import (
     ACME_KEY,
     ADMIN_KEY,
@@ -55,9 +55,8 @@ class Clock:
 
 def limits_settings(tmp_path: Path, acme: dict[str, object] | None = None,
                     extra_toml: str = "", **env: str) -> Settings:
-    base = {k: v for k, v in FAST_DEMO.items() if k.startswith("DEMO_")}
-    return Settings.from_env({**base, **config_env(tmp_path, tenants_toml(acme, None, extra_toml)),
-                              **env})
+    config = config_env(tmp_path, tenants_toml(acme, None, extra_toml))
+    return Settings.from_env({**FAST_PACING, **config, **env})
 
 
 class SlowSettlingStore(MemoryStore):

@@ -18,7 +18,7 @@ from providers.types import Usage
 from tests.fakes import ScriptedProvider, Sleep, words
 from tests.logcapture import captured_logs
 from tests.redis_server import RedisServer, redis_server
-from tests.servers import FAST_DEMO, ThreadServer, thread_server
+from tests.servers import FAST_PACING, ThreadServer, thread_server
 from tests.tenancy import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
 
 BODY = {"message": "hi", "max_tokens": 100}
@@ -27,8 +27,7 @@ WORST_CASE = 2 + 16 + 100
 
 def redis_settings(tmp_path: Path, redis_url: str, prefix: str,
                    acme: dict[str, object] | None = None, **env: str) -> Settings:
-    demo = {k: v for k, v in FAST_DEMO.items() if k.startswith("DEMO_")}
-    return Settings.from_env({**demo, **config_env(tmp_path, tenants_toml(acme)),
+    return Settings.from_env({**FAST_PACING, **config_env(tmp_path, tenants_toml(acme)),
                               "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix,
                               "REDIS_TIMEOUT_S": "0.3", **env})
 
