@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from app.env import EnvReader, SettingsError
 from app.route_config import CONFIG_VAR
@@ -38,6 +38,7 @@ _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TENANT_KEYS = frozenset({"keys", "rpm", "user_rpm", "max_streams", "daily_budget_tokens",
                           "daily_budget_usd", "max_output_tokens"})
 _MAX_COUNT = 1_000_000_000_000
+_Count = TypeVar("_Count", bound=int | None)  # a limit with a default, or an optional one
 
 
 def read_tenancy(env: EnvReader, config: Mapping[str, Any], max_output_tokens: int) -> Tenancy:
@@ -118,8 +119,8 @@ def _env_policy(env: EnvReader, max_output_tokens: int) -> TenantPolicy:
 
 
 def _tenant_policy(entry: Mapping[str, Any], default: TenantPolicy, where: str) -> TenantPolicy:
-    def count(key: str, fallback: int | None, most: int = _MAX_COUNT) -> int | None:
-        value = entry.get(key, fallback)
+    def count(key: str, fallback: _Count, most: int = _MAX_COUNT) -> _Count:
+        value: _Count = entry.get(key, fallback)
         if value is not None and (type(value) is not int or not 1 <= value <= most):
             raise SettingsError(f"{where}.{key}", f"must be an integer from 1 to {most}")
         return value
@@ -130,14 +131,13 @@ def _tenant_policy(entry: Mapping[str, Any], default: TenantPolicy, where: str) 
         raise SettingsError(f"{where}.daily_budget_usd", "must be a number of USD")
     return TenantPolicy(
         Limits(
-            rpm=count("rpm", limits.rpm) or limits.rpm,
+            rpm=count("rpm", limits.rpm),
             user_rpm=count("user_rpm", limits.user_rpm),
-            streams=count("max_streams", limits.streams) or limits.streams,
-            daily_tokens=count("daily_budget_tokens", limits.daily_tokens) or limits.daily_tokens,
+            streams=count("max_streams", limits.streams),
+            daily_tokens=count("daily_budget_tokens", limits.daily_tokens),
             daily_nano_usd=limits.daily_nano_usd if usd is None else _nano_usd(usd),
         ),
-        count("max_output_tokens", default.max_output_tokens, 1_000_000)
-        or default.max_output_tokens,
+        count("max_output_tokens", default.max_output_tokens, 1_000_000),
     )
 
 
