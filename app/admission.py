@@ -163,6 +163,7 @@ class Gatekeeper:
 
 def _refusal(verdict: Verdict, limits: Limits, ask: Ask, now: float) -> ApiError:
     refusal = verdict.refusal
+    assert refusal is not None, "only refusals are turned into errors"
     if refusal in (Refusal.TENANT_RPM, Refusal.USER_RPM):
         who, limit = (("This API key's tenant", limits.rpm) if refusal is Refusal.TENANT_RPM
                       else ("This API key's user", limits.user_rpm))
@@ -184,7 +185,6 @@ def _refusal(verdict: Verdict, limits: Limits, ask: Ask, now: float) -> ApiError
                      "and the budget renews at 00:00 UTC.", seconds_to_next_day(now))
 
 
-def _too_many(code: str, refusal: Refusal | None, message: str, retry_after_s: int) -> ApiError:
-    assert refusal is not None
+def _too_many(code: str, refusal: Refusal, message: str, retry_after_s: int) -> ApiError:
     return ApiError(429, code, message, headers={"Retry-After": str(retry_after_s)},
                     limit=refusal.value, retry_after_s=retry_after_s)
