@@ -10,6 +10,7 @@ import pytest
 
 from app.cli import main
 from app.errors import ApiError
+from app.factory import create_app
 from app.settings import Settings, SettingsError
 from app.tenants import hashed_form
 from tests.fakes import ScriptedProvider, words
@@ -104,6 +105,23 @@ def test_open_mode_off_loopback_is_refused_per_request_too() -> None:
     assert (caught.value.status, caught.value.code) == (503, "open_mode_refused")
     allowed = Tenancy(tenancy.default_policy, open_mode_anywhere=True)
     assert allowed.identify(None, "10.1.2.3").tenant == "anonymous"
+
+
+@pytest.mark.parametrize("path", ["/chat", "/chat/stream"])
+async def test_open_mode_reached_on_a_public_address_answers_with_the_envelope(
+        path: str) -> None:
+    provider = ScriptedProvider(words("never sent"))
+    app = create_app(Settings.from_env(FAST_DEMO), provider)
+    # As `uvicorn app.main:app --host 0.0.0.0` would deliver it: the server's own address.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://10.1.2.3:8080") as client:
+        response = await client.post(path, json=BODY)
+    assert response.status_code == 503
+    assert response.json()["error"] == {
+        "code": "open_mode_refused", "request_id": response.headers["x-request-id"],
+        "message": "This service has no API keys configured, so it only answers on a "
+                   "loopback address."}
+    assert provider.started == 0
 
 
 def test_open_mode_is_announced_at_start_up() -> None:
