@@ -1,4 +1,5 @@
-"""Layers only look down: app -> streaming -> providers; quota (the limit stores) stands apart."""
+"""Layers only look down: app -> streaming -> providers; quota (the limit stores) stands apart,
+and guard (the detectors) is a library below both the edge and the pipeline."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
-    "providers": {"app", "streaming", "quota"},
+    "providers": {"app", "streaming", "quota", "guard"},
     "streaming": {"app", "quota"},
-    "quota": {"app", "streaming", "providers"},
+    "quota": {"app", "streaming", "providers", "guard"},
+    "guard": {"app", "streaming", "providers", "quota"},
 }
 
 
