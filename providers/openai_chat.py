@@ -26,6 +26,7 @@ from providers.errors import (
     ProviderUnavailable,
     error_for_status,
 )
+from providers.openai_client import openai_client
 from providers.routes import RouteSpec, missing_key
 from providers.types import (
     CompletionRequest,
@@ -62,13 +63,9 @@ class OpenAIChatProvider:
         key = spec.credentials.key if spec.credentials else None
         self._client: AsyncOpenAI | None = None
         if key is not None:
-            self._client = AsyncOpenAI(
-                api_key=key.reveal(),
-                base_url=spec.base_url,
-                # Retries belong to the route chain, which knows about fallback and budgets.
-                max_retries=0,
-                timeout=openai.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
-            )
+            # Retries belong to the route chain, which knows about fallback and budgets.
+            self._client = openai_client(key, spec.base_url, timeout_s=spec.timeout_s,
+                                         connect_timeout_s=spec.connect_timeout_s)
         # OpenAI itself has renamed the cap; servers that speak its protocol know the old name.
         host = (urlsplit(spec.base_url).hostname if spec.base_url else None) or OFFICIAL_HOST
         official = host == OFFICIAL_HOST or host.endswith("." + OFFICIAL_HOST)  # regional ones

@@ -75,7 +75,8 @@ class Upstream:
 
     api_key: str
     script: Script = field(default_factory=Script)
-    # Scripts for the next completion requests, one each, before `script` applies again.
+    # Scripts for the next completion (or moderation) requests, one each, before `script`
+    # applies again.
     queue: list[Script] = field(default_factory=list)
     url: str = ""
     requests: list[Received] = field(default_factory=list)

@@ -1,6 +1,7 @@
 """A fake OpenAI (or OpenAI-compatible) server: `chat.completion.chunk` SSE, `[DONE]`, usage.
 
-Routes: `POST /v1/chat/completions` (streamed) and `GET /v1/models`; bearer-key checked.
+Routes: `POST /v1/chat/completions` (streamed), `POST /v1/moderations` and `GET /v1/models`;
+bearer-key checked.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from starlette.routing import Route
 from tests.upstreams.common import Script, Upstream, answer, receive, refusal, serve
 
 CREATED = 1_732_752_000
+# A text holding this is flagged for violence; holding `FLAG-ME:harassment`, harassment too.
+MODERATION_FLAG = "FLAG-ME"
+MODERATION_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+    "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
+    "sexual/minors", "violence", "violence/graphic",
+)
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid value for 'messages'."),
     404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not "
@@ -103,6 +111,32 @@ class OpenAIWire:
         return JSONResponse(body, status_code=status, headers=headers)
 
 
+def moderation_result(text: str) -> dict[str, Any]:
+    """One entry of `results`, as omni-moderation answers a text input."""
+    flagged: set[str] = set()
+    if MODERATION_FLAG in text:
+        flagged.add("violence")
+        if MODERATION_FLAG + ":harassment" in text:
+            flagged.add("harassment")
+    return {
+        "flagged": bool(flagged),
+        "categories": {name: name in flagged for name in MODERATION_CATEGORIES},
+        "category_scores": {name: 0.9182 if name in flagged else 0.0000118
+                            for name in MODERATION_CATEGORIES},
+        "category_applied_input_types": {name: ["text"] for name in MODERATION_CATEGORIES},
+    }
+
+
+def _moderation_inputs(body: Any) -> list[str] | None:
+    """`input` as a list of texts; None when it is neither a text nor a list of texts."""
+    value = body.get("input") if isinstance(body, dict) else None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(text, str) for text in value):
+        return value
+    return None
+
+
 def _presented_key(request: Request) -> str:
     return request.headers.get("authorization", "").removeprefix("Bearer ")
 
@@ -125,8 +159,28 @@ def openai_app(upstream: Upstream) -> Starlette:
         return JSONResponse({"object": "list", "data": [
             {"id": "gpt-4o-mini", "object": "model", "created": CREATED, "owned_by": "system"}]})
 
+    async def moderations(request: Request) -> Response:
+        """Faults from the next queued script, like a completion: a gateway moderates each
+        request right before it asks for the completion."""
+        received = await receive(upstream, request)
+        refused = await refusal(upstream, OpenAIWire(), request, _presented_key(request),
+                                upstream.take_script())
+        if refused is not None:
+            return refused
+        texts = _moderation_inputs(received.json)
+        if texts is None:
+            return JSONResponse({"error": {
+                "message": "Invalid value for 'input': expected a string or an array of "
+                           "strings.", "type": "invalid_request_error", "param": "input",
+                "code": None}}, status_code=400, headers={"x-request-id": "req_fake0001"})
+        model = str(received.json.get("model") or "omni-moderation-latest")
+        return JSONResponse({"id": "modr-fake0001", "model": model,
+                             "results": [moderation_result(text) for text in texts]},
+                            headers={"x-request-id": "req_fake0001"})
+
     return Starlette(routes=[
         Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/v1/moderations", moderations, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
     ])
 

@@ -1,0 +1,76 @@
+"""Input moderation by OpenAI's moderation endpoint (`POST /v1/moderations`).
+
+One request per check, every text in its `input` list; the verdict is flagged when any
+text is. Failures are the project's `ProviderError`s, mapped as the chat adapter maps them,
+so a caller decides itself whether an unanswered check lets the input through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from providers.credentials import Secret
+from providers.errors import ProviderError, ProviderUnavailable
+from providers.openai_chat import VENDOR, vendor_error
+from providers.openai_client import openai_client
+
+DEFAULT_MODEL = "omni-moderation-latest"
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationVerdict:
+    flagged: bool
+    categories: tuple[str, ...]  # the flagged categories' wire names, sorted: ("violence",)
+
+
+NOT_FLAGGED = ModerationVerdict(False, ())
+
+
+class OpenAIModeration:
+    def __init__(self, *, api_key: Secret, base_url: str | None,
+                 model: str = DEFAULT_MODEL, timeout_s: float = 2.0,
+                 connect_timeout_s: float = 2.0) -> None:
+        self._model = model
+        self._client = openai_client(api_key, base_url, timeout_s=timeout_s,
+                                     connect_timeout_s=connect_timeout_s)
+
+    async def check(self, texts: Sequence[str]) -> ModerationVerdict:
+        """The verdict on all `texts` together; categories come from the flagged ones."""
+        if isinstance(texts, str):  # a str is a Sequence[str]: one text per character
+            raise TypeError("check() takes a sequence of texts, not one str")
+        if not texts:
+            return NOT_FLAGGED  # nothing to judge; the endpoint refuses an empty input
+        try:
+            response = await self._client.moderations.create(model=self._model,
+                                                             input=list(texts))
+        except Exception as exc:
+            raise vendor_error(exc) from None
+        try:
+            return _verdict(response.results, len(texts))
+        except ProviderError:
+            raise
+        except Exception:
+            raise ProviderUnavailable(f"{VENDOR}: malformed moderation response") from None
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _verdict(results: object, expected: int) -> ModerationVerdict:
+    """Read leniently built results (the SDK does not validate them) with care: a missing
+    result must not pass as a clean one."""
+    if not isinstance(results, list) or len(results) != expected:
+        raise ProviderUnavailable(f"{VENDOR}: malformed moderation response")
+    flagged = False
+    categories: set[str] = set()
+    for result in results:
+        if not isinstance(result.flagged, bool):
+            raise ProviderUnavailable(f"{VENDOR}: malformed moderation response")
+        if not result.flagged:
+            continue
+        flagged = True
+        # Wire names ("self-harm/intent"), including categories newer than this SDK.
+        categories.update(name for name, value in result.categories.to_dict().items()
+                          if value is True)
+    return ModerationVerdict(flagged, tuple(sorted(categories)))
