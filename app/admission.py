@@ -118,11 +118,11 @@ class Gatekeeper:
 
     def bill(self, record: StreamRecord, messages: Sequence[Message]) -> Bill:
         """What the request cost: the vendor's usage report for a finished answer; for one
-        that broke off, what the vendor reported so far and at least what was relayed."""
+        that broke off, what the vendor reported so far and at least what it streamed."""
         usage = record.usage
         if record.outcome == "ok" and usage is not None:
             input_tokens, output_tokens, estimated = usage.input_tokens, usage.output_tokens, False
-        elif (usage is None and not record.tokens_emitted
+        elif (usage is None and not record.deltas_received
               and record.error_code in NOT_BILLED_ERRORS):
             return Bill(NOTHING_SPENT, 0.0, False)
         else:
@@ -130,7 +130,7 @@ class Gatekeeper:
             # read the prompt and billed what it generated, so charge the prompt in any case.
             input_tokens = (usage.input_tokens if usage is not None and usage.input_tokens
                             else sum(count_tokens(m.content) for m in messages))
-            output_tokens = max(usage.output_tokens if usage else 0, record.tokens_emitted)
+            output_tokens = max(usage.output_tokens if usage else 0, record.deltas_received)
             estimated = True
         price = self._prices.get(record.model_route or "")
         nano_usd = price.nano_usd(input_tokens, output_tokens) if price else 0

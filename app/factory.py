@@ -22,6 +22,7 @@ from app.errors import (
     handle_http_exception,
     handle_unexpected,
 )
+from app.guardrails import Guardrails
 from app.jsonlog import flush_logs
 from app.lifecycle import Lifecycle
 from app.middleware import EdgeMiddleware
@@ -91,6 +92,10 @@ def create_app(settings: Settings,
             except Exception:  # logged safely here, not as the server's traceback text
                 logger.exception("provider_close_failed")
             try:
+                await guardrails.aclose()
+            except Exception:
+                logger.exception("moderation_close_failed")
+            try:
                 await store.aclose()
             except Exception:
                 logger.exception("limits_store_close_failed")
@@ -114,7 +119,9 @@ def create_app(settings: Settings,
         },
         lifespan=lifespan,
     )
-    app.state.service = ChatService(settings, chain)
+    guardrails = Guardrails(settings.guard)
+    app.state.service = ChatService(settings, chain, guardrails)
+    app.state.guardrails = guardrails
     app.state.lifecycle = lifecycle
     app.state.checks = checks
     app.state.gate = gate

@@ -3,7 +3,9 @@
 Every record becomes one orjson object with `ts`, `level`, `logger`, `event` (the message),
 `pid`, the `request_id` and `trace_id` of the task that logged it, and the record's `extra`
 fields. Exceptions are logged as their types and stack frames only: exception messages are
-where vendors and libraries put request bodies, prompts and keys.
+where vendors and libraries put request bodies, prompts and keys. As a last line of defence,
+every other text field is scrubbed with the built-in PII and secret detectors, so a value
+that slipped into a message (a key in a library's warning) is written as a placeholder.
 
 Records are handed to a queue and written by a listener thread, so a slow log pipe never stalls
 the event loop. At the end of the app's lifespan the queue is drained and lines are written
@@ -26,6 +28,8 @@ from typing import IO, Any
 import orjson
 
 from app import context
+from guard.builtin import BUILTIN
+from guard.scan import Scanner
 
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime", "request_id", "trace_id", "taskName",
@@ -52,7 +56,16 @@ def describe_exception(error: BaseException) -> str:
     return "\n\nwhich was raised while handling:\n".join(reversed(parts))
 
 
+# Fields the service itself fills with ids, times and names: nothing to scrub there.
+_OWN_FIELDS = frozenset({"ts", "level", "logger", "pid", "request_id", "trace_id"})
+_LOG_SCRUBBER = Scanner(list(BUILTIN.values()))
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self, scrub: bool = True) -> None:
+        super().__init__()
+        self._scrubber = _LOG_SCRUBBER if scrub else None
+
     def formatException(self, ei: Any) -> str:
         return describe_exception(ei[1]) if ei[1] is not None else ""
 
@@ -76,7 +89,15 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:  # rendered safely by the queue handler
             line["exception"] = record.exc_text
+        if self._scrubber is not None:
+            self._scrub(line)
         return orjson.dumps(line, default=str).decode()
+
+    def _scrub(self, line: dict[str, Any]) -> None:
+        assert self._scrubber is not None
+        for key, value in line.items():
+            if isinstance(value, str) and len(value) > 5 and key not in _OWN_FIELDS:
+                line[key] = self._scrubber.redact(value)
 
 
 def stamp_request_context() -> None:

@@ -21,6 +21,13 @@ QUOTA_STORE_ERRORS = Counter(
     ["operation", "policy"],
 )
 
+GUARD_HITS = Counter(
+    "hello_ship_guardrail_hits_total",
+    "Guardrail findings by direction (input, output), detector (email, api_key, "
+    "blocked_pattern_0, moderation, ...) and the action taken.",
+    ["direction", "detector", "action"],
+)
+
 
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

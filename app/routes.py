@@ -10,6 +10,7 @@ from app import context
 from app.admission import Bill, Gatekeeper
 from app.body import read_json_object
 from app.errors import JSONResponse
+from app.guardrails import Guardrails
 from app.lifecycle import Lifecycle
 from app.readiness import RouteChecks
 from app.responses import CollectedResponse, StreamResponse
@@ -47,13 +48,20 @@ def identify(request: Request) -> Identity:
 async def _start(request: Request, *, stream: bool) -> ASGIApp:
     service: ChatService = request.app.state.service
     gate: Gatekeeper = request.app.state.gate
+    guardrails: Guardrails = request.app.state.guardrails
     identity = identify(request)
     payload = await read_json_object(request, service.settings.max_body_bytes)
     chat = parse_chat(payload, service.input_limits(identity))
     ctx = context.current.get()
     assert ctx is not None, "EdgeMiddleware sets the request context"
-    prompt = service.prompt(chat)
-    admitted = await gate.admit(identity, prompt, chat.max_tokens)
+    admitted = await gate.admit(identity, service.prompt(chat), chat.max_tokens)
+    try:
+        # After admission, so refused requests still count against the caller's rate limit.
+        chat = await guardrails.check_input(chat, identity.tenant)
+    except BaseException:
+        await gate.settle(admitted, NOTHING_SPENT)
+        raise
+    prompt = service.prompt(chat)  # what the provider is sent, redactions included
 
     charged: list[Bill] = []  # the one bill, made when the answer ends
 

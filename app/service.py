@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from app.admission import Bill
 from app.context import RequestContext
+from app.guardrails import Guardrails
+from app.metrics import GUARD_HITS
 from app.schemas import ChatInput, InputLimits
 from app.settings import Settings
 from app.tenants import Identity
@@ -21,7 +23,7 @@ from providers.tokens import count_tokens
 from providers.types import CompletionRequest, Message
 from streaming.chain import RouteChain
 from streaming.fallback_budget import FallbackWatch
-from streaming.moderation import Moderator, OutputStage, PassThrough
+from streaming.moderation import OutputStage
 from streaming.pipeline import ChatJob
 from streaming.record import StreamRecord
 
@@ -29,12 +31,11 @@ logger = logging.getLogger("hello_ship.request")
 
 
 class ChatService:
-    def __init__(self, settings: Settings, chain: RouteChain,
-                 moderator: Moderator | None = None) -> None:
+    def __init__(self, settings: Settings, chain: RouteChain, guardrails: Guardrails) -> None:
         self.settings = settings
         self.chain = chain
+        self.guardrails = guardrails
         self.fallback_watch = FallbackWatch(settings.fallback_alert_share)
-        self.moderator = moderator or PassThrough()
         self._system: tuple[Message, ...] = (
             (Message("system", settings.system_prompt),) if settings.system_prompt else ())
 
@@ -60,7 +61,7 @@ class ChatService:
                 messages=messages, max_tokens=chat.max_tokens,
                 deadline_at=ctx.started_at + self.settings.retry.request_timeout_s),
             provider=self.chain,
-            stage=OutputStage(self.moderator),
+            stage=OutputStage(self.guardrails.output_guard(identity.tenant)),
             record=StreamRecord(started_at=ctx.started_at),
             heartbeat_s=self.settings.heartbeat_s if stream else None,
             idle_timeout_s=self.settings.idle_timeout_s,
@@ -85,6 +86,11 @@ class ChatService:
         usage = record.usage
         if record.fallback_tier is not None:
             self.fallback_watch.record(record.fallback_tier)
+        redactions = job.stage.redactions
+        for detector, count in redactions.items():
+            GUARD_HITS.labels("output", detector, "redact").inc(count)
+        if record.blocked_by is not None:
+            GUARD_HITS.labels("output", record.blocked_by, "block").inc()
         logger.info("request_end", extra={
             **self._labels(chat, identity, stream),
             "model_route": record.model_route or self.chain.route,
@@ -102,6 +108,8 @@ class ChatService:
             "finish_reason": record.finish_reason,
             "error_code": record.error_code,
             "incident_id": record.incident_id,
+            "output_redactions": dict(redactions) if redactions else None,
+            "blocked_by": record.blocked_by,
         })
 
     def _labels(self, chat: ChatInput, identity: Identity, stream: bool) -> dict[str, object]:

@@ -13,6 +13,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from app.env import EnvReader, SettingsError
+from app.guard_config import GuardSettings, read_guard
 from app.route_config import load_config_file, read_routes
 from app.tenant_config import read_prices, read_tenancy
 from app.tenants import Tenancy, is_loopback
@@ -76,6 +77,7 @@ class Settings:
     prices: Mapping[str, Price] = field(
         default_factory=lambda: {f"demo/{DEFAULT_MODELS['demo']}": FREE})
     quota: QuotaSettings = QuotaSettings()
+    guard: GuardSettings = GuardSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -155,6 +157,7 @@ def _read(env: EnvReader) -> Settings:
                 "LIMITS_ON_REDIS_ERROR", "closed", ("open", "closed")) == "open" else "closed",
             retention_days=env.number("USAGE_RETENTION_DAYS", 35, int, 1, 400),
         ),
+        guard=read_guard(env, config),
     )
 
 

@@ -36,7 +36,8 @@ from quota.prices import FREE, Price
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TENANT_KEYS = frozenset({"keys", "rpm", "user_rpm", "max_streams", "daily_budget_tokens",
-                          "daily_budget_usd", "max_output_tokens"})
+                          "daily_budget_usd", "max_output_tokens",
+                          "guard"})  # the guard table is read by app.guard_config
 _MAX_COUNT = 1_000_000_000_000
 _Count = TypeVar("_Count", bound=int | None)  # a limit with a default, or an optional one
 

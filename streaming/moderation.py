@@ -1,64 +1,118 @@
-"""The output-moderation stage every route's text passes through before it leaves.
+"""The output guard: every route's text passes through it before it leaves, on both endpoints.
 
-A `Moderator` reviews released text and returns what may be shown (itself, or a redacted copy)
-or raises `OutputBlocked`. A moderator that judges whole sentences asks for them with
-`needs_sentences`, and the stage then holds text in a `SentenceBuffer`; one that does not,
-such as the default pass-through, sees each delta at once, so it costs no time to first token.
-The buffer's hold time is checked as deltas arrive; releasing held text while the provider is
-silent needs a timer, which belongs with the first policy that buffers.
+With nothing to detect (every category allowed) the stage passes each delta straight through
+and costs nothing. Otherwise text is held in a `SentenceBuffer` and each release is scanned
+before it is sent: with look-back into what was already released, and with release points
+moved back so no value that a detector must see whole is cut in two (see `guard.scan`). A
+finding is then redacted in place, or stops the answer (`OutputBlocked`), per its category.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
+from guard.detectors import Category, Finding
+from guard.scan import Scanner, cut_off_end, redact, settled_cut
 from streaming.sentences import SentenceBuffer
+
+OutputAction = Literal["allow", "redact", "block"]
 
 
 class OutputBlocked(Exception):
-    """The text under review must not reach the client; `code` names the policy that fired."""
+    """The text under review must not reach the client; says which detector fired, never
+    the text."""
 
-    def __init__(self, code: str = "output_blocked") -> None:
-        super().__init__(code)
-        self.code = code
+    def __init__(self, detector: str, category: Category) -> None:
+        super().__init__(f"{category}:{detector}")
+        self.detector = detector
+        self.category = category
 
 
-class Moderator(Protocol):
+@dataclass(frozen=True, slots=True)
+class OutputGuard:
+    """One policy's output guard, shared by its requests: detectors of the categories that are
+    not allowed, what to do on a finding, and how long text may be held."""
+
+    scanner: Scanner
+    actions: Mapping[Category, OutputAction]
+    max_chars: int = 400
+    max_hold_s: float = 0.1
+
     @property
-    def needs_sentences(self) -> bool: ...
-
-    def review(self, text: str) -> str: ...
-
-
-class PassThrough:
-    """The default policy: every delta is released as it arrives, unchanged."""
-
-    needs_sentences = False
-
-    def review(self, text: str) -> str:
-        return text
+    def active(self) -> bool:
+        return bool(self.scanner)
 
 
 class OutputStage:
-    """One request's moderation state: a sentence buffer when the moderator wants one."""
+    """One request's output guard state."""
 
-    __slots__ = ("_buffer", "_moderator")
+    __slots__ = ("_buffer", "_context", "_guard", "_tail_redacted", "redactions")
 
-    def __init__(self, moderator: Moderator, buffer: SentenceBuffer | None = None) -> None:
-        self._moderator = moderator
-        self._buffer = (buffer or SentenceBuffer()) if moderator.needs_sentences else None
+    def __init__(self, guard: OutputGuard | None = None) -> None:
+        self._guard = guard if guard is not None and guard.active else None
+        self._buffer = (SentenceBuffer(guard.max_chars, guard.max_hold_s, settled_cut)
+                        if self._guard is not None and guard is not None else None)
+        self._context = ""  # the end of the raw text already released, for look-back
+        self._tail_redacted = False  # the last release ended inside a redacted value
+        self.redactions: Counter[str] = Counter()  # detector -> values redacted
+
+    @property
+    def buffers(self) -> bool:
+        return self._buffer is not None
+
+    @property
+    def hold_s(self) -> float:
+        return self._buffer.max_hold_s if self._buffer is not None else 0.0
+
+    def deadline(self) -> float | None:
+        """When held text is due to be released even though the provider is quiet."""
+        return self._buffer.deadline() if self._buffer is not None else None
 
     def feed(self, text: str, now: float) -> str:
-        """Moderated text to release now; '' while the buffer is holding."""
-        if self._buffer is not None:
-            text = self._buffer.push(text, now)
-            if not text:
-                return ""
-        return self._moderator.review(text)
+        """Guarded text to release now; '' while holding. Raises `OutputBlocked`."""
+        if self._buffer is None:
+            return text
+        return self._review(self._buffer.push(text, now))
 
-    def flush(self) -> str:
-        """Moderated remainder at the end of the stream."""
+    def release_due(self, now: float) -> str:
+        """Guarded text whose hold time has run out."""
         if self._buffer is None:
             return ""
-        text = self._buffer.drain()
-        return self._moderator.review(text) if text else ""
+        return self._review(self._buffer.release_due(now))
+
+    def flush(self, complete: bool = True) -> str:
+        """The guarded remainder when the stream ends. An answer that broke off loses a last
+        run that may be half a value (see `cut_off_end`)."""
+        if self._buffer is None:
+            return ""
+        held = self._buffer.drain()
+        return self._review(held if complete else held[:cut_off_end(held)])
+
+    def _review(self, raw: str) -> str:
+        guard = self._guard
+        if not raw or guard is None:
+            return raw
+        since = len(self._context)
+        text = self._context + raw
+        findings = [finding for finding in guard.scanner.findings(text, since)
+                    if guard.actions.get(finding.category, "redact") != "allow"]
+        reach = guard.scanner.reach
+        self._context = text[-reach:] if len(text) > reach else text
+        if not findings:
+            self._tail_redacted = False
+            return raw
+        for finding in findings:
+            if guard.actions.get(finding.category) == "block":
+                raise OutputBlocked(finding.detector, finding.category)
+        released = redact(text, findings, since, continued="" if self._tail_redacted else None)
+        self._count(findings, since)
+        self._tail_redacted = max(finding.end for finding in findings) >= len(text)
+        return released
+
+    def _count(self, findings: list[Finding], since: int) -> None:
+        for finding in findings:
+            if finding.start >= since or not self._tail_redacted:
+                self.redactions[finding.detector] += 1

@@ -3,7 +3,8 @@
 Tasks in the group:
 - relay: provider events -> output stage -> `meta` and `token` frames, then exactly one
   terminal frame (`done` or `error`), whatever happened;
-- ticker: a heartbeat frame whenever nothing was sent for `heartbeat_s`, and, once the server
+- ticker: a heartbeat frame whenever nothing was sent for `heartbeat_s`; text the output
+  guard held for its maximum hold time while the provider is quiet; and, once the server
   is shutting down, a cut after `stop_grace_s` that ends the answer with a `shutting_down`
   error frame instead of leaving the client mid-sentence.
 
@@ -77,6 +78,8 @@ class ChatJob:
 
 
 CutReason = Literal["shutdown", "idle", "deadline"]
+# Why the ticker ended the answer: a time limit, or the guard refusing text it released.
+Cut = CutReason | OutputBlocked
 CHAIN_DEADLINE_GRACE_S = 1.0
 
 
@@ -108,13 +111,26 @@ class _Emitter:
             await self._out.send(frame)
             self.last_event = self.last_sent = time.monotonic()
 
-    async def token(self, text: str, now: float) -> None:
+    def _count_token(self, now: float) -> None:
         record = self._record
         if record.first_token_at is None:
             record.first_token_at = now
         record.tokens_emitted += 1
         self.last_sent = now
+
+    async def token(self, text: str, now: float) -> None:
+        self._count_token(now)
         await self._send_token(TokenFrame(text))
+
+    def has_room(self) -> bool:
+        """A frame sent now would not wait, nor overtake a frame that is waiting."""
+        stats = self._out.statistics()
+        return stats.current_buffer_used < stats.max_buffer_size and not stats.tasks_waiting_send
+
+    def token_now(self, text: str, now: float) -> None:
+        """Send a token frame without waiting; only after `has_room`."""
+        self._count_token(now)
+        self._out.send_nowait(TokenFrame(text))
 
 
 async def run_pipeline(
@@ -127,22 +143,28 @@ async def run_pipeline(
     emitter = _Emitter(out, job.record)
     async with out:
         terminal: TerminalFrame | None = None
-        cut: list[CutReason] = []
+        cut: list[Cut] = []
         async with anyio.create_task_group() as group:
-            if job.heartbeat_s or stop is not None or job.idle_timeout_s or job.deadline_s:
+            if (job.heartbeat_s or stop is not None or job.idle_timeout_s or job.deadline_s
+                    or job.stage.buffers):
                 group.start_soon(_tick, emitter, job, stop, stop_grace_s, group.cancel_scope,
                                  cut)
             terminal = await _relay(job, emitter)
             group.cancel_scope.cancel()
         if terminal is None:  # only the ticker cancels this group before the relay ends
-            terminal = _cut_frame(job, cut[0] if cut else "shutdown")
+            reason = cut[0] if cut else "shutdown"
+            if not isinstance(reason, OutputBlocked):
+                reason = await _release_held(job.stage, emitter) or reason
+            terminal = _cut_frame(job, reason)
         _record_terminal(job.record, terminal)
         if job.on_terminal is not None:
             await job.on_terminal(job.record)
         await emitter.send(terminal)
 
 
-def _cut_frame(job: ChatJob, reason: CutReason) -> TerminalFrame:
+def _cut_frame(job: ChatJob, reason: Cut) -> TerminalFrame:
+    if isinstance(reason, OutputBlocked):
+        return _failure_frame(job, reason)
     if reason == "shutdown":
         return error_frame("shutting_down", request_id=job.request_id,
                            tokens_emitted=job.record.tokens_emitted)
@@ -161,13 +183,12 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
     record, stage, route = job.record, job.stage, job.provider.route
     usage: Usage | None = None
     finish_reason = "stop"
-    deltas = 0
     try:
         events = job.provider.stream(job.request)
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
-                    deltas += 1
+                    record.deltas_received += 1
                     if record.model_route is None:
                         record.model_route = route
                         emitter.answering = True
@@ -197,13 +218,28 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
             # ended this stream, so let it continue.
             logger.exception("provider_close_failed", extra={"route": route})
             await anyio.lowlevel.checkpoint()
+        if not isinstance(exc, OutputBlocked):
+            exc = await _release_held(stage, emitter) or exc
         return _failure_frame(job, exc)
     if record.model_route is None:  # an empty answer still names its route
         record.model_route = route
         await emitter.send(MetaFrame(job.request_id, route))
     if usage is None:  # the vendor sent no usage: estimate it (vendors send ~a token a delta)
-        usage = Usage(sum(count_tokens(m.content) for m in job.request.messages), deltas)
+        usage = Usage(sum(count_tokens(m.content) for m in job.request.messages),
+                      record.deltas_received)
     return DoneFrame(finish_reason=finish_reason, usage=usage, model_route=route)
+
+
+async def _release_held(stage: OutputStage, emitter: _Emitter) -> OutputBlocked | None:
+    """Before an answer that broke off ends, send what the guard held and cleared, so the
+    client keeps every word the model got to; the refusal instead if that text is refused."""
+    try:
+        rest = stage.flush(complete=False)
+    except OutputBlocked as blocked:
+        return blocked
+    if rest:
+        await emitter.token(rest, time.monotonic())
+    return None
 
 
 def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
@@ -225,7 +261,10 @@ def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
                            tokens_emitted=tokens_emitted, retry_after=exc.retry_after,
                            message=job.degraded_message if degraded else None)
     if isinstance(exc, OutputBlocked):
-        logger.warning("output_blocked", extra={"route": route, "policy": exc.code})
+        record.blocked_by = exc.detector
+        logger.warning("output_blocked", extra={"route": route, "detector": exc.detector,
+                                                "category": exc.category,
+                                                "tokens_emitted": tokens_emitted})
         return error_frame("output_blocked", request_id=job.request_id,
                            tokens_emitted=tokens_emitted)
     logger.error("pipeline_failed", extra={"route": route}, exc_info=exc)
@@ -257,13 +296,13 @@ def _record_terminal(record: StreamRecord, terminal: TerminalFrame) -> None:
 
 
 async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace_s: float,
-                group_scope: anyio.CancelScope, cut: list[CutReason]) -> None:
+                group_scope: anyio.CancelScope, cut: list[Cut]) -> None:
     """One timer task per stream for everything time-based: heartbeats while the stream is
-    quiet, the idle limit between the provider's events, the request deadline, and once
-    `stop` is set, the cut after the shutdown grace. A cut cancels the relay and says why in
-    `cut`.
+    quiet, releasing text the output guard held for its hold time, the idle limit between
+    the provider's events, the request deadline, and once `stop` is set, the cut after the
+    shutdown grace. A cut cancels the relay and says why in `cut`.
     """
-    heartbeat_s, idle_s = job.heartbeat_s, job.idle_timeout_s
+    heartbeat_s, idle_s, stage = job.heartbeat_s, job.idle_timeout_s, job.stage
     deadline = job.record.started_at + job.deadline_s if job.deadline_s else math.inf
     cut_at = math.inf
     while True:
@@ -282,11 +321,33 @@ async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace
             cut.append(reason)
             group_scope.cancel()
             return
+        release_at = stage.deadline()
+        if release_at is not None and now >= release_at:
+            # Released text is sent without waiting, so cancelling this task (the relay
+            # ended) can never drop it mid-send. A reader too far behind to take it has
+            # frames to read meanwhile: the release is tried again one hold time later.
+            if not emitter.has_room():
+                release_at = now + stage.hold_s
+            else:
+                try:
+                    text = stage.release_due(now)
+                except OutputBlocked as blocked:
+                    cut.append(blocked)
+                    group_scope.cancel()
+                    return
+                if text:
+                    emitter.token_now(text, now)
+                continue
         next_beat = emitter.last_sent + heartbeat_s if heartbeat_s else math.inf
         if now >= next_beat:
             await emitter.send(HEARTBEAT)
             continue
-        wake = min(next_beat, cut_at, deadline_at, idle_at)
+        wake = min(next_beat, cut_at, deadline_at, idle_at,
+                   math.inf if release_at is None else release_at)
+        if stage.buffers:
+            # Text the relay gives the guard while this sleeps is due one hold time later at
+            # the soonest: waking that often finds each deadline before it passes.
+            wake = min(wake, now + stage.hold_s)
         if idle_s and idle_at == math.inf:
             # An answer may start (or a blocked send end) while this sleeps: waking within
             # `idle_s` arms the idle limit before it could be due.

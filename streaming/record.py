@@ -18,13 +18,15 @@ class StreamRecord:
     outcome: Outcome = "pending"
     model_route: str | None = None
     first_token_at: float | None = None
-    tokens_emitted: int = 0
+    tokens_emitted: int = 0  # token frames sent; the output guard may join deltas into one
+    deltas_received: int = 0  # text deltas the model produced: what the vendor bills
     usage: Usage | None = None
     finish_reason: str | None = None
     error_code: str | None = None
     incident_id: str | None = None
     fallback_tier: str | None = None  # primary, fallback, or static (the degraded copy)
     attempts: int = 0  # on the route that answered
+    blocked_by: str | None = None  # the output guard's detector that stopped the answer
 
     def ttft_ms(self) -> float | None:
         if self.first_token_at is None:

@@ -2,27 +2,38 @@
 
 Output moderation needs to see text in units a detector can judge, but users judge the stream
 by its pace, so text is released at the last sentence end, when the held text reaches
-`max_chars`, or when the oldest held character has waited `max_hold_s`. No I/O, no clock of
-its own: the caller passes `now`, which keeps it table-testable.
+`max_chars`, or when the oldest held character has waited `max_hold_s`. A `settle` function
+may move each release point back (never forward), so that a value a detector must see whole is
+not cut in two; what it keeps back waits for the next release point. No I/O, no clock of its
+own: the caller passes `now`, which keeps it table-testable.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 # A sentence ends at . ! ? or an ellipsis, optionally followed by closing quotes or brackets,
 # and then whitespace or the end of what is held; a line break always ends one.
 _SENTENCE_END = re.compile(r"""(?:[.!?\u2026]+["'\u2019\u201d)\]]*(?=\s|$)|\n)""")
 
+Settle = Callable[[str, int], int]  # (held text, proposed cut) -> the cut to make
+
+
+def _as_proposed(held: str, cut: int) -> int:
+    return cut
+
 
 class SentenceBuffer:
-    __slots__ = ("_held", "_held_since", "max_chars", "max_hold_s")
+    __slots__ = ("_held", "_held_since", "_settle", "max_chars", "max_hold_s")
 
-    def __init__(self, max_chars: int = 400, max_hold_s: float = 0.6) -> None:
+    def __init__(self, max_chars: int = 400, max_hold_s: float = 0.6,
+                 settle: Settle = _as_proposed) -> None:
         if max_chars < 1 or max_hold_s < 0:
             raise ValueError("max_chars must be >= 1 and max_hold_s >= 0")
         self.max_chars = max_chars
         self.max_hold_s = max_hold_s
+        self._settle = settle
         self._held = ""
         self._held_since: float | None = None
 
@@ -44,23 +55,27 @@ class SentenceBuffer:
             self._held_since = now
         self._held += text
         if len(self._held) >= self.max_chars or now - self._held_since >= self.max_hold_s:
-            return self.drain()
+            return self._release(len(self._held), now)
         cut = 0
         for sentence_end in _SENTENCE_END.finditer(self._held):
             cut = sentence_end.end()
-        if not cut:
-            return ""
-        released, self._held = self._held[:cut], self._held[cut:]
-        self._held_since = now if self._held else None
-        return released
+        return self._release(cut, now) if cut else ""
 
     def release_due(self, now: float) -> str:
-        """Release everything if the hold time has run out, else nothing."""
+        """Release what may go if the hold time has run out, else nothing."""
         deadline = self.deadline()
         if deadline is not None and now >= deadline:
-            return self.drain()
+            return self._release(len(self._held), now)
         return ""
 
     def drain(self) -> str:
+        """Everything held: the stream has ended, nothing more can follow."""
         released, self._held, self._held_since = self._held, "", None
+        return released
+
+    def _release(self, cut: int, now: float) -> str:
+        cut = self._settle(self._held, cut)
+        released, self._held = self._held[:cut], self._held[cut:]
+        # What is kept back starts a new hold, so a deadline passed does not fire again at once.
+        self._held_since = now if self._held else None
         return released

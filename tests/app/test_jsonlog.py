@@ -95,3 +95,18 @@ def test_flushing_loses_no_line_logged_meanwhile_from_another_thread() -> None:
     numbers = [orjson.loads(line)["n"] for line in stream.getvalue().splitlines()
                if '"tests.flush"' in line]
     assert sorted(numbers) == list(range(sent))
+
+
+def test_pii_and_secrets_that_slip_into_a_line_are_scrubbed() -> None:
+    """The last line of defence: a library's warning quoting a key or a user's address."""
+    key = "sk-proj-" + "Zq8sK2mX9vL4nR7tW1yB3cD5"
+    record = logging.LogRecord("tests.jsonlog", logging.WARNING, __file__, 1,
+                               "retrying with key %s", (key,), None)
+    record.detail = "reply to jane.doe@example.com about 4111 1111 1111 1111"
+    record.count = 4111111111111111  # numbers are the service's own fields, left alone
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line["event"] == "retrying with key [redacted:api_key]"
+    assert line["detail"] == ("reply to [redacted:email] about [redacted:credit_card]")
+    assert line["count"] == 4111111111111111
+    unscrubbed = orjson.loads(JsonFormatter(scrub=False).format(record))
+    assert key in unscrubbed["event"]

@@ -230,7 +230,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def test_a_cancelled_stream_settles_what_it_used_and_frees_its_slot(tmp_path: Path) -> None:
-    provider = ScriptedProvider(words("one two three four five six seven eight", 0.05))
+    # Sentence ends, so the output guard releases each word as the next one arrives.
+    provider = ScriptedProvider(words("One. Two. Three. Four. Five. Six. Seven. Eight.", 0.05))
     settings = limits_settings(tmp_path, {"max_streams": 1, "daily_budget_tokens": 10_000})
     with serving(settings, provider) as live:
         open_and_read(live, b"event: token")
@@ -239,7 +240,7 @@ def test_a_cancelled_stream_settles_what_it_used_and_frees_its_slot(tmp_path: Pa
         today = usage(live)["today"]
         assert chat(live).status_code == 200  # the slot is free again
     assert today["reserved_tokens"] == 0
-    # No usage report from a cut stream: the input estimate plus the tokens relayed.
+    # No usage report from a cut stream: the input estimate plus the tokens streamed.
     assert today["input_tokens"] == 1 and 3 <= today["output_tokens"] < 8
 
 

@@ -79,7 +79,8 @@ def test_a_request_has_start_end_and_access_lines(service: ServiceProcess) -> No
                   "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "tokens_emitted"):
         assert field in end, field
     assert end["status"] == "ok" and end["http_status"] == 200
-    assert end["output_tokens"] == end["tokens_emitted"] > 0
+    # token frames: the output guard sends the model's tokens a sentence at a time
+    assert end["output_tokens"] > end["tokens_emitted"] > 0
     assert 0 < end["ttft_ms"] <= end["latency_ms"]
     assert access["method"] == "POST" and access["path"] == "/chat" and access["status"] == 200
 
@@ -117,7 +118,8 @@ def test_a_stream_failing_midway_logs_code_incident_and_tokens() -> None:
         end = running.wait_for_log("request_end", request_id="fails")
         attempt = running.wait_for_log("provider_failed", request_id="fails")
     assert end["status"] == "error" and end["error_code"] == "stream_interrupted"
-    assert end["tokens_emitted"] == 3 and end["incident_id"].startswith("inc_")
+    # the three tokens, sent in one release of the output guard before the error frame
+    assert end["tokens_emitted"] == 1 and end["incident_id"].startswith("inc_")
     assert attempt["route"] == "demo/hello-1" and attempt["status_code"] == 503
     assert attempt["error_class"] == "ProviderUnavailable"
 

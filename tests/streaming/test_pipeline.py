@@ -6,6 +6,8 @@ from functools import partial
 import anyio
 import pytest
 
+from guard.detectors import PatternDetector
+from guard.scan import Scanner
 from providers.errors import ProviderRateLimited, ProviderRejected, ProviderUnavailable
 from providers.types import CompletionRequest, Finish, Message, Usage
 from streaming.frames import (
@@ -16,7 +18,7 @@ from streaming.frames import (
     MetaFrame,
     TokenFrame,
 )
-from streaming.moderation import OutputBlocked, OutputStage, PassThrough
+from streaming.moderation import OutputGuard, OutputStage
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
 from tests.fakes import Fail, ScriptedProvider, Sleep, Step, words
@@ -27,7 +29,7 @@ REQUEST = CompletionRequest(messages=(Message("user", "hello there"),), max_toke
 def make_job(provider: ScriptedProvider, heartbeat_s: float | None = None,
              stage: OutputStage | None = None) -> ChatJob:
     return ChatJob(request_id="req_test", request=REQUEST, provider=provider,
-                   stage=stage or OutputStage(PassThrough()),
+                   stage=stage or OutputStage(),
                    record=StreamRecord(started_at=time.monotonic()), heartbeat_s=heartbeat_s)
 
 
@@ -199,39 +201,71 @@ async def test_shutdown_lets_an_answer_finish_within_the_grace() -> None:
     assert text_of(frames) == "short one"
 
 
-class SentenceRecorder:
-    needs_sentences = True
-
-    def __init__(self, block_on: str | None = None) -> None:
-        self.reviewed: list[str] = []
-        self.block_on = block_on
-
-    def review(self, text: str) -> str:
-        self.reviewed.append(text)
-        if self.block_on and self.block_on in text:
-            raise OutputBlocked()
-        return text.replace("secret", "[redacted]")
+SECRET = PatternDetector("secret_word", "secret", r"secret\w*")
+FORBIDDEN = PatternDetector("forbidden", "blocked", r"Forbidden")
 
 
-async def test_a_sentence_moderator_sees_whole_sentences_and_can_redact() -> None:
-    moderator = SentenceRecorder()
+def guarded(*detectors: PatternDetector, hold_s: float = 5.0) -> OutputStage:
+    return OutputStage(OutputGuard(Scanner(detectors), {"secret": "redact", "blocked": "block"},
+                                   max_chars=400, max_hold_s=hold_s))
+
+
+async def test_the_output_guard_releases_sentences_and_redacts() -> None:
+    stage = guarded(SECRET)
     frames = await frames_of(make_job(
-        ScriptedProvider(words("First one. The secret part. Tail")),
-        stage=OutputStage(moderator)))
-    assert moderator.reviewed == ["First one.", " The secret part.", " Tail"]
-    assert text_of(frames) == "First one. The [redacted] part. Tail"
+        ScriptedProvider(words("First one. The secret part. Tail")), stage=stage))
+    released = [f.token for f in frames if isinstance(f, TokenFrame)]
+    # a sentence end with nothing after it yet is not final ("part." may be "part.com"):
+    # the last word waits for the next token
+    assert released == ["First ", "one.", " The [redacted:secret_word] ", "part.", " Tail"]
+    assert stage.redactions == {"secret_word": 1}
     done = frames[-1]
     assert isinstance(done, DoneFrame)
     # 3 frames left, but the model produced 6 deltas: usage counts what the model produced
     assert done.usage.output_tokens == 6
 
 
-async def test_a_blocking_moderator_stops_the_stream_and_the_provider() -> None:
+async def test_a_blocked_finding_stops_the_stream_and_the_provider() -> None:
     provider = ScriptedProvider(words("Fine here. Forbidden words now. More text", delay=0.01))
-    frames = await frames_of(make_job(provider, stage=OutputStage(SentenceRecorder("Forbidden"))))
+    job = make_job(provider, stage=guarded(FORBIDDEN))
+    frames = await frames_of(job)
     assert text_of(frames) == "Fine here."
     (terminal,) = terminals(frames)
     assert isinstance(terminal, ErrorFrame) and terminal.code == "output_blocked"
+    assert terminal.tokens_emitted == 2  # "Fine ", "here."
+    assert provider.closed_early == 1
+    assert job.record.blocked_by == "forbidden"
+
+
+async def test_held_text_is_released_at_the_hold_time_while_the_provider_is_quiet() -> None:
+    """No sentence end and no next token for a while: what is held goes out at the hold
+    time (all but the last word, which may still grow into a value a detector must see)."""
+    provider = ScriptedProvider(["The answer is being", " computed", Sleep(1.0), " now."])
+    job = make_job(provider, stage=guarded(SECRET, hold_s=0.15))
+    send, receive = anyio.create_memory_object_stream[Frame](32)
+    arrivals: list[tuple[float, str]] = []
+    started = time.monotonic()
+    with receive:
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_pipeline, job, send)
+            async for frame in receive:
+                if isinstance(frame, TokenFrame):
+                    arrivals.append((time.monotonic() - started, frame.token))
+    assert "".join(token for _, token in arrivals) == "The answer is being computed now."
+    first_at, first = arrivals[0]
+    assert first == "The answer is being "
+    assert first_at < 0.6  # the hold time, not the provider's 1 s silence
+
+
+async def test_a_blocked_finding_released_by_the_hold_timer_ends_the_answer() -> None:
+    provider = ScriptedProvider(["Fine. Forbidden", " stuff and", Sleep(2.0), " more"])
+    job = make_job(provider, stage=guarded(FORBIDDEN, hold_s=0.1))
+    started = time.monotonic()
+    frames = await frames_of(job)
+    (terminal,) = terminals(frames)
+    assert isinstance(terminal, ErrorFrame) and terminal.code == "output_blocked"
+    assert "Forbidden" not in text_of(frames)
+    assert time.monotonic() - started < 1.5
     assert provider.closed_early == 1
 
 
@@ -240,7 +274,7 @@ async def test_a_slow_reader_is_not_taken_for_a_quiet_provider() -> None:
     to take frames does not count."""
     provider = ScriptedProvider(words("tok " * 100))
     job = ChatJob(request_id="req_test", request=REQUEST, provider=provider,
-                  stage=OutputStage(PassThrough()),
+                  stage=OutputStage(),
                   record=StreamRecord(started_at=time.monotonic()), idle_timeout_s=0.2)
     send, receive = anyio.create_memory_object_stream[Frame](4)
     frames: list[Frame] = []
@@ -256,7 +290,7 @@ async def test_a_slow_reader_is_not_taken_for_a_quiet_provider() -> None:
 async def test_a_provider_going_quiet_mid_answer_is_cut_at_the_idle_limit() -> None:
     provider = ScriptedProvider(["one", " two", Sleep(5), " three"])
     job = ChatJob(request_id="req_test", request=REQUEST, provider=provider,
-                  stage=OutputStage(PassThrough()),
+                  stage=OutputStage(),
                   record=StreamRecord(started_at=time.monotonic()), idle_timeout_s=0.2)
     started = time.monotonic()
     frames = await frames_of(job)
@@ -266,12 +300,12 @@ async def test_a_provider_going_quiet_mid_answer_is_cut_at_the_idle_limit() -> N
     assert provider.closed_early == 1
 
 
-async def test_the_deadline_holds_while_a_moderator_buffers_a_stalled_sentence() -> None:
+async def test_the_deadline_holds_while_the_guard_holds_a_stalled_sentence() -> None:
     """Text arrived, none released yet (the sentence is not finished), then the vendor
     stalls: the request deadline still ends it."""
     provider = ScriptedProvider(["Hello", Sleep(30), " world."])
     job = ChatJob(request_id="req_test", request=REQUEST, provider=provider,
-                  stage=OutputStage(SentenceRecorder()),
+                  stage=guarded(SECRET),
                   record=StreamRecord(started_at=time.monotonic()), deadline_s=0.4)
     started = time.monotonic()
     frames = await frames_of(job)

@@ -33,3 +33,17 @@ def test_drain_returns_everything_held() -> None:
     buffer.push("no end", 0.0)
     assert buffer.drain() == "no end"
     assert buffer.held == ""
+
+
+def test_settle_keeps_back_what_may_still_grow_and_restarts_its_hold() -> None:
+    def keep_last_word(held: str, cut: int) -> int:
+        return held.rfind(" ", 0, cut) + 1 if cut == len(held) else cut
+
+    buffer = SentenceBuffer(max_chars=100, max_hold_s=0.5, settle=keep_last_word)
+    assert buffer.push("one two thr", 0.0) == ""
+    assert buffer.release_due(0.5) == "one two "
+    assert buffer.held == "thr"
+    assert buffer.deadline() == 1.0  # a new hold, not a deadline already passed
+    assert buffer.release_due(0.6) == ""
+    assert buffer.push("ee. Four", 0.7) == "three."
+    assert buffer.drain() == " Four"

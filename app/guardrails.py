@@ -1,0 +1,113 @@
+"""The guardrails at the edge: each tenant's input guard and output guard, built once.
+
+The input guard runs after admission (a flood of refused requests still counts against the
+caller's rate limit) and before any provider call: pattern and PII detectors first, then the
+optional moderation backend. A refusal is a 400 `input_blocked` that names the category,
+never the text. The output guard is handed to the pipeline, where every route's answer passes
+through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import replace
+
+import anyio
+
+from app.errors import ApiError
+from app.guard_config import GuardSettings
+from app.metrics import GUARD_HITS
+from app.schemas import ChatInput
+from guard.input import InputGuard
+from guard.policy import GuardPolicy
+from guard.scan import Scanner
+from providers.errors import ProviderError
+from providers.openai_moderation import OpenAIModeration
+from providers.types import Message
+from streaming.moderation import OutputGuard
+
+logger = logging.getLogger("hello_ship.guard")
+
+INPUT_BLOCKED = "The request was refused by the content policy."
+MODERATION_RETRY_AFTER_S = 5
+
+
+class Guardrails:
+    def __init__(self, settings: GuardSettings) -> None:
+        self._settings = settings
+        self._input: dict[GuardPolicy, InputGuard] = {}
+        self._output: dict[GuardPolicy, OutputGuard] = {}
+        for policy in {settings.policy, *settings.tenant_policies.values()}:
+            self._input[policy] = InputGuard(settings.detectors, policy)
+            detectors = [detector for detector in settings.detectors
+                         if policy.on_output(detector.category) != "allow"]
+            self._output[policy] = OutputGuard(
+                Scanner(detectors), {"pii": policy.output_pii, "secret": policy.output_secrets,
+                                     "blocked": "block"},
+                settings.buffer_chars, settings.hold_s)
+        moderation = settings.moderation
+        self._moderation = None
+        if moderation.backend == "openai" and moderation.api_key is not None:
+            self._moderation = OpenAIModeration(
+                api_key=moderation.api_key, base_url=moderation.base_url,
+                model=moderation.model, timeout_s=moderation.timeout_s,
+                connect_timeout_s=moderation.timeout_s)
+
+    def output_guard(self, tenant: str) -> OutputGuard:
+        return self._output[self._settings.policy_for(tenant)]
+
+    async def check_input(self, chat: ChatInput, tenant: str) -> ChatInput:
+        """The request as it may be sent on, or `ApiError` 400 `input_blocked`."""
+        guard = self._input[self._settings.policy_for(tenant)]
+        verdict = guard.check([message.content for message in chat.messages])
+        if verdict.refused is not None:
+            raise self._refusal(verdict.refused.category, verdict.refused.detector)
+        if verdict.redactions:
+            chat = replace(chat, messages=tuple(
+                Message(message.role, text) for message, text in zip(
+                    chat.messages, verdict.texts, strict=True)))
+            self._redacted(verdict.redactions)
+        if self._moderation is not None:
+            await self._moderate(chat)
+        return chat
+
+    async def _moderate(self, chat: ChatInput) -> None:
+        assert self._moderation is not None
+        moderation = self._settings.moderation
+        try:
+            # The SDK's timeouts are per read; this bounds the whole check.
+            with anyio.fail_after(moderation.timeout_s * 2):
+                result = await self._moderation.check([m.content for m in chat.messages])
+        except (ProviderError, TimeoutError) as exc:
+            policy = moderation.on_error
+            logger.warning("moderation_failed", extra={
+                "error_class": type(exc).__name__,
+                "status_code": exc.status_code if isinstance(exc, ProviderError) else None,
+                "policy": policy})
+            GUARD_HITS.labels("input", "moderation_unavailable",
+                              "refuse" if policy == "closed" else "allow").inc()
+            if policy == "closed":
+                raise ApiError(503, "moderation_unavailable",
+                               "The content check is unavailable; please retry shortly.",
+                               headers={"Retry-After": str(MODERATION_RETRY_AFTER_S)},
+                               retryable=True) from None
+            return
+        if result.flagged:
+            raise self._refusal("moderation", "moderation",
+                                moderation_categories=list(result.categories))
+
+    def _refusal(self, category: str, detector: str, **details: object) -> ApiError:
+        logger.info("input_blocked", extra={"category": category, "detector": detector,
+                                            **details})
+        GUARD_HITS.labels("input", detector, "refuse").inc()
+        return ApiError(400, "input_blocked", INPUT_BLOCKED, reason=category)
+
+    def _redacted(self, redactions: Counter[str]) -> None:
+        logger.info("input_redacted", extra={"redactions": dict(redactions)})
+        for detector, count in redactions.items():
+            GUARD_HITS.labels("input", detector, "redact").inc(count)
+
+    async def aclose(self) -> None:
+        if self._moderation is not None:
+            await self._moderation.aclose()

@@ -1,0 +1,115 @@
+"""The output guard on streamed text: no detected value leaves, however the tokens fall."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guard.builtin import BUILTIN
+from guard.scan import Scanner
+from streaming.moderation import OutputAction, OutputBlocked, OutputGuard, OutputStage
+
+JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkphbmUifQ."
+       "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+VALUES = {
+    "email": "jane.doe@example.com",
+    "phone": "+1 (415) 555-0132",
+    "credit_card": "4111 1111 1111 1111",
+    "us_ssn": "123-45-6789",
+    "iban": "DE89 3704 0044 0532 0130 00",
+    "ip_address": "203.0.113.42",
+    "api_key": "sk-proj-Zq8sK2mX9vL4nR7tW1yB3cD5",
+    "jwt": JWT,
+}
+PREFIXES = ["", "Write to ", "The value is: ", "Here it is:\n", "ok "]
+SUFFIXES = ["", ".", " now.", "!\nNext line", ", thanks. Bye"]
+
+
+def stage_for(action: OutputAction, hold_s: float = 0.25) -> OutputStage:
+    guard = OutputGuard(Scanner(list(BUILTIN.values())),
+                        {"pii": action, "secret": action, "blocked": "block"},
+                        max_chars=400, max_hold_s=hold_s)
+    return OutputStage(guard)
+
+
+def pieces(value: str) -> list[str]:
+    """The parts of a value that must not leave either: runs of 4+ letters or digits."""
+    return [part for part in re.split(r"[^A-Za-z0-9]+", value) if len(part) >= 4]
+
+
+def play(stage: OutputStage, tokens: list[str], gaps: list[float]) -> list[str]:
+    """Feed tokens at the given gaps, with the pipeline's hold timer between them."""
+    released, now = [], 0.0
+    for token, gap in zip(tokens, gaps, strict=True):
+        deadline = stage.deadline()
+        if deadline is not None and deadline <= now + gap:
+            released.append(stage.release_due(deadline))
+        now += gap
+        released.append(stage.feed(token, now))
+    released.append(stage.flush())
+    return released
+
+
+def split(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({0, len(text), *(cut % (len(text) + 1) for cut in cuts)})
+    return [text[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+@settings(max_examples=300, deadline=None)
+@given(detector=st.sampled_from(sorted(VALUES)), prefix=st.sampled_from(PREFIXES),
+       suffix=st.sampled_from(SUFFIXES), cuts=st.lists(st.integers(0, 400), max_size=30),
+       gaps=st.lists(st.sampled_from([0.0, 0.01, 0.2, 0.3, 1.0]), min_size=40, max_size=40))
+def test_a_value_never_leaves_whatever_the_token_split(detector: str, prefix: str, suffix: str,
+                                                      cuts: list[int],
+                                                      gaps: list[float]) -> None:
+    value = VALUES[detector]
+    tokens = split(prefix + value + suffix, cuts)
+    out = "".join(play(stage_for("redact"), tokens, gaps[:len(tokens)]))
+    assert out == f"{prefix}[redacted:{detector}]{suffix}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(detector=st.sampled_from(sorted(VALUES)), prefix=st.sampled_from(PREFIXES),
+       cuts=st.lists(st.integers(0, 400), max_size=30),
+       gaps=st.lists(st.sampled_from([0.0, 0.01, 0.3, 1.0]), min_size=40, max_size=40))
+def test_blocking_stops_before_any_part_of_the_value(detector: str, prefix: str,
+                                                     cuts: list[int], gaps: list[float]) -> None:
+    value = VALUES[detector]
+    tokens = split(prefix + value + " and the rest.", cuts)
+    released: list[str] = []
+    stage = stage_for("block")
+    with pytest.raises(OutputBlocked) as blocked:
+        released = play(stage, tokens, gaps[:len(tokens)])
+    assert blocked.value.detector == detector
+    out = "".join(released)
+    assert not any(piece in out for piece in pieces(value))
+
+
+def test_a_card_number_split_over_two_tokens_is_caught() -> None:
+    stage = stage_for("redact")
+    out = [stage.feed("My card is 4111 1111", 0.0), stage.feed(" 1111 1111 thanks.", 0.01),
+           stage.flush()]
+    assert "".join(out) == "My card is [redacted:credit_card] thanks."
+    assert out[0] == "", "nothing may leave before the number is seen whole"
+
+
+def test_a_private_key_is_redacted_from_its_header_on() -> None:
+    body = "\n".join(["MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM2Adsf" * 1] * 6)
+    key = f"-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----"
+    text = f"Use this:\n{key}\nDone."
+    stage = stage_for("redact", hold_s=0.0)  # every token forces a release: the worst case
+    out = "".join([*(stage.feed(text[i:i + 7], i / 100) for i in range(0, len(text), 7)),
+                   stage.flush()])
+    assert "MIIE" not in out and "PRIVATE KEY" not in out.replace("[redacted:private_key]", "")
+    assert out.startswith("Use this:\n") and out.endswith("\nDone.")
+
+
+def test_allowed_categories_cost_nothing_and_pass_unchanged() -> None:
+    guard = OutputGuard(Scanner([]), {"pii": "allow", "secret": "allow", "blocked": "block"})
+    stage = OutputStage(guard)
+    assert not stage.buffers
+    assert stage.feed("jane.doe@example.com", 0.0) == "jane.doe@example.com"
