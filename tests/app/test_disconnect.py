@@ -18,7 +18,8 @@ from tests.servers import ThreadServer, app_server
 
 
 def endless_provider() -> ScriptedProvider:
-    return ScriptedProvider(words("tokens keep coming " * 2000, delay=0.005))
+    # Sentences, so the output guard releases text within a few tokens.
+    return ScriptedProvider(words("Tokens keep coming. " * 2000, delay=0.005))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> float:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import time
 from functools import partial
 
@@ -255,6 +256,25 @@ async def test_held_text_is_released_at_the_hold_time_while_the_provider_is_quie
     first_at, first = arrivals[0]
     assert first == "The answer is being "
     assert first_at < 0.6  # the hold time, not the provider's 1 s silence
+
+
+async def test_a_long_sentence_without_punctuation_still_streams() -> None:
+    """Words keep coming for a second with no sentence end: frames go out at least every hold
+    time, not at the end."""
+    provider = ScriptedProvider(words("word " * 50, delay=0.02))
+    job = make_job(provider, stage=guarded(SECRET, hold_s=0.1))
+    send, receive = anyio.create_memory_object_stream[Frame](32)
+    arrivals: list[float] = []
+    started = time.monotonic()
+    with receive:
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_pipeline, job, send)
+            async for frame in receive:
+                if isinstance(frame, TokenFrame):
+                    arrivals.append(time.monotonic() - started)
+    assert len(arrivals) >= 6, arrivals  # about 1 s of words, a release every 0.1 s
+    gaps = [b - a for a, b in itertools.pairwise([0.0, *arrivals])]
+    assert max(gaps[:-1]) < 0.45, arrivals  # the hold time, with room for a loaded machine
 
 
 async def test_a_blocked_finding_released_by_the_hold_timer_ends_the_answer() -> None:
