@@ -16,6 +16,7 @@ a graceful shutdown (which skips exit handlers).
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import queue
 import sys
@@ -56,15 +57,23 @@ def describe_exception(error: BaseException) -> str:
     return "\n\nwhich was raised while handling:\n".join(reversed(parts))
 
 
-# Fields the service itself fills with ids, times and names: nothing to scrub there.
-_OWN_FIELDS = frozenset({"ts", "level", "logger", "pid", "request_id", "trace_id"})
+# Fields the service itself fills with ids, times and digests: nothing to scrub there.
+_OWN_FIELDS = frozenset({"ts", "level", "logger", "pid", "request_id", "trace_id",
+                         "input_hash"})
 _LOG_SCRUBBER = Scanner(list(BUILTIN.values()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _scrubbed(value: str) -> str:
+    """Most values repeat line after line (events, routes, tenants, features): each is
+    scanned once, not on every line."""
+    return _LOG_SCRUBBER.redact(value)
 
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, scrub: bool = True) -> None:
         super().__init__()
-        self._scrubber = _LOG_SCRUBBER if scrub else None
+        self._scrub_lines = scrub
 
     def formatException(self, ei: Any) -> str:
         return describe_exception(ei[1]) if ei[1] is not None else ""
@@ -89,15 +98,11 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:  # rendered safely by the queue handler
             line["exception"] = record.exc_text
-        if self._scrubber is not None:
-            self._scrub(line)
+        if self._scrub_lines:
+            for key, value in line.items():
+                if isinstance(value, str) and len(value) > 5 and key not in _OWN_FIELDS:
+                    line[key] = _scrubbed(value)
         return orjson.dumps(line, default=str).decode()
-
-    def _scrub(self, line: dict[str, Any]) -> None:
-        assert self._scrubber is not None
-        for key, value in line.items():
-            if isinstance(value, str) and len(value) > 5 and key not in _OWN_FIELDS:
-                line[key] = self._scrubber.redact(value)
 
 
 def stamp_request_context() -> None:

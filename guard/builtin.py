@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 
 from guard.checksums import card_number_valid, iban_valid, identifying_ip, phone_plausible
-from guard.detectors import Category, Detector, PatternDetector
+from guard.detectors import Category, Detector, PatternDetector, may_occur
+
+DIGITS = tuple("0123456789")  # every number-shaped value holds one
 
 
 class TrimmingDetector:
@@ -22,20 +24,24 @@ class TrimmingDetector:
     number, a word after an IBAN): when the whole match fails `validate`, up to two trailing
     groups, each ending before a separator in `cuts`, are dropped in turn and checked again."""
 
-    __slots__ = ("_cuts", "_pattern", "_validate", "category", "name", "reach")
+    __slots__ = ("_cuts", "_hints", "_pattern", "_validate", "category", "name", "reach")
 
     DROPPABLE_GROUPS = 2
 
     def __init__(self, name: str, category: Category, pattern: str, *, reach: int,
-                 validate: Callable[[str], bool], cuts: str) -> None:
+                 validate: Callable[[str], bool], cuts: str,
+                 hints: tuple[str, ...] = DIGITS) -> None:
         self.name = name
         self.category: Category = category
         self.reach = reach
         self._pattern = re.compile(pattern)
         self._validate = validate
         self._cuts = cuts
+        self._hints = hints
 
     def find(self, text: str) -> Iterator[tuple[int, int]]:
+        if not may_occur(text, self._hints):
+            return
         pos = 0
         while (match := self._pattern.search(text, pos)) is not None:
             start, end = match.span()
@@ -118,6 +124,8 @@ _KEY_SHAPES = (
     r"hs_[A-Za-z0-9_\-]{32,}",
 )
 API_KEY = rf"(?<![\w\-])(?:{'|'.join(_KEY_SHAPES)})"
+_KEY_HINTS = ("sk-", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",
+              "xox", "AIza", "k_live_", "k_test_", "hs_")
 
 # "eyJ" is base64url for '{"', the start of every JWT header.
 JWT = r"(?<![\w\-])eyJ[A-Za-z0-9_\-]{17,}(?:\.[A-Za-z0-9_\-]+){0,2}"
@@ -129,17 +137,18 @@ PRIVATE_KEY = (
 )
 
 _DETECTORS: tuple[Detector, ...] = (
-    PatternDetector("email", "pii", EMAIL, reach=254),
+    PatternDetector("email", "pii", EMAIL, reach=254, hints=("@",)),
     TrimmingDetector("phone", "pii", PHONE, reach=64, validate=phone_plausible, cuts=" .-"),
     TrimmingDetector("credit_card", "pii", CREDIT_CARD, reach=64, validate=card_number_valid,
                      cuts=" -"),
-    PatternDetector("us_ssn", "pii", US_SSN, reach=16),
+    PatternDetector("us_ssn", "pii", US_SSN, reach=16, hints=DIGITS),
     TrimmingDetector("iban", "pii", IBAN, reach=64, validate=iban_valid, cuts=" "),
-    PatternDetector("ip_address", "pii", IP_ADDRESS, reach=64, validate=identifying_ip),
-    PatternDetector("api_key", "secret", API_KEY, reach=512),
+    PatternDetector("ip_address", "pii", IP_ADDRESS, reach=64, validate=identifying_ip,
+                    hints=(*DIGITS, ":")),
+    PatternDetector("api_key", "secret", API_KEY, reach=256, hints=_KEY_HINTS),
     # An RS256 token with a few claims is 600-1000 characters; 512 would cut its signature.
-    PatternDetector("jwt", "secret", JWT, reach=2048),
-    PatternDetector("private_key", "secret", PRIVATE_KEY, reach=8192),
+    PatternDetector("jwt", "secret", JWT, reach=2048, hints=("eyJ",)),
+    PatternDetector("private_key", "secret", PRIVATE_KEY, reach=8192, hints=("-----BEGIN ",)),
 )
 
 BUILTIN: Mapping[str, Detector] = MappingProxyType({d.name: d for d in _DETECTORS})
