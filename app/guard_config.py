@@ -41,6 +41,7 @@ _ACTION_KEYS: dict[str, tuple[str, ...]] = {
 _GUARD_KEYS = frozenset({"detectors", "blocked_patterns", "hold_ms", "buffer_chars",
                          *_ACTION_KEYS})
 BLOCKED_PATTERN_REACH = 256
+MIN_HOLD_MS = 10  # each hold is a timer wake-up of the stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +81,13 @@ def read_guard(env: EnvReader, config: Mapping[str, Any]) -> GuardSettings:
                if isinstance(entry, dict) and "guard" in entry}
     hold_ms = table.get("hold_ms", 100)
     buffer_chars = table.get("buffer_chars", 400)
-    _check_number(hold_ms, "guard.hold_ms", 0, 10_000)
+    _check_number(hold_ms, "guard.hold_ms", MIN_HOLD_MS, 10_000)
     _check_number(buffer_chars, "guard.buffer_chars", 2 * MAX_HOLD_BACK, 100_000)
     return GuardSettings(
         detectors=(*_detectors(env, table), *_blocked_patterns(table)),
         policy=default,
         tenant_policies=tenants,
-        hold_s=env.number("GUARD_HOLD_MS", float(hold_ms), float, 0.0, 10_000.0) / 1000,
+        hold_s=env.number("GUARD_HOLD_MS", float(hold_ms), float, MIN_HOLD_MS, 10_000.0) / 1000,
         buffer_chars=env.number("GUARD_BUFFER_CHARS", int(buffer_chars), int,
                                 2 * MAX_HOLD_BACK, 100_000),
         moderation=_moderation(env),

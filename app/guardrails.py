@@ -42,10 +42,8 @@ class Guardrails:
             self._input[policy] = InputGuard(settings.detectors, policy)
             detectors = [detector for detector in settings.detectors
                          if policy.on_output(detector.category) != "allow"]
-            self._output[policy] = OutputGuard(
-                Scanner(detectors), {"pii": policy.output_pii, "secret": policy.output_secrets,
-                                     "blocked": "block"},
-                settings.buffer_chars, settings.hold_s)
+            self._output[policy] = OutputGuard(Scanner(detectors), policy,
+                                               settings.buffer_chars, settings.hold_s)
         moderation = settings.moderation
         self._moderation = None
         if moderation.backend == "openai" and moderation.api_key is not None:

@@ -57,10 +57,23 @@ def describe_exception(error: BaseException) -> str:
     return "\n\nwhich was raised while handling:\n".join(reversed(parts))
 
 
-# Fields the service itself fills with ids, times and digests: nothing to scrub there.
-_OWN_FIELDS = frozenset({"ts", "level", "logger", "pid", "request_id", "trace_id",
-                         "input_hash"})
+# Fields the service itself fills with times, names and digests: nothing to scrub there.
+# (`request_id` is scrubbed: a client may send its own.)
+_OWN_FIELDS = frozenset({"ts", "level", "logger", "pid", "trace_id", "input_hash"})
 _LOG_SCRUBBER = Scanner(list(BUILTIN.values()))
+
+
+def _scrub(value: Any) -> Any:
+    """Text anywhere in a field's value, scrubbed; numbers and flags as they are."""
+    if isinstance(value, str):
+        return _scrubbed(value) if len(value) > 5 else value
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {_scrub(str(key)): _scrub(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(item) for item in value]
+    return _scrubbed(str(value))  # what orjson would otherwise render with str()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -100,8 +113,8 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         if self._scrub_lines:
             for key, value in line.items():
-                if isinstance(value, str) and len(value) > 5 and key not in _OWN_FIELDS:
-                    line[key] = _scrubbed(value)
+                if key not in _OWN_FIELDS:
+                    line[key] = _scrub(value)
         return orjson.dumps(line, default=str).decode()
 
 

@@ -24,6 +24,7 @@ import anyio
 
 from app.guard_config import GuardSettings
 from app.guardrails import Guardrails
+from guard.scan import Scanner
 from providers.types import CompletionRequest, Message, ProviderEvent, TextDelta
 from streaming.frames import Frame, TokenFrame
 from streaming.moderation import OutputGuard, OutputStage
@@ -97,7 +98,7 @@ async def per_token(guard: OutputGuard, repeat: int, runs: int) -> float:
 
 async def main(args: argparse.Namespace) -> None:
     default = Guardrails(GuardSettings(hold_s=args.hold_ms / 1000)).output_guard("anonymous")
-    allowed = OutputGuard(default.scanner.__class__([]), default.actions)
+    allowed = OutputGuard(Scanner([]), default.policy)
     print(f"answer: {len(ANSWER)} chars, {len(model_tokens(ANSWER))} tokens; "
           f"hold time {default.max_hold_s * 1000:.0f} ms; medians of {args.runs} runs")
     for rate in args.rates:

@@ -32,10 +32,6 @@ class InputGuard:
         self._scanner = Scanner([detector for detector in detectors
                                  if policy.on_input(detector.category) != "allow"])
 
-    @property
-    def active(self) -> bool:
-        return bool(self._scanner)
-
     def check(self, texts: Sequence[str]) -> InputVerdict:
         if not self._scanner:
             return InputVerdict(tuple(texts))

@@ -25,12 +25,12 @@ def load_detector(spec: str, builtin: Mapping[str, Detector]) -> Detector:
                                 f"({', '.join(sorted(builtin))}) nor a module:attribute path")
         return builtin[spec]
     module_name, _, attribute = spec.partition(":")
-    try:
+    try:  # whatever a third-party module raises, start-up reports it as this setting's fault
         target: Any = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise DetectorError(f"cannot import {spec!r}: {type(exc).__name__}") from None
-    if isinstance(target, type) or (callable(target) and not hasattr(target, "find")):
-        target = target()
+        if isinstance(target, type) or (callable(target) and not hasattr(target, "find")):
+            target = target()
+    except Exception as exc:
+        raise DetectorError(f"cannot load {spec!r}: {type(exc).__name__}") from None
     return _checked(target, spec)
 
 

@@ -27,8 +27,8 @@ _RUNS = (
     re.compile(r"[A-Z]{2}\d\d(?:\ ?[A-Z0-9]{1,4})+\ ?"),
 )
 _PARTIAL_VALUE = re.compile(r"[\d@]")
-# A run longer than this is not held back whole: it cannot be one PII value, and secrets are
-# recognised from their first characters, which look-back then carries across the cut.
+# The most text held back from a release: longer than any PII value. Secrets can be longer,
+# but are recognised from their first characters, and look-back carries that across a cut.
 MAX_HOLD_BACK = 128
 
 
@@ -69,14 +69,20 @@ class Scanner:
 
 def redact(text: str, findings: Sequence[Finding], since: int = 0,
            continued: str | None = None) -> str:
-    """`text[since:]` with the findings replaced by placeholders; overlapping findings become
-    one. A finding that began before `since` is replaced by `continued` when given (its start
-    was already redacted), else by its placeholder."""
+    """`text[since:]` with the findings (sorted by start) replaced by placeholders; findings
+    that overlap share the first one's placeholder. A finding that began before `since` is
+    replaced by `continued` when given (its start was already redacted), else by its
+    placeholder."""
     parts: list[str] = []
     position = since
+    replaced = False  # `position` is the end of a placeholder's span
     for finding in findings:
         if finding.end <= position:
             continue
+        if replaced and finding.start < position:  # overlaps the span just replaced
+            position = finding.end
+            continue
+        replaced = True
         start = max(finding.start, position)
         parts.append(text[position:start])
         began_before = finding.start < since
@@ -90,22 +96,23 @@ def redact(text: str, findings: Sequence[Finding], since: int = 0,
 def settled_cut(text: str, cut: int) -> int:
     """The largest cut <= `cut` that does not split a run which could be part of one detected
     value. At the end of `text` the next characters are unknown, so a run touching the end
-    counts as split."""
+    counts as split. At most `MAX_HOLD_BACK` characters are kept back: a longer run (a URL, a
+    list of numbers) is cut that far before its end, so whatever value ends it is still whole
+    in what is kept."""
     end = len(text)
+    floor = max(0, cut - MAX_HOLD_BACK)
     settled = cut
     moved = True
-    while moved:
+    while moved and settled > floor:
         moved = False
         for run in _RUNS:
-            for match in run.finditer(text, max(0, settled - MAX_HOLD_BACK), min(end, cut + 1)
-                                      if cut < end else end):
+            for match in run.finditer(text, max(0, settled - MAX_HOLD_BACK),
+                                      min(end, cut + 1) if cut < end else end):
                 start, stop = match.span()
                 if start >= settled:
                     break
                 if stop > settled or stop == end:
-                    if cut - start > MAX_HOLD_BACK:
-                        return cut
-                    settled, moved = start, True
+                    settled, moved = max(start, floor), True
                     break
     return settled
 

@@ -10,15 +10,12 @@ finding is then redacted in place, or stops the answer (`OutputBlocked`), per it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from guard.detectors import Category, Finding
+from guard.policy import GuardPolicy
 from guard.scan import Scanner, cut_off_end, redact, settled_cut
 from streaming.sentences import SentenceBuffer
-
-OutputAction = Literal["allow", "redact", "block"]
 
 
 class OutputBlocked(Exception):
@@ -33,11 +30,11 @@ class OutputBlocked(Exception):
 
 @dataclass(frozen=True, slots=True)
 class OutputGuard:
-    """One policy's output guard, shared by its requests: detectors of the categories that are
-    not allowed, what to do on a finding, and how long text may be held."""
+    """One policy's output guard, shared by its requests: detectors of the categories the
+    policy does not allow, what it does on a finding, and how long text may be held."""
 
     scanner: Scanner
-    actions: Mapping[Category, OutputAction]
+    policy: GuardPolicy
     max_chars: int = 400
     max_hold_s: float = 0.1
 
@@ -49,7 +46,7 @@ class OutputGuard:
 class OutputStage:
     """One request's output guard state."""
 
-    __slots__ = ("_buffer", "_context", "_guard", "_tail_redacted", "redactions")
+    __slots__ = ("_blocked", "_buffer", "_context", "_guard", "_tail_redacted", "redactions")
 
     def __init__(self, guard: OutputGuard | None = None) -> None:
         self._guard = guard if guard is not None and guard.active else None
@@ -57,6 +54,7 @@ class OutputStage:
                         if self._guard is not None and guard is not None else None)
         self._context = ""  # the end of the raw text already released, for look-back
         self._tail_redacted = False  # the last release ended inside a redacted value
+        self._blocked = False  # a finding stopped the answer: nothing more leaves
         self.redactions: Counter[str] = Counter()  # detector -> values redacted
 
     @property
@@ -93,19 +91,27 @@ class OutputStage:
 
     def _review(self, raw: str) -> str:
         guard = self._guard
+        if self._blocked:
+            return ""
         if not raw or guard is None:
             return raw
         since = len(self._context)
         text = self._context + raw
+        policy = guard.policy
         findings = [finding for finding in guard.scanner.findings(text, since)
-                    if guard.actions.get(finding.category, "redact") != "allow"]
+                    if policy.on_output(finding.category) != "allow"]
         reach = guard.scanner.reach
         self._context = text[-reach:] if len(text) > reach else text
         if not findings:
             self._tail_redacted = False
             return raw
         for finding in findings:
-            if guard.actions.get(finding.category) == "block":
+            if policy.on_output(finding.category) == "block":
+                # Whatever is still held, or arrives while the upstream call is closed,
+                # stays here: the answer ends at this finding.
+                self._blocked = True
+                if self._buffer is not None:
+                    self._buffer.drain()
                 raise OutputBlocked(finding.detector, finding.category)
         released = redact(text, findings, since, continued="" if self._tail_redacted else None)
         self._count(findings, since)

@@ -78,15 +78,16 @@ class ChatJob:
 
 
 CutReason = Literal["shutdown", "idle", "deadline"]
-# Why the ticker ended the answer: a time limit, or the guard refusing text it released.
-Cut = CutReason | OutputBlocked
+# Why the ticker ended the answer: a time limit, or what the guard raised on text it released
+# (`OutputBlocked`, or a detector's bug).
+Cut = CutReason | Exception
 CHAIN_DEADLINE_GRACE_S = 1.0
 
 
 class _Emitter:
     """The single way frames leave the pipeline; remembers when the stream last spoke."""
 
-    __slots__ = ("_out", "_record", "answering", "last_event", "last_sent")
+    __slots__ = ("_out", "_record", "answering", "last_event", "last_sent", "stuck")
 
     def __init__(self, out: MemoryObjectSendStream[Frame], record: StreamRecord) -> None:
         self._out = out
@@ -94,6 +95,8 @@ class _Emitter:
         self.last_sent = time.monotonic()
         self.last_event = self.last_sent  # when the provider last sent text
         self.answering = False  # a route has started its answer
+        # A token frame is waiting for room; still true after a cancel, it was never sent.
+        self.stuck = False
 
     async def send(self, frame: Frame) -> None:
         await self._out.send(frame)
@@ -107,8 +110,9 @@ class _Emitter:
         except anyio.WouldBlock:
             # The provider is not read while a slow client holds this up: that wait is not
             # the provider's silence, so the idle limit is off until the frame is taken.
-            self.last_event = math.inf
+            self.last_event, self.stuck = math.inf, True
             await self._out.send(frame)
+            self.stuck = False
             self.last_event = self.last_sent = time.monotonic()
 
     def _count_token(self, now: float) -> None:
@@ -119,18 +123,19 @@ class _Emitter:
         self.last_sent = now
 
     async def token(self, text: str, now: float) -> None:
-        self._count_token(now)
         await self._send_token(TokenFrame(text))
+        self._count_token(now)  # once sent: a frame dropped by a cancel was never emitted
 
     def has_room(self) -> bool:
         """A frame sent now would not wait, nor overtake a frame that is waiting."""
         stats = self._out.statistics()
-        return stats.current_buffer_used < stats.max_buffer_size and not stats.tasks_waiting_send
+        return (stats.current_buffer_used < stats.max_buffer_size
+                and not stats.tasks_waiting_send and not self.stuck)
 
     def token_now(self, text: str, now: float) -> None:
         """Send a token frame without waiting; only after `has_room`."""
-        self._count_token(now)
         self._out.send_nowait(TokenFrame(text))
+        self._count_token(now)
 
 
 async def run_pipeline(
@@ -153,7 +158,7 @@ async def run_pipeline(
             group.cancel_scope.cancel()
         if terminal is None:  # only the ticker cancels this group before the relay ends
             reason = cut[0] if cut else "shutdown"
-            if not isinstance(reason, OutputBlocked):
+            if not isinstance(reason, Exception):
                 reason = await _release_held(job.stage, emitter) or reason
             terminal = _cut_frame(job, reason)
         _record_terminal(job.record, terminal)
@@ -163,7 +168,7 @@ async def run_pipeline(
 
 
 def _cut_frame(job: ChatJob, reason: Cut) -> TerminalFrame:
-    if isinstance(reason, OutputBlocked):
+    if isinstance(reason, Exception):
         return _failure_frame(job, reason)
     if reason == "shutdown":
         return error_frame("shutting_down", request_id=job.request_id,
@@ -171,7 +176,7 @@ def _cut_frame(job: ChatJob, reason: Cut) -> TerminalFrame:
     if reason == "idle":
         return _failure_frame(job, ProviderUnavailable(
             f"no token for {job.idle_timeout_s}s (IDLE_TIMEOUT_S)"))
-    if job.record.tokens_emitted:
+    if job.record.deltas_received:  # a route answered, though the guard may hold it all
         return _failure_frame(job, ProviderUnavailable(
             f"request deadline of {job.deadline_s}s passed (REQUEST_TIMEOUT_S)"))
     return _failure_frame(job, AllRoutesFailed(
@@ -230,13 +235,17 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
     return DoneFrame(finish_reason=finish_reason, usage=usage, model_route=route)
 
 
-async def _release_held(stage: OutputStage, emitter: _Emitter) -> OutputBlocked | None:
+async def _release_held(stage: OutputStage, emitter: _Emitter) -> Exception | None:
     """Before an answer that broke off ends, send what the guard held and cleared, so the
-    client keeps every word the model got to; the refusal instead if that text is refused."""
+    client keeps every word the model got to; what the guard raised instead, if it refused
+    that text or failed (then nothing is sent: fail closed). Nothing is sent either after a
+    frame was dropped, which would leave a gap in the answer."""
+    if emitter.stuck:
+        return None
     try:
         rest = stage.flush(complete=False)
-    except OutputBlocked as blocked:
-        return blocked
+    except Exception as refused:
+        return refused
     if rest:
         await emitter.token(rest, time.monotonic())
     return None
@@ -331,13 +340,14 @@ async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace
             else:
                 try:
                     text = stage.release_due(now)
-                except OutputBlocked as blocked:
-                    cut.append(blocked)
+                except Exception as refused:  # OutputBlocked, or a detector's bug
+                    cut.append(refused)
                     group_scope.cancel()
                     return
                 if text:
                     emitter.token_now(text, now)
-                continue
+                    continue
+                release_at = stage.deadline()  # all of it kept back: a new hold began
         next_beat = emitter.last_sent + heartbeat_s if heartbeat_s else math.inf
         if now >= next_beat:
             await emitter.send(HEARTBEAT)

@@ -53,6 +53,10 @@ def test_environment_overrides_the_file_and_tenants_override_both(tmp_path: Path
     ("", {"GUARD_DETECTORS": "email,email"}, "GUARD_DETECTORS"),
     ("", {"GUARD_OUTPUT_SECRETS": "hide"}, "GUARD_OUTPUT_SECRETS"),
     ("", {"MODERATION": "openai"}, "MODERATION"),  # without OPENAI_API_KEY
+    ("", {"GUARD_HOLD_MS": "0"}, "GUARD_HOLD_MS"),  # every release would restart at once
+    ('[guard]\nhold_ms = 0\n', {}, "guard.hold_ms"),
+    ("", {"GUARD_DETECTORS": ":x"}, "GUARD_DETECTORS"),
+    ("", {"GUARD_DETECTORS": "json:loads"}, "GUARD_DETECTORS"),  # calling it fails
 ])
 def test_bad_guard_configuration_fails_at_start_up_naming_the_key(
         tmp_path: Path, toml: str, env: dict[str, str], named: str) -> None:

@@ -104,9 +104,13 @@ def test_pii_and_secrets_that_slip_into_a_line_are_scrubbed() -> None:
                                "retrying with key %s", (key,), None)
     record.detail = "reply to jane.doe@example.com about 4111 1111 1111 1111"
     record.count = 4111111111111111  # numbers are the service's own fields, left alone
+    record.nested = {"to": ["jane.doe@example.com"], "jane.doe@example.com": 1}
+    record.request_id = key  # a client may choose its own request id, even a key
     line = orjson.loads(JsonFormatter().format(record))
     assert line["event"] == "retrying with key [redacted:api_key]"
     assert line["detail"] == ("reply to [redacted:email] about [redacted:credit_card]")
     assert line["count"] == 4111111111111111
+    assert line["nested"] == {"to": ["[redacted:email]"], "[redacted:email]": 1}
+    assert line["request_id"] == "[redacted:api_key]"
     unscrubbed = orjson.loads(JsonFormatter(scrub=False).format(record))
     assert key in unscrubbed["event"]

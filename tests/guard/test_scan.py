@@ -35,9 +35,14 @@ def test_a_release_point_never_splits_what_may_be_one_value(text: str, cut: int,
     assert settled_cut(text, cut) == settled
 
 
-def test_a_run_longer_than_any_value_is_not_held_back() -> None:
+def test_of_a_long_run_only_the_most_any_value_needs_is_held_back() -> None:
     text = "x" * (MAX_HOLD_BACK + 10)
-    assert settled_cut(text, len(text)) == len(text)
+    assert settled_cut(text, len(text)) == 10
+    # a value at the end of a long run is still kept whole
+    url = "See https://docs.example.com/" + "a" * 120 + "/contact/jane.doe"
+    assert url[settled_cut(url, len(url)):].endswith("/contact/jane.doe")
+    numbers = "12 " * 50 + "4111 1111"
+    assert numbers[settled_cut(numbers, len(numbers)):].endswith("4111 1111")
 
 
 def test_findings_reach_back_across_the_seam() -> None:

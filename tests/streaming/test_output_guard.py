@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guard.builtin import BUILTIN
+from guard.policy import GuardPolicy, OutputAction
 from guard.scan import Scanner
-from streaming.moderation import OutputAction, OutputBlocked, OutputGuard, OutputStage
+from streaming.moderation import OutputBlocked, OutputGuard, OutputStage
 
 JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkphbmUifQ."
        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
@@ -31,7 +32,7 @@ SUFFIXES = ["", ".", " now.", "!\nNext line", ", thanks. Bye"]
 
 def stage_for(action: OutputAction, hold_s: float = 0.25) -> OutputStage:
     guard = OutputGuard(Scanner(list(BUILTIN.values())),
-                        {"pii": action, "secret": action, "blocked": "block"},
+                        GuardPolicy(output_pii=action, output_secrets=action),
                         max_chars=400, max_hold_s=hold_s)
     return OutputStage(guard)
 
@@ -109,7 +110,7 @@ def test_a_private_key_is_redacted_from_its_header_on() -> None:
 
 
 def test_allowed_categories_cost_nothing_and_pass_unchanged() -> None:
-    guard = OutputGuard(Scanner([]), {"pii": "allow", "secret": "allow", "blocked": "block"})
+    guard = OutputGuard(Scanner([]), GuardPolicy(output_pii="allow", output_secrets="allow"))
     stage = OutputStage(guard)
     assert not stage.buffers
     assert stage.feed("jane.doe@example.com", 0.0) == "jane.doe@example.com"

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 from functools import partial
 
 import anyio
 import pytest
 
-from guard.detectors import PatternDetector
+from guard.detectors import Category, PatternDetector
+from guard.policy import GuardPolicy
 from guard.scan import Scanner
 from providers.errors import ProviderRateLimited, ProviderRejected, ProviderUnavailable
 from providers.types import CompletionRequest, Finish, Message, Usage
@@ -207,7 +209,7 @@ FORBIDDEN = PatternDetector("forbidden", "blocked", r"Forbidden")
 
 
 def guarded(*detectors: PatternDetector, hold_s: float = 5.0) -> OutputStage:
-    return OutputStage(OutputGuard(Scanner(detectors), {"secret": "redact", "blocked": "block"},
+    return OutputStage(OutputGuard(Scanner(detectors), GuardPolicy(output_secrets="redact"),
                                    max_chars=400, max_hold_s=hold_s))
 
 
@@ -331,3 +333,36 @@ async def test_the_deadline_holds_while_the_guard_holds_a_stalled_sentence() -> 
     frames = await frames_of(job)
     assert isinstance(terminals(frames)[0], ErrorFrame)
     assert time.monotonic() - started < 0.4 + 0.5
+
+
+async def test_nothing_leaves_after_a_block_while_the_upstream_call_closes() -> None:
+    """The relay blocked and is closing the vendor's response (slowly): the timer must not
+    release what the guard still held."""
+    provider = ScriptedProvider(["Fine. This is Forbidden. And then the plan ", Sleep(5)],
+                                release_s=0.3)
+    frames = await frames_of(make_job(provider, stage=guarded(FORBIDDEN, hold_s=0.05)))
+    assert text_of(frames) == ""
+    (terminal,) = terminals(frames)
+    assert isinstance(terminal, ErrorFrame) and terminal.code == "output_blocked"
+
+
+class BrokenDetector:
+    name = "broken"
+    category: Category = "pii"
+    reach = 16
+
+    def find(self, text: str) -> Iterator[tuple[int, int]]:
+        if "boom" in text:
+            raise RuntimeError("a plugin's bug")
+        return iter(())
+
+
+async def test_a_detector_failing_on_the_timer_still_ends_with_one_terminal_frame() -> None:
+    provider = ScriptedProvider(["all fine here boom and", Sleep(5), " more"])
+    job = make_job(provider, stage=OutputStage(OutputGuard(
+        Scanner([BrokenDetector()]), GuardPolicy(), max_hold_s=0.05)))
+    frames = await frames_of(job)
+    (terminal,) = terminals(frames)
+    assert isinstance(terminal, ErrorFrame) and terminal.code == "internal_error"
+    assert "boom" not in text_of(frames)
+    assert provider.closed_early == 1
