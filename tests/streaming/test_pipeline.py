@@ -240,11 +240,8 @@ async def test_a_blocked_finding_stops_the_stream_and_the_provider() -> None:
     assert job.record.blocked_by == "forbidden"
 
 
-async def test_held_text_is_released_at_the_hold_time_while_the_provider_is_quiet() -> None:
-    """No sentence end and no next token for a while: what is held goes out at the hold
-    time (all but the last word, which may still grow into a value a detector must see)."""
-    provider = ScriptedProvider(["The answer is being", " computed", Sleep(1.0), " now."])
-    job = make_job(provider, stage=guarded(SECRET, hold_s=0.15))
+async def timed_tokens(job: ChatJob) -> list[tuple[float, str]]:
+    """Each token frame with the seconds from the start at which the reader got it."""
     send, receive = anyio.create_memory_object_stream[Frame](32)
     arrivals: list[tuple[float, str]] = []
     started = time.monotonic()
@@ -254,6 +251,14 @@ async def test_held_text_is_released_at_the_hold_time_while_the_provider_is_quie
             async for frame in receive:
                 if isinstance(frame, TokenFrame):
                     arrivals.append((time.monotonic() - started, frame.token))
+    return arrivals
+
+
+async def test_held_text_is_released_at_the_hold_time_while_the_provider_is_quiet() -> None:
+    """No sentence end and no next token for a while: what is held goes out at the hold
+    time (all but the last word, which may still grow into a value a detector must see)."""
+    provider = ScriptedProvider(["The answer is being", " computed", Sleep(1.0), " now."])
+    arrivals = await timed_tokens(make_job(provider, stage=guarded(SECRET, hold_s=0.15)))
     assert "".join(token for _, token in arrivals) == "The answer is being computed now."
     first_at, first = arrivals[0]
     assert first == "The answer is being "
@@ -264,16 +269,8 @@ async def test_a_long_sentence_without_punctuation_still_streams() -> None:
     """Words keep coming for a second with no sentence end: frames go out at least every hold
     time, not at the end."""
     provider = ScriptedProvider(words("word " * 50, delay=0.02))
-    job = make_job(provider, stage=guarded(SECRET, hold_s=0.1))
-    send, receive = anyio.create_memory_object_stream[Frame](32)
-    arrivals: list[float] = []
-    started = time.monotonic()
-    with receive:
-        async with anyio.create_task_group() as group:
-            group.start_soon(run_pipeline, job, send)
-            async for frame in receive:
-                if isinstance(frame, TokenFrame):
-                    arrivals.append(time.monotonic() - started)
+    arrivals = [at for at, _ in await timed_tokens(
+        make_job(provider, stage=guarded(SECRET, hold_s=0.1)))]
     assert len(arrivals) >= 6, arrivals  # about 1 s of words, a release every 0.1 s
     gaps = [b - a for a, b in itertools.pairwise([0.0, *arrivals])]
     assert max(gaps[:-1]) < 0.45, arrivals  # the hold time, with room for a loaded machine
