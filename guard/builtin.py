@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 
 from guard.checksums import card_number_valid, iban_valid, identifying_ip, phone_plausible
-from guard.detectors import Category, Detector, PatternDetector, may_occur
+from guard.detectors import Category, Detector, Hints, PatternDetector, may_occur
 
-DIGITS = tuple("0123456789")  # every number-shaped value holds one
+DIGITS = re.compile(r"\d")  # every number-shaped value holds one (any script's digits)
 
 
 class TrimmingDetector:
@@ -30,7 +30,7 @@ class TrimmingDetector:
 
     def __init__(self, name: str, category: Category, pattern: str, *, reach: int,
                  validate: Callable[[str], bool], cuts: str,
-                 hints: tuple[str, ...] = DIGITS) -> None:
+                 hints: Hints = DIGITS) -> None:
         self.name = name
         self.category: Category = category
         self.reach = reach
@@ -144,8 +144,8 @@ _DETECTORS: tuple[Detector, ...] = (
     PatternDetector("us_ssn", "pii", US_SSN, reach=16, hints=DIGITS),
     TrimmingDetector("iban", "pii", IBAN, reach=64, validate=iban_valid, cuts=" "),
     PatternDetector("ip_address", "pii", IP_ADDRESS, reach=64, validate=identifying_ip,
-                    hints=(*DIGITS, ":")),
-    PatternDetector("api_key", "secret", API_KEY, reach=256, hints=_KEY_HINTS),
+                    hints=re.compile(r"[\d:]")),
+    PatternDetector("api_key", "secret", API_KEY, reach=512, hints=_KEY_HINTS),
     # An RS256 token with a few claims is 600-1000 characters; 512 would cut its signature.
     PatternDetector("jwt", "secret", JWT, reach=2048, hints=("eyJ",)),
     PatternDetector("private_key", "secret", PRIVATE_KEY, reach=8192, hints=("-----BEGIN ",)),

@@ -47,13 +47,19 @@ class Detector(Protocol):
         ...
 
 
-def may_occur(text: str, hints: tuple[str, ...]) -> bool:
-    """Whether any of `hints` (substrings every match contains) is in `text`; no hints: yes.
+Hints = tuple[str, ...] | re.Pattern[str]
+
+
+def may_occur(text: str, hints: Hints) -> bool:
+    """Whether any of `hints` (substrings every match contains, or a pattern every match
+    contains a match of) is in `text`; no hints: yes.
 
     A substring test runs at memory speed, a regular expression with look-behinds or
     alternatives at its start visits every position: on prose, which has no `@` and no key
     prefix, this skips most detectors for almost nothing.
     """
+    if isinstance(hints, re.Pattern):
+        return hints.search(text) is not None
     return not hints or any(hint in text for hint in hints)
 
 
@@ -65,7 +71,7 @@ class PatternDetector:
 
     def __init__(self, name: str, category: Category, pattern: str | re.Pattern[str], *,
                  reach: int = 128, validate: Callable[[str], bool] | None = None,
-                 hints: tuple[str, ...] = ()) -> None:
+                 hints: Hints = ()) -> None:
         self.name = name
         self.category: Category = category
         self.reach = reach

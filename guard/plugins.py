@@ -37,8 +37,12 @@ def load_detector(spec: str, builtin: Mapping[str, Detector]) -> Detector:
 def _checked(detector: Any, spec: str) -> Detector:
     if not callable(getattr(detector, "find", None)):
         raise DetectorError(f"{spec!r} has no find(text) method")
-    name, category, reach = (getattr(detector, attr, None)
-                             for attr in ("name", "category", "reach"))
+    try:
+        name, category, reach = (getattr(detector, attr, None)
+                                 for attr in ("name", "category", "reach"))
+    except Exception as exc:
+        raise DetectorError(f"{spec!r} failed to say its name, category or reach: "
+                            f"{type(exc).__name__}") from None
     if not isinstance(name, str) or not name:
         raise DetectorError(f"{spec!r} needs a non-empty str name")
     if category not in CATEGORIES:

@@ -10,7 +10,7 @@ finding is then redacted in place, or stops the answer (`OutputBlocked`), per it
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from guard.detectors import Category, Finding
 from guard.policy import GuardPolicy
@@ -90,33 +90,44 @@ class OutputStage:
         return self._review(held if complete else held[:cut_off_end(held)])
 
     def _review(self, raw: str) -> str:
-        guard = self._guard
         if self._blocked:
             return ""
-        if not raw or guard is None:
+        if not raw or self._guard is None:
             return raw
+        try:
+            return self._scan(self._guard, raw)
+        except BaseException:
+            # Refused, or a detector failed: fail closed, nothing held or later leaves.
+            self._blocked = True
+            if self._buffer is not None:
+                self._buffer.drain()
+            raise
+
+    def _scan(self, guard: OutputGuard, raw: str) -> str:
+        """`raw`, about to be released, scanned together with what was released before it
+        (a value that began there) and what is still held after it (a value that begins in
+        `raw` and ends there, as when a long run is cut): either way its part in `raw` is
+        redacted, and a value running on is remembered so its rest is dropped later."""
         since = len(self._context)
-        text = self._context + raw
+        released = self._context + raw
+        upto = len(released)
+        held = self._buffer.held if self._buffer is not None else ""
         policy = guard.policy
-        findings = [finding for finding in guard.scanner.findings(text, since)
-                    if policy.on_output(finding.category) != "allow"]
+        findings = [finding for finding in guard.scanner.findings(released + held, since)
+                    if finding.start < upto and policy.on_output(finding.category) != "allow"]
         reach = guard.scanner.reach
-        self._context = text[-reach:] if len(text) > reach else text
+        self._context = released[-reach:] if upto > reach else released
         if not findings:
             self._tail_redacted = False
             return raw
         for finding in findings:
             if policy.on_output(finding.category) == "block":
-                # Whatever is still held, or arrives while the upstream call is closed,
-                # stays here: the answer ends at this finding.
-                self._blocked = True
-                if self._buffer is not None:
-                    self._buffer.drain()
                 raise OutputBlocked(finding.detector, finding.category)
-        released = redact(text, findings, since, continued="" if self._tail_redacted else None)
+        clipped = [replace(finding, end=min(finding.end, upto)) for finding in findings]
+        text = redact(released, clipped, since, continued="" if self._tail_redacted else None)
         self._count(findings, since)
-        self._tail_redacted = max(finding.end for finding in findings) >= len(text)
-        return released
+        self._tail_redacted = max(finding.end for finding in findings) >= upto
+        return text
 
     def _count(self, findings: list[Finding], since: int) -> None:
         for finding in findings:

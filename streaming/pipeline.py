@@ -120,7 +120,7 @@ class _Emitter:
         if record.first_token_at is None:
             record.first_token_at = now
         record.tokens_emitted += 1
-        self.last_sent = now
+        self.last_sent = max(self.last_sent, now)  # a send that waited already set it later
 
     async def token(self, text: str, now: float) -> None:
         await self._send_token(TokenFrame(text))

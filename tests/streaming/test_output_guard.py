@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guard.builtin import BUILTIN
+from guard.detectors import Category
 from guard.policy import GuardPolicy, OutputAction
 from guard.scan import Scanner
 from streaming.moderation import OutputBlocked, OutputGuard, OutputStage
@@ -114,3 +116,67 @@ def test_allowed_categories_cost_nothing_and_pass_unchanged() -> None:
     stage = OutputStage(guard)
     assert not stage.buffers
     assert stage.feed("jane.doe@example.com", 0.0) == "jane.doe@example.com"
+
+
+LONG_RUNS = ["https://docs.example.com/" + "a" * 140 + "/", "12 " * 50, "Z" * 150 + "="]
+BODY_KEY = "sk-proj-" + "Q7wErTy9UiOpAsDf" * 10
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.sampled_from([VALUES["credit_card"], VALUES["email"], BODY_KEY,
+                              VALUES["api_key"]]),
+       before=st.sampled_from(LONG_RUNS), after=st.sampled_from(LONG_RUNS),
+       cuts=st.lists(st.integers(0, 800), max_size=40),
+       gaps=st.lists(st.sampled_from([0.0, 0.03, 0.3]), min_size=80, max_size=80))
+def test_a_value_inside_a_long_run_never_leaves_in_part(value: str, before: str, after: str,
+                                                        cuts: list[int],
+                                                        gaps: list[float]) -> None:
+    """Runs longer than the hold-back are cut wherever the timer falls, values inside them
+    included: what the cut leaves of a value is still recognised, from the text held after
+    it."""
+    separator = "" if value.startswith("sk-") and before.endswith("=") else " "
+    tokens = split(f"{before}{separator}{value} {after} done.", cuts)
+    out = "".join(play(stage_for("redact", hold_s=0.1), tokens, gaps[:len(tokens)]))
+    assert not any(piece in out for piece in pieces(value) if piece not in before + after)
+    assert "[redacted:" in out
+
+
+def test_digits_of_any_script_are_numbers_too() -> None:
+    stage = stage_for("redact")
+    fullwidth = "4111 1111 1111 1111".translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
+    out = stage.feed(f"Card: {fullwidth} ok.", 0.0) + stage.flush()
+    assert out == "Card: [redacted:credit_card] ok."
+
+
+@pytest.mark.parametrize("text", [
+    "Test cards: 4111 1111 1111 1111 5500 0000 0000 0004 6011 0000 0000 0004 "
+    + "12 " * 40 + "end.",
+    f"export OPENAI_API_KEY={BODY_KEY} && echo done.",
+    "git clone https://oauth2:ghp_" + "a1B2c3D4e5F6" * 3 + "@github.com/acme/"
+    + "deep/" * 30 + "repo.git now.",
+])
+def test_values_cut_by_the_hold_time_inside_a_long_run_do_not_leak(text: str) -> None:
+    """Four characters every 30 ms, a 100 ms hold: the timer cuts long runs at arbitrary
+    points, inside values too."""
+    tokens = [text[i:i + 4] for i in range(0, len(text), 4)]
+    out = "".join(play(stage_for("redact", hold_s=0.1), tokens, [0.03] * len(tokens)))
+    for secret in ("1111 1111", "5500", "0004", "Q7wErTy9", "a1B2c3"):
+        assert secret not in out, out
+    assert out.endswith((" end.", " done.", " now.")), out
+
+
+def test_a_failing_detector_fails_closed() -> None:
+    class Failing:
+        name = "failing"
+        category: Category = "pii"
+        reach = 8
+
+        def find(self, text: str) -> Iterator[tuple[int, int]]:
+            if "x" in text:
+                raise RuntimeError("a plugin's bug")
+            return iter(())
+
+    stage = OutputStage(OutputGuard(Scanner([Failing()]), GuardPolicy()))
+    with pytest.raises(RuntimeError):
+        stage.feed("A x. B C D", 0.0)
+    assert stage.feed(" more.", 0.1) == "" and stage.flush(complete=False) == ""
