@@ -9,7 +9,7 @@ from starlette.types import ASGIApp
 from app import context
 from app.admission import Bill, Gatekeeper
 from app.body import read_json_object
-from app.errors import JSONResponse
+from app.errors import ApiError, JSONResponse
 from app.guardrails import Guardrails
 from app.lifecycle import Lifecycle
 from app.readiness import RouteChecks
@@ -18,6 +18,7 @@ from app.schemas import parse_chat
 from app.service import ChatService
 from app.tenants import Identity
 from quota.ledger import NOTHING_SPENT
+from streaming.chain import RouteChain
 from streaming.record import StreamRecord
 
 
@@ -42,7 +43,8 @@ def identify(request: Request) -> Identity:
     gate: Gatekeeper = request.app.state.gate
     server = request.scope.get("server")
     return gate.tenancy.identify(request.headers.get("authorization"),
-                                 server[0] if server and server[1] is not None else None)
+                                 server[0] if server and server[1] is not None else None,
+                                 pinning="x-route" in request.headers)
 
 
 async def _start(request: Request, *, stream: bool) -> ASGIApp:
@@ -50,6 +52,7 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
     gate: Gatekeeper = request.app.state.gate
     guardrails: Guardrails = request.app.state.guardrails
     identity = identify(request)
+    chain = _chain_for(request, service, gate, identity)
     payload = await read_json_object(request, service.settings.max_body_bytes)
     chat = parse_chat(payload, service.input_limits(identity))
     ctx = context.current.get()
@@ -71,7 +74,8 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
         await gate.settle(admitted, charged[0].spend)  # settles once; later calls do nothing
 
     try:
-        job = service.start(chat, identity, ctx, stream=stream, on_terminal=settle)
+        job = service.start(chat, identity, ctx, stream=stream, on_terminal=settle,
+                            chain=chain)
     except BaseException:
         await gate.settle(admitted, NOTHING_SPENT)
         raise
@@ -86,6 +90,22 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
     if stream:
         return StreamResponse(job, service.settings, stop, on_end)
     return CollectedResponse(job, service.settings, stop, on_end)
+
+
+def _chain_for(request: Request, service: ChatService, gate: Gatekeeper,
+               identity: Identity) -> RouteChain:
+    """The configured chain, or the one route an operator pinned with `X-Route`."""
+    route = request.headers.get("x-route")
+    if route is None:
+        return service.chain
+    if not gate.tenancy.may_pin_routes(identity):
+        raise ApiError(403, "route_pin_forbidden", "Choosing a route (X-Route) takes an admin "
+                                                   "key.")
+    pinned = service.chain.pinned(route)
+    if pinned is None:  # the name is not repeated: it is caller input
+        raise ApiError(400, "unknown_route", "X-Route names no route of this service; "
+                                             "GET /ready lists them.")
+    return pinned
 
 
 async def chat(request: Request) -> ASGIApp:

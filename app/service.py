@@ -52,15 +52,18 @@ class ChatService:
         return self._system + chat.messages
 
     def start(self, chat: ChatInput, identity: Identity, ctx: RequestContext, *,
-              stream: bool, on_terminal: Callable[[StreamRecord], Awaitable[None]]) -> ChatJob:
-        """Build the job and write the request's start line."""
+              stream: bool, on_terminal: Callable[[StreamRecord], Awaitable[None]],
+              chain: RouteChain | None = None) -> ChatJob:
+        """Build the job and write the request's start line; `chain` replaces the configured
+        one (a route pinned by an operator)."""
         messages = self.prompt(chat)
+        chain = chain or self.chain
         job = ChatJob(
             request_id=ctx.request_id,
             request=CompletionRequest(
                 messages=messages, max_tokens=chat.max_tokens,
                 deadline_at=ctx.started_at + self.settings.retry.request_timeout_s),
-            provider=self.chain,
+            provider=chain,
             stage=OutputStage(self.guardrails.output_guard(identity.tenant)),
             record=StreamRecord(started_at=ctx.started_at),
             heartbeat_s=self.settings.heartbeat_s if stream else None,
@@ -70,7 +73,7 @@ class ChatService:
             on_terminal=on_terminal,
         )
         logger.info("request_start", extra={
-            **self._labels(chat, identity, stream),
+            **self._labels(chat, identity, stream, chain.route),
             "input_messages": len(chat.messages),
             "input_chars": chat.input_chars,
             "input_hash": self._text_hash(chat.messages),
@@ -92,8 +95,8 @@ class ChatService:
         if record.blocked_by is not None:
             GUARD_HITS.labels("output", record.blocked_by, "block").inc()
         logger.info("request_end", extra={
-            **self._labels(chat, identity, stream),
-            "model_route": record.model_route or self.chain.route,
+            **self._labels(chat, identity, stream, job.provider.route),
+            "model_route": record.model_route or job.provider.route,
             "fallback_tier": record.fallback_tier,
             "attempts": record.attempts,
             "status": record.outcome,
@@ -112,12 +115,13 @@ class ChatService:
             "blocked_by": record.blocked_by,
         })
 
-    def _labels(self, chat: ChatInput, identity: Identity, stream: bool) -> dict[str, object]:
+    def _labels(self, chat: ChatInput, identity: Identity, stream: bool,
+                route: str) -> dict[str, object]:
         return {
             "tenant_id": identity.tenant,
             "user_id": identity.user,
             "feature": chat.feature,
-            "model_route": self.chain.route,
+            "model_route": route,
             "prompt_version": self.settings.prompt_version,
             "stream": stream,
         }

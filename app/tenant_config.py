@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from app.env import EnvReader, SettingsError
 from app.route_config import CONFIG_VAR
-from app.tenants import ANONYMOUS, DIGEST_PREFIX, Identity, Tenancy, TenantPolicy
+from app.tenants import ADMIN, ANONYMOUS, DIGEST_PREFIX, Identity, Tenancy, TenantPolicy
 from providers.routes import RouteSpec
 from quota.ledger import NANO_USD_PER_USD, Limits
 from quota.prices import FREE, Price
@@ -49,9 +49,9 @@ def read_tenancy(env: EnvReader, config: Mapping[str, Any], max_output_tokens: i
     keys: dict[bytes, Identity] = {}
     for tenant, entry in tenants.items():
         where = f"{CONFIG_VAR}: tenants.{tenant}"
-        if not _NAME.fullmatch(tenant) or tenant == ANONYMOUS:
+        if not _NAME.fullmatch(tenant) or tenant in (ANONYMOUS, ADMIN):
             raise SettingsError(where, "a tenant id is 1-64 letters, digits and _ . - "
-                                       f"(and not {ANONYMOUS!r})")
+                                       f"(and not {ANONYMOUS!r} or {ADMIN!r})")
         if not isinstance(entry, dict):
             raise SettingsError(where, "must be a table")
         unknown = sorted(set(entry) - _TENANT_KEYS)

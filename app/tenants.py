@@ -17,6 +17,7 @@ from app.errors import ApiError
 from quota.ledger import Limits
 
 ANONYMOUS = "anonymous"
+ADMIN = "admin"  # the identity of an admin key calling the chat endpoints
 DIGEST_PREFIX = "sha256:"
 
 
@@ -49,11 +50,13 @@ class Tenancy:
     def policy(self, tenant: str) -> TenantPolicy:
         return self.policies.get(tenant, self.default_policy)
 
-    def identify(self, authorization: str | None, server_host: str | None) -> Identity:
+    def identify(self, authorization: str | None, server_host: str | None,
+                 pinning: bool = False) -> Identity:
         """The caller's identity from its `Authorization` header, or a 401.
 
         `server_host` is the address the request came in on (None: a Unix socket). Start-up
-        refuses open mode on a public `HOST`, but `uvicorn --host` is never seen there.
+        refuses open mode on a public `HOST`, but `uvicorn --host` is never seen there. An
+        admin key is no tenant's: it may only chat `pinning` a route, to evaluate it.
         """
         if self.open_mode:
             if (server_host is not None and not is_loopback(server_host)
@@ -65,13 +68,21 @@ class Tenancy:
         digest = _digest_of_bearer(authorization)
         identity = self.keys.get(digest) if digest is not None else None
         if identity is None:
+            if pinning and digest is not None and self._admin_digest(digest):
+                return Identity(ADMIN)
             raise _unauthorized(authorization)
         return identity
 
+    def may_pin_routes(self, identity: Identity) -> bool:
+        """Pinning a request to one route (`X-Route`) is for operators: an admin key, or
+        anyone in open mode, which serves only loopback unless told otherwise."""
+        return identity.tenant == ADMIN or self.open_mode
+
     def is_admin(self, authorization: str | None) -> bool:
         digest = _digest_of_bearer(authorization)
-        if digest is None:
-            return False
+        return digest is not None and self._admin_digest(digest)
+
+    def _admin_digest(self, digest: bytes) -> bool:
         # Digests of secrets, so even a timing leak of the comparison says nothing useful;
         # compare_digest keeps it constant anyway.
         return any(hmac.compare_digest(digest, admin) for admin in self.admin_keys)

@@ -107,7 +107,7 @@ async def main(args: argparse.Namespace) -> None:
     on = await per_token(default, args.repeat, args.runs)
     off = await per_token(allowed, args.repeat, args.runs)
     print(f"  zero pacing: {on * 1e6:.1f} us/token with the guard, {off * 1e6:.1f} us/token "
-          f"without: +{(on - off) * 1e6:.1f} us/token ({on / off:.2f}x the pipeline alone)")
+          f"without: {(on - off) * 1e6:+.1f} us/token ({on / off:.2f}x the pipeline alone)")
 
 
 if __name__ == "__main__":
