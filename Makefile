@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: serve test test-tools bench bench-adapters bench-guard lock clean
+.PHONY: serve test test-tools eval bench bench-adapters bench-guard lock clean
 
 $(VENV)/.runtime: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: $(VENV)/.runtime
 
 bench-adapters: $(VENV)/.test
 	$(BIN)/python bench/adapters.py
+
+eval: $(VENV)/.runtime
+	$(BIN)/hello-ship eval eval/smoke.jsonl --report reports/eval-smoke.json
 
 bench-guard: $(VENV)/.runtime
 	$(BIN)/python bench/guard_cost.py

@@ -7,8 +7,13 @@ import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.settings import Settings, SettingsError
+
+if TYPE_CHECKING:  # the eval modules load only for `hello-ship eval`
+    from app.eval_cases import Case
 
 
 def load_settings_or_exit(env: Mapping[str, str]) -> Settings:
@@ -78,6 +83,36 @@ def _parser() -> argparse.ArgumentParser:
     smoke.add_argument("--timeout", type=float, default=30.0,
                        help="seconds for the whole smoke test (default 30)")
     smoke.set_defaults(run=_smoke)
+    evaluate = commands.add_parser(
+        "eval",
+        help="run golden cases against the service, once per route",
+        description="Send every case of CASES (JSON lines, see README) to the service and "
+                    "check the answers, once per route of the chain (pinned with X-Route, "
+                    "which takes an admin key), or once through the chain as configured. "
+                    "Without --url the service runs in-process from the environment. "
+                    "Exits 1 when a route's pass rate is below the threshold, 2 when the "
+                    "cases file or the service cannot be used.",
+        epilog="examples:\n  hello-ship eval eval/smoke.jsonl --report eval-report.json\n"
+               "  hello-ship eval eval/smoke.jsonl --url https://chat.example.com "
+               "--key $ADMIN_KEY --route all",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("cases", help="the cases file (JSON lines)")
+    evaluate.add_argument("--url", help="base URL of a running service (default: run it "
+                                        "in-process from the environment)")
+    evaluate.add_argument("--key", help="API key: an admin key to pin routes")
+    evaluate.add_argument("--route", default="all",
+                          help="all (default): every route of the chain, one by one; "
+                               "chain: the chain as configured, with fallback; or a route "
+                               "name")
+    evaluate.add_argument("--report", help="write the JSON report here")
+    evaluate.add_argument("--threshold", type=float, default=1.0,
+                          help="pass rate each route needs, 0-1 (default 1.0: every case)")
+    evaluate.add_argument("--concurrency", type=int, default=4,
+                          help="requests at a time (default 4)")
+    evaluate.add_argument("--timeout", type=float, default=120.0,
+                          help="seconds per request (default 120)")
+    evaluate.set_defaults(run=_eval)
     hash_key = commands.add_parser(
         "hash-key",
         help="print the sha256: form of an API key for the config file",
@@ -115,6 +150,58 @@ def _smoke(args: argparse.Namespace) -> int:
 
     ok = run_smoke(args.url, key=args.key, timeout_s=args.timeout, out=sys.stdout)
     return 0 if ok else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from app.eval_cases import CaseFileError, load_cases
+
+    try:
+        cases = load_cases(args.cases)
+    except CaseFileError as exc:
+        sys.stderr.write(f"hello-ship: eval: {exc}\n")
+        return 2
+    if not 0 <= args.threshold <= 1 or args.concurrency < 1:
+        sys.stderr.write("hello-ship: eval: --threshold is 0-1 and --concurrency at least 1\n")
+        return 2
+    if args.url:
+        return _evaluate(args, cases, args.url, None)
+    from app.inprocess import in_process_service
+    from app.jsonlog import configure_logging
+
+    settings = load_settings_or_exit(os.environ)
+    configure_logging("WARNING", stream=sys.stderr)  # the summary owns stdout
+    with in_process_service(settings) as url:
+        return _evaluate(args, cases, url, settings)
+
+
+def _evaluate(args: argparse.Namespace, cases: Sequence[Case], url: str,
+              settings: Settings | None) -> int:
+    import anyio
+    import httpx2
+
+    from app.eval_run import Report, configured_routes, run_cases
+
+    async def run() -> Report:
+        routes: list[str | None]
+        if args.route == "all":
+            routes = list(await configured_routes(url, args.key, args.timeout))
+        else:
+            routes = [None if args.route == "chain" else args.route]
+        return await run_cases(cases, url=url, key=args.key, routes=routes,
+                               concurrency=args.concurrency, timeout_s=args.timeout,
+                               prices=settings.prices if settings else None)
+
+    try:
+        report = anyio.run(run)
+    except httpx2.HTTPError as exc:
+        sys.stderr.write(f"hello-ship: eval: cannot use the service at {url}: "
+                         f"{type(exc).__name__}\n")
+        return 2
+    if args.report:
+        path = Path(args.report)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(report.as_json(args.threshold))
+    return 0 if report.write_summary(sys.stdout, args.threshold) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
