@@ -111,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--concurrency", type=int, default=4,
                           help="requests at a time (default 4)")
     evaluate.add_argument("--timeout", type=float, default=120.0,
-                          help="seconds per request (default 120)")
+                          help="seconds per request, retries after a rate limit included "
+                               "(default 120)")
     evaluate.set_defaults(run=_eval)
     hash_key = commands.add_parser(
         "hash-key",
@@ -160,8 +161,9 @@ def _eval(args: argparse.Namespace) -> int:
     except CaseFileError as exc:
         sys.stderr.write(f"hello-ship: eval: {exc}\n")
         return 2
-    if not 0 <= args.threshold <= 1 or args.concurrency < 1:
-        sys.stderr.write("hello-ship: eval: --threshold is 0-1 and --concurrency at least 1\n")
+    if not 0 <= args.threshold <= 1 or args.concurrency < 1 or not args.route.strip():
+        sys.stderr.write("hello-ship: eval: --threshold is 0-1, --concurrency at least 1, "
+                         "--route all, chain or a route name\n")
         return 2
     if args.url:
         return _evaluate(args, cases, args.url, None)
@@ -169,9 +171,14 @@ def _eval(args: argparse.Namespace) -> int:
     from app.jsonlog import configure_logging
 
     settings = load_settings_or_exit(os.environ)
-    configure_logging("WARNING", stream=sys.stderr)  # the summary owns stdout
-    with in_process_service(settings) as url:
-        return _evaluate(args, cases, url, settings)
+    # The summary owns stdout; the service's lines go to stderr, to look up a request id.
+    configure_logging(settings.log_level, stream=sys.stderr)
+    try:
+        with in_process_service(settings) as url:
+            return _evaluate(args, cases, url, settings)
+    except RuntimeError as exc:  # it did not start; its own lines on stderr say why
+        sys.stderr.write(f"hello-ship: eval: {exc}\n")
+        return 2
 
 
 def _evaluate(args: argparse.Namespace, cases: Sequence[Case], url: str,
@@ -179,7 +186,7 @@ def _evaluate(args: argparse.Namespace, cases: Sequence[Case], url: str,
     import anyio
     import httpx2
 
-    from app.eval_run import Report, configured_routes, run_cases
+    from app.eval_run import EvalSetupError, Report, configured_routes, run_cases
 
     async def run() -> Report:
         routes: list[str | None]
@@ -197,11 +204,20 @@ def _evaluate(args: argparse.Namespace, cases: Sequence[Case], url: str,
         sys.stderr.write(f"hello-ship: eval: cannot use the service at {url}: "
                          f"{type(exc).__name__}\n")
         return 2
+    except EvalSetupError as exc:
+        sys.stderr.write(f"hello-ship: eval: {exc}\n")
+        return 2
+    ok = report.write_summary(sys.stdout, args.threshold)
     if args.report:
-        path = Path(args.report)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(report.as_json(args.threshold))
-    return 0 if report.write_summary(sys.stdout, args.threshold) else 1
+        try:
+            path = Path(args.report)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(report.as_json(args.threshold))
+        except OSError as exc:
+            sys.stderr.write(f"hello-ship: eval: cannot write {args.report}: "
+                             f"{exc.strerror}\n")
+            return 2
+    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -85,7 +85,7 @@ class Report:
             good = rate >= threshold
             ok &= good
             out.write(f"{'ok  ' if good else 'FAIL'}  {route}: {sum(r.passed for r in runs)}"
-                      f"/{len(runs)} passed ({rate:.0%}, threshold {threshold:.0%})\n")
+                      f"/{len(runs)} passed ({rate:.1%}, threshold {threshold:.1%})\n")
             for run in runs:
                 for outcome in run.outcomes:
                     if not outcome.passed:
@@ -96,9 +96,28 @@ class Report:
         return ok
 
 
+class EvalSetupError(Exception):
+    """The eval cannot run as asked (no routes to evaluate, a route that does not exist, a
+    key that may not pin routes): an operator's mistake, not a model's failure."""
+
+
+# Refusals that say the run is misconfigured, not that an answer is wrong.
+SETUP_REFUSALS = {"unauthorized": "the service does not accept this key",
+                  "route_pin_forbidden": "evaluating routes one by one takes an admin key "
+                                         "(--key), or --route chain",
+                  "unknown_route": "the service has no route of that name (see GET /ready)",
+                  "route_disabled": "that route is disabled (DISABLED_ROUTES)"}
+# A tenant limit refused the request: wait as told and try again, within the case's time.
+RETRIED_REFUSALS = frozenset({"rate_limited", "too_many_streams"})
+MAX_RETRY_WAIT_S = 10.0
+
+
 async def run_cases(cases: Sequence[Case], *, url: str, key: str | None,
                     routes: Sequence[str | None], concurrency: int, timeout_s: float,
                     prices: Mapping[str, Price] | None = None) -> Report:
+    """Every case on every route; a request that fails (a timeout, a dropped connection, a
+    malformed answer) fails its own row. Raises `EvalSetupError` if the service refused the
+    run itself (a key that may not pin routes, an unknown route)."""
     report = Report()
     limiter = anyio.CapacityLimiter(concurrency)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -107,80 +126,141 @@ async def run_cases(cases: Sequence[Case], *, url: str, key: str | None,
 
         async def one(case: Case, route: str | None) -> None:
             async with limiter:
-                report.runs.append(await _run_case(client, case, route, prices or {}))
+                answer = _Answer(time.monotonic())
+                try:
+                    # httpx's timeouts are per read, which heartbeats keep renewing.
+                    with anyio.fail_after(timeout_s):
+                        await _exchange(client, case, route, answer)
+                except TimeoutError:
+                    answer.error_code = "client_timeout"
+                except httpx2.HTTPError as exc:
+                    answer.error_code = f"transport_error:{type(exc).__name__}"
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    answer.error_code = "malformed_response"
+                report.runs.append(answer.run(case, route, prices or {}))
 
         async with anyio.create_task_group() as group:
             for route in routes:
                 for case in cases:
                     group.start_soon(one, case, route)
-    order = {(case.id): index for index, case in enumerate(cases)}
+    for run in report.runs:
+        if run.result.error_code in SETUP_REFUSALS:
+            raise EvalSetupError(f"{run.route or CONFIGURED}: "
+                                 f"{SETUP_REFUSALS[run.result.error_code]}")
+    order = {case.id: index for index, case in enumerate(cases)}
     route_order = {route: index for index, route in enumerate(routes)}
     report.runs.sort(key=lambda run: (route_order[run.route], order[run.case.id]))
     return report
 
 
 async def configured_routes(url: str, key: str | None, timeout_s: float) -> list[str]:
-    """The routes of the chain, in order, as `/ready` lists them (whether usable or not)."""
+    """The usable-or-not routes of the chain, in order, as `/ready` lists them; disabled
+    routes are left out (an operator switched them off)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers,
                                   timeout=timeout_s) as client:
         response = await client.get("/ready")
-    return [str(route["route"]) for route in response.json().get("routes", [])]
+    try:
+        listed = response.json()["routes"]
+        routes = [str(route["route"]) for route in listed if not route.get("disabled")]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise EvalSetupError(f"GET /ready answered {response.status_code} without a route "
+                             "list: is --url the service's base URL?") from None
+    if not routes:
+        raise EvalSetupError("GET /ready lists no route that is not disabled")
+    return routes
 
 
-async def _run_case(client: httpx2.AsyncClient, case: Case, route: str | None,
-                    prices: Mapping[str, Price]) -> CaseRun:
-    headers = {"X-Route": route} if route else {}
-    started = time.monotonic()
-    answer: list[str] = []
+@dataclass
+class _Answer:
+    """What one request gave, filled in as it arrives, so a request that fails midway still
+    reports what it got."""
+
+    started: float
+    parts: list[str] = field(default_factory=list)
+    status: int = 0
+    request_id: str | None = None
     ttft_ms: float | None = None
     error_code: str | None = None
     model_route: str | None = None
-    usage: Mapping[str, Any] = {}
-    if case.endpoint == "stream":
-        async with client.stream("POST", "/chat/stream", json=case.body(),
-                                 headers=headers) as response:
-            status = response.status_code
-            request_id = response.headers.get("x-request-id")
-            if status != 200:
+    usage: Mapping[str, Any] = field(default_factory=dict)
+    ended: bool = False  # a done or error frame arrived
+
+    def frame(self, frame: Mapping[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "token":
+            token = frame["token"]
+            if not isinstance(token, str):
+                raise TypeError("a token frame without text")
+            if self.ttft_ms is None:
+                self.ttft_ms = round((time.monotonic() - self.started) * 1000, 1)
+            self.parts.append(token)
+        elif kind == "meta":
+            self.model_route = frame.get("model_route")
+        elif kind == "done":
+            self.usage, self.ended = frame.get("usage") or {}, True
+        elif kind == "error":
+            self.error_code, self.ended = frame.get("code"), True
+
+    def run(self, case: Case, route: str | None, prices: Mapping[str, Price]) -> CaseRun:
+        result = Result(answer="".join(self.parts), http_status=self.status,
+                        error_code=self.error_code, ttft_ms=self.ttft_ms,
+                        latency_ms=round((time.monotonic() - self.started) * 1000, 1),
+                        request_id=self.request_id)
+        input_tokens = self.usage.get("input_tokens")
+        output_tokens = self.usage.get("output_tokens")
+        price = prices.get(self.model_route or "")
+        cost = (price.nano_usd(input_tokens, output_tokens) / NANO_USD_PER_USD
+                if price is not None and isinstance(input_tokens, int)
+                and isinstance(output_tokens, int) else None)
+        return CaseRun(case, route, result, tuple(case.evaluate(result)), self.model_route,
+                       input_tokens, output_tokens, cost)
+
+
+async def _exchange(client: httpx2.AsyncClient, case: Case, route: str | None,
+                    answer: _Answer) -> None:
+    headers = {"X-Route": route} if route else {}
+    path = "/chat/stream" if case.endpoint == "stream" else "/chat"
+    while True:
+        async with client.stream("POST", path, json=case.body(), headers=headers) as response:
+            answer.status = response.status_code
+            answer.request_id = response.headers.get("x-request-id")
+            if response.status_code != 200:
                 await response.aread()
-                error_code = _envelope_code(response.content)
+                answer.error_code = _envelope_code(response.content)
+                if response.status_code == 429 and answer.error_code in RETRIED_REFUSALS:
+                    await anyio.sleep(_retry_after(response.headers.get("retry-after")))
+                    continue
+            elif case.endpoint == "stream":
+                await _read_stream(response, answer)
             else:
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    frame = orjson.loads(line[6:])
-                    kind = frame.get("type")
-                    if kind == "token":
-                        if ttft_ms is None:
-                            ttft_ms = round((time.monotonic() - started) * 1000, 1)
-                        answer.append(frame["token"])
-                    elif kind == "meta":
-                        model_route = frame.get("model_route")
-                    elif kind == "done":
-                        usage = frame.get("usage") or {}
-                    elif kind == "error":
-                        error_code = frame.get("code")
-    else:
-        response = await client.post("/chat", json=case.body(), headers=headers)
-        status = response.status_code
-        request_id = response.headers.get("x-request-id")
-        if status == 200:
-            body = response.json()
-            answer.append(body.get("answer", ""))
-            model_route, usage = body.get("model_route"), body.get("usage") or {}
-        else:
-            error_code = _envelope_code(response.content)
-    result = Result(answer="".join(answer), http_status=status, error_code=error_code,
-                    ttft_ms=ttft_ms, latency_ms=round((time.monotonic() - started) * 1000, 1),
-                    request_id=request_id)
-    input_tokens, output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
-    price = prices.get(model_route or "")
-    cost = (price.nano_usd(input_tokens, output_tokens) / NANO_USD_PER_USD
-            if price is not None and input_tokens is not None and output_tokens is not None
-            else None)
-    return CaseRun(case, route, result, tuple(case.evaluate(result)), model_route,
-                   input_tokens, output_tokens, cost)
+                body = orjson.loads(await response.aread())
+                answer.parts.append(body["answer"])
+                answer.model_route, answer.usage = body.get("model_route"), body["usage"]
+            return
+
+
+async def _read_stream(response: httpx2.Response, answer: _Answer) -> None:
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line:
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            continue  # id:, event:, retry: and comment lines carry nothing to check
+        if data:
+            answer.frame(orjson.loads("\n".join(data)))
+            data = []
+    if data:
+        answer.frame(orjson.loads("\n".join(data)))
+    if not answer.ended:
+        answer.error_code = "incomplete_stream"  # no done frame: the answer may be cut
+
+
+def _retry_after(header: str | None) -> float:
+    try:
+        return min(max(float(header or 1), 0.0), MAX_RETRY_WAIT_S)
+    except ValueError:
+        return 1.0
 
 
 def _envelope_code(body: bytes) -> str | None:

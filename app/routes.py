@@ -105,6 +105,9 @@ def _chain_for(request: Request, service: ChatService, gate: Gatekeeper,
     if pinned is None:  # the name is not repeated: it is caller input
         raise ApiError(400, "unknown_route", "X-Route names no route of this service; "
                                              "GET /ready lists them.")
+    if pinned.links[0].disabled:
+        raise ApiError(503, "route_disabled", "That route is disabled by the operator "
+                                              "(DISABLED_ROUTES).")
     return pinned
 
 

@@ -75,8 +75,8 @@ class Tenancy:
 
     def may_pin_routes(self, identity: Identity) -> bool:
         """Pinning a request to one route (`X-Route`) is for operators: an admin key, or
-        anyone in open mode, which serves only loopback unless told otherwise."""
-        return identity.tenant == ADMIN or self.open_mode
+        anyone in open mode on loopback (not with ALLOW_OPEN_MODE, which serves anyone)."""
+        return identity.tenant == ADMIN or (self.open_mode and not self.open_mode_anywhere)
 
     def is_admin(self, authorization: str | None) -> bool:
         digest = _digest_of_bearer(authorization)

@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import anyio
@@ -83,13 +83,12 @@ class RouteChain:
         return self.links[0].provider.route
 
     def pinned(self, route: str) -> RouteChain | None:
-        """A chain of that one route alone (its breaker shared, retries kept, no fallback),
-        so an operator can evaluate every route of the chain; None if there is no such route.
-        """
+        """A chain of that one route alone, so an operator can evaluate every route of the
+        chain; None if there is no such route. The route keeps its breaker, retries, tier
+        and rate cap, and a disabled route stays disabled: no fallback."""
         for link in self.links:
             if link.provider.route == route:
-                return RouteChain([replace(link, tier="primary", disabled=False)],
-                                  self._policy, self._rng)
+                return RouteChain([link], self._policy, self._rng)
         return None
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ChainEvent, None]:

@@ -7,12 +7,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from app.factory import create_app
 from app.settings import Settings
@@ -115,3 +120,59 @@ def test_a_malformed_case_file_is_reported_by_line_not_a_traceback(tmp_path: Pat
     assert run.returncode == 2
     assert "broken.jsonl:2" in run.stderr and "contians" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def broken_service() -> Starlette:
+    """A service that answers /ready, then streams badly: one case's stream stops without
+    `done`, another's hangs between heartbeats."""
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"status": "ready", "routes": [{"route": "fake/one"}]})
+
+    async def stream(request: Request) -> Response:
+        text = (await request.json())["messages"][-1]["content"]
+
+        async def frames() -> AsyncIterator[bytes]:
+            yield b'event: meta\ndata: {"type":"meta","model_route":"fake/one"}\n\n'
+            yield b'event: token\ndata: {"type":"token","token":"hello"}\n\n'
+            while text == "hang":
+                await anyio.sleep(0.2)
+                yield b": heartbeat\n\n"
+            if text == "fine":
+                yield b'event: done\ndata: {"type":"done","usage":{"input_tokens":1,' \
+                      b'"output_tokens":1}}\n\n'
+
+        return StreamingResponse(frames(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/ready", ready), Route("/chat/stream", stream,
+                                                           methods=["POST"])])
+
+
+def test_a_request_that_fails_fails_its_own_row_and_the_rest_still_run(
+        tmp_path: Path) -> None:
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("\n".join(
+        f'{{"id": "{text}", "input": "{text}", "checks": [{{"contains": "hello"}}]}}'
+        for text in ("fine", "cut", "hang")) + "\n")
+    report = tmp_path / "report.json"
+    with thread_server(broken_service()) as live:
+        run = hello_ship("eval", str(cases), "--url", live.url, "--timeout", "1.5",
+                         "--report", str(report))
+    assert run.returncode == 1, run.stderr
+    rows = {row["case"]: row for row in report_of(report)["results"]}
+    assert rows["fine"]["passed"] and rows["fine"]["ttft_ms"] is not None
+    assert rows["cut"]["error_code"] == "incomplete_stream" and not rows["cut"]["passed"]
+    assert rows["hang"]["error_code"] == "client_timeout" and not rows["hang"]["passed"]
+    assert rows["hang"]["latency_ms"] < 3000  # the case's time, though heartbeats kept coming
+    assert "Traceback" not in run.stderr
+
+
+def test_an_operator_mistake_stops_the_eval_instead_of_failing_every_case(
+        chain_of_four: ThreadServer) -> None:
+    from tests.tenancy import ACME_KEY
+
+    tenant_key = hello_ship("eval", str(SMOKE), "--url", chain_of_four.url, "--key", ACME_KEY)
+    assert tenant_key.returncode == 2
+    assert "takes an admin key" in tenant_key.stderr
+    unknown = hello_ship("eval", str(SMOKE), "--url", chain_of_four.url, "--key", ADMIN_KEY,
+                         "--route", "demo/typo")
+    assert unknown.returncode == 2 and "no route of that name" in unknown.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -67,3 +68,15 @@ def test_only_an_admin_key_may_pin_once_keys_are_configured(tmp_path: Path) -> N
     assert admin.status_code == 200 and admin.json()["model_route"] == "fake/fallback"
     assert usage.json()["today"]["requests"] == 0  # the admin's request is not acme's
     assert primary.started == 0 and fallback.started == 1
+
+
+def test_a_disabled_route_cannot_be_pinned() -> None:
+    primary, fallback = chain()
+    settings = replace(Settings.from_env(FAST_DEMO), disabled_routes=frozenset({"fake/fallback"}))
+    with thread_server(create_app(settings, [primary, fallback])) as live, \
+            httpx.Client(timeout=10) as client:
+        response = client.post(live.url + "/chat", json={"message": "hi"},
+                               headers={"X-Route": "fake/fallback"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "route_disabled"
+    assert fallback.started == 0
