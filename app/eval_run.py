@@ -39,9 +39,13 @@ class CaseRun:
     def passed(self) -> bool:
         return case_passed(self.outcomes)
 
+    @property
+    def label(self) -> str:
+        return self.route or CONFIGURED
+
     def row(self) -> dict[str, Any]:
         return {
-            "case": self.case.id, "route": self.route or CONFIGURED,
+            "case": self.case.id, "route": self.label,
             "model_route": self.model_route, "passed": self.passed,
             "failed_checks": [{"check": o.check, "detail": o.detail, "blocking": o.blocking}
                               for o in self.outcomes if not o.passed],
@@ -58,34 +62,36 @@ class CaseRun:
 class Report:
     runs: list[CaseRun] = field(default_factory=list)
 
-    def pass_rates(self) -> dict[str, float]:
-        totals: dict[str, list[int]] = {}
+    def by_route(self) -> dict[str, list[CaseRun]]:
+        """The runs of each route, routes in the order they ran."""
+        grouped: dict[str, list[CaseRun]] = {}
         for run in self.runs:
-            counts = totals.setdefault(run.route or CONFIGURED, [0, 0])
-            counts[0] += run.passed
-            counts[1] += 1
-        return {route: passed / total for route, (passed, total) in totals.items()}
+            grouped.setdefault(run.label, []).append(run)
+        return grouped
+
+    def pass_rates(self) -> dict[str, float]:
+        return {route: sum(run.passed for run in runs) / len(runs)
+                for route, runs in self.by_route().items()}
 
     def as_json(self, threshold: float) -> bytes:
         rates = self.pass_rates()
         return orjson.dumps({
             "threshold": threshold,
             "passed": all(rate >= threshold for rate in rates.values()),
-            "routes": {route: {"pass_rate": rate,
-                               "cases": sum(1 for r in self.runs if (r.route or CONFIGURED)
-                                            == route)}
-                       for route, rate in rates.items()},
+            "routes": {route: {"pass_rate": rates[route], "cases": len(runs)}
+                       for route, runs in self.by_route().items()},
             "results": [run.row() for run in self.runs],
         }, option=orjson.OPT_INDENT_2)
 
     def write_summary(self, out: TextIO, threshold: float) -> bool:
         ok = True
-        for route, rate in self.pass_rates().items():
-            runs = [run for run in self.runs if (run.route or CONFIGURED) == route]
+        for route, runs in self.by_route().items():
+            passed = sum(run.passed for run in runs)
+            rate = passed / len(runs)
             good = rate >= threshold
             ok &= good
-            out.write(f"{'ok  ' if good else 'FAIL'}  {route}: {sum(r.passed for r in runs)}"
-                      f"/{len(runs)} passed ({rate:.1%}, threshold {threshold:.1%})\n")
+            out.write(f"{'ok  ' if good else 'FAIL'}  {route}: {passed}/{len(runs)} passed "
+                      f"({rate:.1%}, threshold {threshold:.1%})\n")
             for run in runs:
                 for outcome in run.outcomes:
                     if not outcome.passed:
@@ -145,7 +151,7 @@ async def run_cases(cases: Sequence[Case], *, url: str, key: str | None,
                     group.start_soon(one, case, route)
     for run in report.runs:
         if run.result.error_code in SETUP_REFUSALS:
-            raise EvalSetupError(f"{run.route or CONFIGURED}: "
+            raise EvalSetupError(f"{run.label}: "
                                  f"{SETUP_REFUSALS[run.result.error_code]}")
     order = {case.id: index for index, case in enumerate(cases)}
     route_order = {route: index for index, route in enumerate(routes)}

@@ -50,8 +50,8 @@ class OutputStage:
 
     def __init__(self, guard: OutputGuard | None = None) -> None:
         self._guard = guard if guard is not None and guard.active else None
-        self._buffer = (SentenceBuffer(guard.max_chars, guard.max_hold_s, settled_cut)
-                        if self._guard is not None and guard is not None else None)
+        self._buffer = (None if self._guard is None else SentenceBuffer(
+            self._guard.max_chars, self._guard.max_hold_s, settled_cut))
         self._context = ""  # the end of the raw text already released, for look-back
         self._tail_redacted = False  # the last release ended inside a redacted value
         self._blocked = False  # a finding stopped the answer: nothing more leaves
