@@ -139,6 +139,18 @@ def stamp_request_context() -> None:
 class _LineQueueHandler(QueueHandler):
     """Keeps the record's fields; renders only the traceback, which needs this thread."""
 
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord]) -> None:
+        super().__init__(records)
+        # Set under the handler's lock once the writer thread stops: a thread that picked
+        # this handler before the switch must not queue a line nobody will read.
+        self.direct: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.direct is not None:
+            self.direct.handle(record)
+        else:
+            super().emit(record)
+
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         if record.exc_info:
             if record.exc_info[1] is not None:
@@ -163,6 +175,8 @@ class _Output:
         """Write out what is queued and write every later line directly."""
         if self.listener is None:
             return
+        with self.queue_handler.lock:  # type: ignore[union-attr]
+            self.queue_handler.direct = self.writer
         root = logging.getLogger()
         root.handlers = [self.writer if h is self.queue_handler else h for h in root.handlers]
         self.listener.stop()  # writes the queue up to its stop marker
