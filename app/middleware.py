@@ -1,8 +1,8 @@
 """The outermost layer, pure ASGI so streams pass through unbuffered and cancellable.
 
-It gives each request its context (request id, trace id, start time), adds `X-Request-ID` to
-every response, answers an unhandled error with the JSON envelope, and writes one JSON access
-line per request.
+It gives each request its context (request id, trace and span ids, start time), adds
+`X-Request-ID` to every response, answers an unhandled error with the JSON envelope, and writes
+one JSON access line per request.
 """
 
 from __future__ import annotations
@@ -29,11 +29,8 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        ctx = context.RequestContext(
-            request_id=context.request_id_from(headers.get("x-request-id")),
-            trace_id=context.trace_id_from(headers.get("traceparent")),
-            started_at=time.monotonic(),
-        )
+        ctx = context.request_context(headers.get("x-request-id"),
+                                      headers.getlist("traceparent"), time.monotonic())
         token = context.current.set(ctx)
         id_header = (b"x-request-id", ctx.request_id.encode())
         status = 0

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from app import context
+from app import context, tracing
 from app.admission import Bill, Gatekeeper
 from app.body import read_json_object
 from app.errors import ApiError, JSONResponse
@@ -48,6 +48,20 @@ def identify(request: Request) -> Identity:
 
 
 async def _start(request: Request, *, stream: bool) -> ASGIApp:
+    ctx = context.current.get()
+    assert ctx is not None, "EdgeMiddleware sets the request context"
+    span, ctx = tracing.start_chat(ctx, "/chat/stream" if stream else "/chat", stream)
+    if span is None:
+        return await _open(request, ctx, None, stream=stream)
+    try:
+        return await _open(request, ctx, span, stream=stream)
+    except BaseException as exc:  # refused before the answer began: the span ends here
+        tracing.refused(span, exc)
+        raise
+
+
+async def _open(request: Request, ctx: context.RequestContext, span: tracing.ChatSpan | None,
+                *, stream: bool) -> ASGIApp:
     service: ChatService = request.app.state.service
     gate: Gatekeeper = request.app.state.gate
     guardrails: Guardrails = request.app.state.guardrails
@@ -55,8 +69,6 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
     chain = _chain_for(request, service, gate, identity)
     payload = await read_json_object(request, service.settings.max_body_bytes)
     chat = parse_chat(payload, service.input_limits(identity))
-    ctx = context.current.get()
-    assert ctx is not None, "EdgeMiddleware sets the request context"
     admitted = await gate.admit(identity, service.prompt(chat), chat.max_tokens)
     try:
         # After admission, so refused requests still count against the caller's rate limit.
@@ -83,8 +95,13 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
     async def on_end(http_status: int) -> None:
         # A client that left before the end skipped `on_terminal`: settle here instead. The
         # log line carries the bill that was charged.
-        await settle(job.record)
-        service.finish(chat, identity, job, charged[0], stream=stream, http_status=http_status)
+        try:
+            await settle(job.record)
+            service.finish(chat, identity, job, charged[0], stream=stream,
+                           http_status=http_status)
+        finally:
+            if span is not None:
+                span.end(job.record, http_status)
 
     stop = request.app.state.lifecycle.stopping
     if stream:

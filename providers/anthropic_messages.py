@@ -76,6 +76,10 @@ class AnthropicMessagesProvider:
                 base_url=spec.base_url,
                 max_retries=0,  # the route chain retries, knowing fallback and budgets
                 timeout=anthropic.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
+                # The SDK's own call spans would put their own `traceparent` in place of the
+                # request's (a new trace, when the process has a global tracer provider and
+                # no current span); off, it also calls nothing of OpenTelemetry per request.
+                open_telemetry=False,
             )
 
     @property
@@ -97,6 +101,7 @@ class AnthropicMessagesProvider:
                 messages=[_message(turn) for turn in turns],
                 system="\n\n".join(system) if system else anthropic.omit,
                 stream=True,
+                extra_headers=request.trace_headers(),
             )
         except Exception as exc:
             raise vendor_error(exc) from None

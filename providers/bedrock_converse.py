@@ -4,12 +4,19 @@ Text comes from `contentBlockDelta`, the stop reason from `messageStop`, usage f
 closing `metadata` event. Credentials come from the normal AWS chain (environment, profile,
 container or instance role); the endpoint from `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` when set.
 The client, and so its connection pool, is made on first use and kept for the route's life.
+
+The request's `traceparent` is added to the HTTP request by a botocore `before-send` handler,
+registered once on the client and reading the value of the call in progress from a context
+variable. `before-send` comes after SigV4 signing, so the header is not signed: a proxy or
+mesh that rewrites trace headers (as many do) cannot break the signature, just as botocore
+leaves its own `X-Amzn-Trace-Id` out of the signature.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -83,6 +90,17 @@ _ERROR_STATUS: dict[str, int] = {
 }
 
 
+# The `traceparent` of the call this task is making, for the `before-send` handler.
+_TRACEPARENT: ContextVar[str | None] = ContextVar("bedrock_traceparent", default=None)
+
+
+def _add_trace_context(request: Any, **kwargs: Any) -> None:
+    """botocore `before-send` handler: the prepared, signed request gets the trace header."""
+    traceparent = _TRACEPARENT.get()
+    if traceparent is not None:
+        request.headers["traceparent"] = traceparent
+
+
 class BedrockConverseProvider:
     def __init__(self, spec: RouteSpec) -> None:
         self._spec = spec
@@ -117,6 +135,8 @@ class BedrockConverseProvider:
                 client = self._get_session().client(
                     "bedrock-runtime", endpoint_url=self._spec.base_url, config=config)
                 self._client = await self._exit_stack.enter_async_context(client)
+                self._client.meta.events.register("before-send.bedrock-runtime",
+                                                  _add_trace_context)
             return self._client
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
@@ -132,8 +152,12 @@ class BedrockConverseProvider:
             client = await self._get_client()
             # aiobotocore bounds connecting and reading, not the wait for a free pooled
             # connection: without this a burst past the pool queues with no limit.
-            with anyio.fail_after(self._spec.timeout_s):
-                response = await client.converse_stream(**arguments)
+            trace_token = _TRACEPARENT.set(request.traceparent)
+            try:
+                with anyio.fail_after(self._spec.timeout_s):
+                    response = await client.converse_stream(**arguments)
+            finally:
+                _TRACEPARENT.reset(trace_token)
         except Exception as exc:
             raise vendor_error(exc) from None
         events = response["stream"]

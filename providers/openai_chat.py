@@ -89,8 +89,10 @@ class OpenAIChatProvider:
             "stream_options": {"include_usage": True},
             self._cap_field: self._spec.output_cap(request.max_tokens),
         }
+        headers = request.trace_headers()
         try:
             response = await client.post("/chat/completions", body=body, cast_to=object,
+                                         options={"headers": headers} if headers else {},
                                          stream=True, stream_cls=AsyncStream[object])
         except Exception as exc:
             raise vendor_error(exc) from None

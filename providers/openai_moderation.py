@@ -35,15 +35,18 @@ class OpenAIModeration:
         self._client = openai_client(api_key, base_url, timeout_s=timeout_s,
                                      connect_timeout_s=connect_timeout_s)
 
-    async def check(self, texts: Sequence[str]) -> ModerationVerdict:
-        """The verdict on all `texts` together; categories come from the flagged ones."""
+    async def check(self, texts: Sequence[str], *,
+                    traceparent: str | None = None) -> ModerationVerdict:
+        """The verdict on all `texts` together; categories come from the flagged ones.
+        `traceparent` is the W3C trace context header the call carries."""
         if isinstance(texts, str):  # a str is a Sequence[str]: one text per character
             raise TypeError("check() takes a sequence of texts, not one str")
         if not texts:
             return NOT_FLAGGED  # nothing to judge; the endpoint refuses an empty input
         try:
-            response = await self._client.moderations.create(model=self._model,
-                                                             input=list(texts))
+            response = await self._client.moderations.create(
+                model=self._model, input=list(texts),
+                extra_headers={"traceparent": traceparent} if traceparent else None)
         except Exception as exc:
             raise vendor_error(exc) from None
         try:

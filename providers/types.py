@@ -24,6 +24,13 @@ class CompletionRequest:
     # time.monotonic() by which the whole request must be done; route chains plan their
     # retries within it, adapters can ignore it.
     deadline_at: float | None = None
+    # The W3C `traceparent` header every vendor call of the request carries (the caller's
+    # trace, our span as the parent), so a vendor's own tracing joins the trace.
+    traceparent: str | None = None
+
+    def trace_headers(self) -> dict[str, str] | None:
+        """The trace context headers of a vendor call; never anything else from the caller."""
+        return {"traceparent": self.traceparent} if self.traceparent is not None else None
 
 
 @dataclass(frozen=True, slots=True)
