@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: serve test test-tools eval bench bench-adapters bench-guard lock clean
+.PHONY: serve test test-tools eval bench bench-adapters bench-guard bench-metrics lock clean
 
 $(VENV)/.runtime: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.test: $(VENV)/.runtime
 serve: $(VENV)/.runtime
 	$(BIN)/hello-ship serve
 
-# Servers the tests run for real (redis-server), installed when missing.
+# Tools the tests run for real (redis-server, promtool), installed when missing.
 test-tools:
 	./scripts/install-test-tools
 
@@ -40,6 +40,9 @@ eval: $(VENV)/.runtime
 
 bench-guard: $(VENV)/.runtime
 	$(BIN)/python bench/guard_cost.py
+
+bench-metrics: $(VENV)/.runtime
+	$(BIN)/python bench/metrics_cost.py
 
 # Re-resolve the dependency ranges in pyproject.toml and record what resolved.
 lock:

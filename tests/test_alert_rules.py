@@ -1,0 +1,150 @@
+"""The example alert rules and dashboard in ops/: valid, tested, and about real metrics.
+
+`promtool` checks the rules and runs their unit tests (ops/prometheus/*.test.yml). `make test`
+installs it (Debian package prometheus); without it those tests skip on a developer machine
+and fail under CI=true, where a skip would hide that they never ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
+
+import telemetry.metrics as defined
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
+RULE_TESTS = sorted((ROOT / "ops" / "prometheus").glob("*.test.yml"))
+DASHBOARD_MD = ROOT / "ops" / "grafana" / "dashboard.md"
+DASHBOARD_JSON = ROOT / "ops" / "grafana" / "hello-ship.json"
+OPS_FILES = [RULES, *RULE_TESTS, DASHBOARD_MD, DASHBOARD_JSON]
+
+
+
+def exposed_names() -> frozenset[str]:
+    """The service's metric names as exposed (counters with _total, histograms by base
+    name), from the definitions themselves, so renaming one breaks these files' tests."""
+    names = set()
+    for value in vars(defined).values():
+        if isinstance(value, MetricWrapperBase):
+            for family in value.describe():
+                names.add(family.name + ("_total" if family.type == "counter" else ""))
+    return frozenset(names)
+
+
+METRICS = exposed_names()
+
+# A metric name, not part of a recording rule's name (`job:hello_ship_x:rate5m`).
+METRIC_NAME = re.compile(r"(?<![\w:])hello_ship_[a-z_]+")
+HISTOGRAM_SERIES = re.compile(r"_(bucket|sum|count)$")
+# A recording rule name: level:metric:operations.
+RECORDED_NAME = re.compile(r"(?<![\w:])[a-z_]+:[a-z0-9_]+:[a-z0-9_]+(?![\w:])")
+PROMQL_BLOCK = re.compile(r"```promql\n(.*?)\n```", re.DOTALL)
+
+
+def promtool() -> str:
+    binary = shutil.which("promtool")
+    if binary is None:
+        reason = "promtool is not installed (make test installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return binary
+
+
+def run_promtool(*args: str) -> None:
+    proc = subprocess.run([promtool(), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def metric_names(text: str) -> set[str]:
+    return {HISTOGRAM_SERIES.sub("", name) for name in METRIC_NAME.findall(text)}
+
+
+def dashboard_queries() -> list[str]:
+    return PROMQL_BLOCK.findall(DASHBOARD_MD.read_text())
+
+
+def json_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD_JSON.read_text())
+    return [target["expr"] for panel in dashboard["panels"]
+            for target in panel.get("targets", [])]
+
+
+def rule_blocks(kind: str) -> list[str]:
+    """The text of each `- alert:` or `- record:` entry of alerts.yml."""
+    entries = re.split(r"\n(?=\s*- (?:alert|record|name):)", RULES.read_text())
+    return [entry for entry in entries if re.match(rf"\s*- {kind}:", entry)]
+
+
+def test_rules_pass_promtool_check() -> None:
+    run_promtool("check", "rules", str(RULES.relative_to(ROOT)))
+
+
+@pytest.mark.parametrize("tests_file", RULE_TESTS, ids=lambda path: path.name)
+def test_rule_unit_tests_pass(tests_file: Path) -> None:
+    run_promtool("test", "rules", str(tests_file.relative_to(ROOT)))
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    # Each query as a recording rule: `promtool check rules` parses it.
+    rules = ["groups:", "  - name: dashboard", "    rules:"]
+    for number, query in enumerate(dashboard_queries()):
+        rules.append(f"      - record: dashboard:query_{number}:check")
+        rules.append("        expr: |")
+        query = query.replace("$job", "hello-ship")
+        rules.extend(f"          {line}" for line in query.splitlines())
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text("\n".join(rules) + "\n")
+    run_promtool("check", "rules", str(path))
+
+
+def test_dashboard_json_matches_its_description() -> None:
+    assert dashboard_queries(), "no ```promql blocks in dashboard.md"
+    assert json_queries() == dashboard_queries()
+
+
+@pytest.mark.parametrize("path", OPS_FILES, ids=lambda path: path.name)
+def test_only_the_services_metrics_are_used(path: Path) -> None:
+    used = metric_names(path.read_text())
+    assert used, f"no hello_ship_ metric named in {path.name}"
+    assert used <= METRICS, f"{path.name} names unknown metrics: {sorted(used - METRICS)}"
+
+
+def test_the_dashboard_shows_every_metric() -> None:
+    assert metric_names(DASHBOARD_MD.read_text()) == METRICS
+
+
+def test_recording_rules_used_are_defined() -> None:
+    text = RULES.read_text()
+    defined = set(re.findall(r"- record: (\S+)", text))
+    used = set()
+    for path in (RULES, DASHBOARD_MD, DASHBOARD_JSON):
+        used |= set(RECORDED_NAME.findall(path.read_text()))
+    assert used <= defined, f"not recorded in alerts.yml: {sorted(used - defined)}"
+    assert defined <= used, f"recorded but never read: {sorted(defined - used)}"
+
+
+def test_every_alert_has_a_severity_and_a_runbook() -> None:
+    alerts = rule_blocks("alert")
+    assert len(alerts) >= 8
+    for alert in alerts:
+        name = alert.split("alert:", 1)[1].split()[0]
+        assert re.search(r"\n\s+severity: (critical|warning)\n", alert), name
+        for annotation in ("summary", "description"):
+            assert re.search(rf"\n\s+{annotation}: \S", alert), (name, annotation)
+        assert 'runbook_url: "README.md#metrics-and-alerts"' in alert, name
+
+
+def test_the_slo_alerts_exist() -> None:
+    names = {alert.split("alert:", 1)[1].split()[0] for alert in rule_blocks("alert")}
+    assert {"HelloShipStreamTTFTHigh", "HelloShipErrorBudgetBurn",
+            "HelloShipFallbackTrafficHigh", "HelloShipCostSpike"} <= names
