@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import anyio
 
 from app.errors import ApiError
-from app.metrics import QUOTA_REFUSALS, QUOTA_STORE_ERRORS
 from app.settings import StorePolicy
 from app.tenants import Identity, Tenancy
 from providers.tokens import count_tokens
@@ -39,6 +38,7 @@ from quota.ledger import (
 )
 from quota.prices import Price
 from streaming.record import StreamRecord
+from telemetry.metrics import QUOTA_REFUSALS, QUOTA_STORE_ERRORS
 
 logger = logging.getLogger("hello_ship.limits")
 
@@ -169,22 +169,25 @@ def _refusal(verdict: Verdict, limits: Limits, ask: Ask, now: float) -> ApiError
                       else ("This API key's user", limits.user_rpm))
         return _too_many("rate_limited", refusal,
                          f"{who} is over its limit of {limit} requests per minute.",
-                         max(1, math.ceil(verdict.retry_after_s)))
+                         max(1, math.ceil(verdict.retry_after_s)), ask)
     if refusal is Refusal.STREAMS:
         return _too_many("too_many_streams", refusal,
                          f"This API key's tenant already has {limits.streams} answers in "
-                         "progress; retry when one has finished.", 1)
+                         "progress; retry when one has finished.", 1, ask)
     what = "token" if refusal is Refusal.TOKEN_BUDGET else "USD"
     if verdict.held_by_reservations:
         return _too_many("budget_exceeded", refusal,
                          f"Answers in progress hold the rest of today's {what} budget; "
-                         "retry when they have finished.", HELD_BUDGET_RETRY_AFTER_S)
+                         "retry when they have finished.", HELD_BUDGET_RETRY_AFTER_S, ask)
     return _too_many("budget_exceeded", refusal,
                      f"Today's {what} budget does not cover this request (its input plus "
                      f"max_tokens, up to {ask.tokens} tokens); a smaller max_tokens may fit, "
-                     "and the budget renews at 00:00 UTC.", seconds_to_next_day(now))
+                     "and the budget renews at 00:00 UTC.", seconds_to_next_day(now), ask)
 
 
-def _too_many(code: str, refusal: Refusal, message: str, retry_after_s: int) -> ApiError:
+def _too_many(code: str, refusal: Refusal, message: str, retry_after_s: int,
+              ask: Ask) -> ApiError:
     return ApiError(429, code, message, headers={"Retry-After": str(retry_after_s)},
+                    logged={"tenant_id": ask.tenant, "user_id": ask.user,
+                            "limit": refusal.value, "retry_after_s": retry_after_s},
                     limit=refusal.value, retry_after_s=retry_after_s)

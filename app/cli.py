@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,16 +40,43 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["PORT"] = str(args.port)
     settings = load_settings_or_exit(os.environ)
     configure_logging(settings.log_level)
-    uvicorn.run(
-        "app.main:app",
-        host=settings.host,
-        port=settings.port,
-        workers=args.workers,
-        log_config=None,  # app.main configures JSON logging in every worker
-        access_log=False,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s) + 5,
-    )
+    with _shared_metrics_dir(args.workers):
+        uvicorn.run(
+            "app.main:app",
+            host=settings.host,
+            port=settings.port,
+            workers=args.workers,
+            log_config=None,  # app.main configures JSON logging in every worker
+            access_log=False,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s) + 5,
+        )
     return 0
+
+
+METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def _shared_metrics_dir(workers: int) -> Iterator[None]:
+    """Several workers write their metrics to files in one directory, so `/metrics` on any
+    of them counts them all. The workers inherit the variable; values of an earlier run in a
+    directory the operator chose are wiped, or they would be counted again."""
+    chosen = os.environ.get(METRICS_DIR_VAR)
+    if chosen:
+        for stale in Path(chosen).glob("*.db"):
+            stale.unlink(missing_ok=True)
+        yield
+        return
+    if workers <= 1:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="hello-ship-metrics-")
+    os.environ[METRICS_DIR_VAR] = path
+    try:
+        yield
+    finally:
+        del os.environ[METRICS_DIR_VAR]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _parser() -> argparse.ArgumentParser:

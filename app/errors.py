@@ -30,13 +30,18 @@ class JSONResponse(Response):
 
 
 class ApiError(Exception):
+    """`fields` join the error body; `logged` join only its `request_rejected` line (what
+    the operator needs and the caller is not told, such as its tenant's name)."""
+
     def __init__(self, status: int, code: str, message: str, *,
-                 headers: Mapping[str, str] | None = None, **fields: Any) -> None:
+                 headers: Mapping[str, str] | None = None,
+                 logged: Mapping[str, Any] | None = None, **fields: Any) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.logged = dict(logged or {})
         self.fields = fields
 
 
@@ -49,7 +54,8 @@ def error_response(error: ApiError) -> JSONResponse:
     body = {"code": error.code, "message": error.message,
             "request_id": current_request_id(), **error.fields}
     if error.status < 500:
-        logger.info("request_rejected", extra={"status": error.status, "code": error.code})
+        logger.info("request_rejected", extra={"status": error.status, "code": error.code,
+                                               **error.logged})
     return JSONResponse({"error": body}, status_code=error.status, headers=error.headers)
 
 

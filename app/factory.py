@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app import metrics, routes, usage
+from app import metrics, routes, tracing, usage
 from app.admission import Gatekeeper
 from app.chain_setup import build_chain
 from app.errors import (
@@ -27,6 +27,7 @@ from app.jsonlog import flush_logs
 from app.lifecycle import Lifecycle
 from app.middleware import EdgeMiddleware
 from app.readiness import FIRST_ROUND_WAIT_S, RouteChecks
+from app.request_metrics import counting_rejections
 from app.service import ChatService
 from app.settings import Settings
 from providers.base import Provider
@@ -34,6 +35,7 @@ from providers.routes import ProviderOptions, build_provider
 from quota.ledger import QuotaStore
 from quota.memory_store import MemoryStore
 from quota.redis_store import RedisStore
+from telemetry import exposition
 
 logger = logging.getLogger("hello_ship.lifecycle")
 
@@ -67,8 +69,9 @@ def create_app(settings: Settings,
     else:
         providers = list(provider) if isinstance(provider, Sequence) else [provider]
     chain = build_chain(providers, settings)
+    tracing.configure(settings.tracing)
 
-    lifecycle = Lifecycle(settings.drain_delay_s)
+    lifecycle = Lifecycle(settings.drain_delay_s, settings.shutdown_grace_s)
     checks = RouteChecks(chain.links, settings.ready_check_s)
     store = store or quota_store(settings)
     gate = Gatekeeper(settings.tenancy, settings.prices,
@@ -79,6 +82,7 @@ def create_app(settings: Settings,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         restore_signal_handlers = lifecycle.install()
         _log_access_mode(settings)
+        stop_metrics_listener = metrics.start_metrics_listener(settings)
         try:
             async with anyio.create_task_group() as background:
                 background.start_soon(checks.run)
@@ -87,6 +91,9 @@ def create_app(settings: Settings,
                 background.cancel_scope.cancel()
         finally:
             restore_signal_handlers()
+            if stop_metrics_listener is not None:
+                stop_metrics_listener()
+            exposition.worker_exiting()
             try:
                 await chain.aclose()
             except Exception:  # logged safely here, not as the server's traceback text
@@ -96,10 +103,15 @@ def create_app(settings: Settings,
             except Exception:
                 logger.exception("moderation_close_failed")
             try:
+                await tracing.flush()  # spans still buffered for export
+            except Exception:
+                logger.exception("span_export_failed")
+            try:
                 await store.aclose()
             except Exception:
                 logger.exception("limits_store_close_failed")
             finally:
+                lifecycle.log_complete()
                 flush_logs()  # the event loop is ending: write directly from now on
 
     app = Starlette(
@@ -113,9 +125,9 @@ def create_app(settings: Settings,
             Route("/metrics", metrics.metrics, methods=["GET"]),
         ],
         exception_handlers={
-            ApiError: handle_api_error,
+            ApiError: counting_rejections(handle_api_error),
             HTTPException: handle_http_exception,
-            Exception: handle_unexpected,
+            Exception: counting_rejections(handle_unexpected),
         },
         lifespan=lifespan,
     )

@@ -15,9 +15,9 @@ from dataclasses import replace
 
 import anyio
 
+from app import context
 from app.errors import ApiError
 from app.guard_config import GuardSettings
-from app.metrics import GUARD_HITS
 from app.schemas import ChatInput
 from guard.input import InputGuard
 from guard.policy import GuardPolicy
@@ -26,6 +26,7 @@ from providers.errors import ProviderError
 from providers.openai_moderation import OpenAIModeration
 from providers.types import Message
 from streaming.moderation import OutputGuard
+from telemetry.metrics import GUARD_HITS
 
 logger = logging.getLogger("hello_ship.guard")
 
@@ -76,7 +77,8 @@ class Guardrails:
         try:
             # The SDK's timeouts are per read; this bounds the whole check.
             with anyio.fail_after(moderation.timeout_s * 2):
-                result = await self._moderation.check([m.content for m in chat.messages])
+                result = await self._moderation.check([m.content for m in chat.messages],
+                                                      traceparent=_traceparent())
         except (ProviderError, TimeoutError) as exc:
             policy = moderation.on_error
             logger.warning("moderation_failed", extra={
@@ -109,3 +111,8 @@ class Guardrails:
     async def aclose(self) -> None:
         if self._moderation is not None:
             await self._moderation.aclose()
+
+
+def _traceparent() -> str | None:
+    ctx = context.current.get()
+    return ctx.outgoing_traceparent() if ctx is not None else None

@@ -1,9 +1,13 @@
 """JSON log lines on stdout, written off the event loop.
 
 Every record becomes one orjson object with `ts`, `level`, `logger`, `event` (the message),
-`pid`, the `request_id` and `trace_id` of the task that logged it, and the record's `extra`
-fields. Exceptions are logged as their types and stack frames only: exception messages are
-where vendors and libraries put request bodies, prompts and keys. As a last line of defence,
+`pid`, `log_schema`, the `request_id` and `trace_id` of the task that logged it, and the
+record's `extra` fields. The README's "Log schema" documents every event and field of version
+`LOG_SCHEMA`: within a version fields are only added; a rename, a removal or a change of a
+field's type or meaning bumps it.
+
+Exceptions are logged as their types and stack frames only: exception messages are where
+vendors and libraries put request bodies, prompts and keys. As a last line of defence,
 every other text field is scrubbed with the built-in PII and secret detectors, so a value
 that slipped into a message (a key in a library's warning) is written as a placeholder.
 
@@ -57,9 +61,13 @@ def describe_exception(error: BaseException) -> str:
     return "\n\nwhich was raised while handling:\n".join(reversed(parts))
 
 
+# The version of the log schema every line is written in (see the module docstring).
+LOG_SCHEMA = 1
+
 # Fields the service itself fills with times, names and digests: nothing to scrub there.
 # (`request_id` is scrubbed: a client may send its own.)
-_OWN_FIELDS = frozenset({"ts", "level", "logger", "pid", "trace_id", "input_hash"})
+_OWN_FIELDS = frozenset({"ts", "level", "logger", "pid", "log_schema", "trace_id",
+                         "input_hash"})
 _LOG_SCRUBBER = Scanner(list(BUILTIN.values()))
 
 
@@ -98,6 +106,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
             "pid": record.process,
+            "log_schema": LOG_SCHEMA,
         }
         request_id = getattr(record, "request_id", None)
         if request_id is not None:

@@ -34,9 +34,11 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Lifecycle:
-    def __init__(self, drain_delay_s: float) -> None:
+    def __init__(self, drain_delay_s: float, shutdown_grace_s: float = 0.0) -> None:
         self.drain_delay_s = drain_delay_s
+        self.shutdown_grace_s = shutdown_grace_s  # logged only: the pipeline enforces it
         self.draining = False
+        self.stop_signal: str | None = None  # the signal that began the shutdown, if any
         self.stopping: anyio.Event | None = None
 
     def install(self) -> Callable[[], None]:
@@ -76,6 +78,7 @@ class Lifecycle:
         first = not self.draining
         if first:
             self.draining = True
+            self.stop_signal = signal.Signals(signum).name
             logger.info("drain_started", extra={"signal": signal.Signals(signum).name,
                                                 "drain_delay_s": self.drain_delay_s})
         delay = self.drain_delay_s if first and signum == signal.SIGTERM else 0.0
@@ -83,8 +86,16 @@ class Lifecycle:
 
     def _stop(self, server_handler: SignalHandler, signum: int, frame: FrameType | None) -> None:
         if self.stopping is not None:
+            if not self.stopping.is_set():
+                logger.info("shutdown_started", extra={"signal": signal.Signals(signum).name,
+                                                       "grace_s": self.shutdown_grace_s})
             self.stopping.set()
         # sse-starlette watches for shutdown to end streams that outlive the grace; it cannot
         # recognise the server behind our handler, so tell it directly.
         AppStatus.should_exit = True
         server_handler(signum, frame)
+
+    def log_complete(self) -> None:
+        """The process's last line of its own: a log that ends without it ended in a crash
+        or a kill, not a shutdown."""
+        logger.info("shutdown_complete", extra={"signal": self.stop_signal})

@@ -1,33 +1,68 @@
-"""Prometheus metrics, served at `/metrics`.
+"""`GET /metrics`, and the separate metrics port, so the numbers are not public by accident.
 
-Labels are small closed sets (limit names, operations, policies): never a tenant id, a key or
-anything from a request.
+On the service port the endpoint takes an admin key or a scrape-only `[metrics]` key when
+keys are configured (in open mode, loopback only, it is open like everything else). With
+`METRICS_PORT` set it moves to its own listener on `METRICS_HOST` (127.0.0.1 unless told
+otherwise) and the service port answers 404, so only the network that can reach that port
+can scrape.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+import errno
+import logging
+from collections.abc import Callable
+
+from prometheus_client import start_http_server
 from starlette.requests import Request
 from starlette.responses import Response
 
-QUOTA_REFUSALS = Counter(
-    "hello_ship_quota_refusals_total",
-    "Chat requests refused by a tenant's rate limit, stream limit or budget.",
-    ["limit"],
-)
-QUOTA_STORE_ERRORS = Counter(
-    "hello_ship_quota_store_errors_total",
-    "Calls to the quota store (Redis) that failed, and the policy applied.",
-    ["operation", "policy"],
-)
+from app.errors import ApiError
+from app.settings import Settings
+from app.tenants import Tenancy
+from telemetry import exposition
 
-GUARD_HITS = Counter(
-    "hello_ship_guardrail_hits_total",
-    "Guardrail findings by direction (input, output), detector (email, api_key, "
-    "blocked_pattern_0, moderation, ...) and the action taken.",
-    ["direction", "detector", "action"],
-)
+logger = logging.getLogger("hello_ship.metrics")
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    settings: Settings = request.app.state.service.settings
+    if settings.metrics_port is not None:
+        raise ApiError(404, "not_found", "Metrics are served on the metrics port "
+                                         "(METRICS_PORT), not here.")
+    tenancy: Tenancy = settings.tenancy
+    if not tenancy.open_mode and not tenancy.may_scrape(request.headers.get("authorization")):
+        raise ApiError(401, "unauthorized", "Scraping takes an admin key or a [metrics] key "
+                                            "as 'Authorization: Bearer <key>'.",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return Response(exposition.render(), media_type=exposition.CONTENT_TYPE)
+
+
+def start_metrics_listener(settings: Settings) -> Callable[[], None] | None:
+    """Serve `/metrics` on `METRICS_PORT` from a thread; returns how to stop it.
+
+    Under several workers each tries the port and the first one serves it (every worker's
+    answer covers all of them); the others find it taken and go on.
+    """
+    if settings.metrics_port is None:
+        return None
+    try:
+        server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
+                                           registry=exposition.scrape_registry())
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE and exposition.multiprocess_dir() is not None:
+            logger.info("metrics_listener_elsewhere", extra={"port": settings.metrics_port})
+            return None
+        logger.error("metrics_port_unavailable", extra={
+            "host": settings.metrics_host, "port": settings.metrics_port,
+            "error_class": type(exc).__name__, "errno": exc.errno})
+        raise
+    logger.info("metrics_listening", extra={"host": settings.metrics_host,
+                                            "port": server.server_port})
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop

@@ -6,7 +6,9 @@ that leaves cancels the pipeline, the provider call included, on either endpoint
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
@@ -23,6 +25,8 @@ from streaming.frames import DoneFrame, Frame, SSEEncoder, usage_payload
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
 
+logger = logging.getLogger("hello_ship.edge")
+
 # Deep enough to absorb a burst of tokens while a send is in flight, small enough that a
 # stalled client holds back the producer instead of buffering its whole answer.
 FRAME_BUFFER = 32
@@ -30,7 +34,7 @@ FRAME_BUFFER = 32
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 # error code -> HTTP status on the non-streaming endpoint
-_ERROR_STATUS = {
+ERROR_STATUS = {
     "provider_unavailable": 503,
     "shutting_down": 503,
     "provider_error": 502,
@@ -43,9 +47,23 @@ _ERROR_STATUS = {
 OnEnd = Callable[[int], Awaitable[None]]
 
 
-def _mark_disconnected(record: StreamRecord) -> None:
+def _mark_disconnected(record: StreamRecord, endpoint: str) -> None:
     if record.outcome == "pending":
         record.outcome = "client_disconnected"
+        _log_client_gone(record, endpoint, "closed")
+
+
+def _log_client_gone(record: StreamRecord, endpoint: str, reason: str) -> None:
+    """Logged when the edge notices, so the line says how far the answer had got then;
+    `request_end` follows once the pipeline has unwound."""
+    logger.info("client_disconnected", extra={
+        "endpoint": endpoint,
+        "reason": reason,
+        "model_route": record.model_route,
+        "tokens_emitted": record.tokens_emitted,
+        "after_first_token": record.first_token_at is not None,
+        "elapsed_ms": round((time.monotonic() - record.started_at) * 1000, 1),
+    })
 
 
 async def _sse_bytes(frames: MemoryObjectReceiveStream[Frame], retry: bytes,
@@ -100,7 +118,7 @@ class StreamResponse(_PipelineResponse):
         frames_in, frames_out = anyio.create_memory_object_stream[Frame](FRAME_BUFFER)
 
         async def on_disconnect(message: Message) -> None:
-            _mark_disconnected(job.record)
+            _mark_disconnected(job.record, "/chat/stream")
 
         response = EventSourceResponse(
             _sse_bytes(frames_out, b"retry: %d\n\n" % settings.sse_retry_ms),
@@ -120,6 +138,8 @@ class StreamResponse(_PipelineResponse):
         except SendTimeoutError:
             # The client stopped reading for SEND_TIMEOUT_S: the pipeline and the provider
             # call are already cancelled; returning lets the server drop the connection.
+            if job.record.outcome != "client_disconnected":  # one line per client gone
+                _log_client_gone(job.record, "/chat/stream", "stalled")
             job.record.outcome = "client_stalled"
         except BaseException:
             if job.record.outcome == "pending":
@@ -134,7 +154,7 @@ async def _cancel_on_disconnect(receive: Receive, record: StreamRecord,
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            _mark_disconnected(record)
+            _mark_disconnected(record, "/chat")
             scope.cancel()
             return
 
@@ -175,7 +195,7 @@ def _render(answer: CollectedAnswer, request_id: str) -> JSONResponse:
             "finish_reason": terminal.finish_reason,
             "usage": usage_payload(terminal.usage),
         })
-    status = _ERROR_STATUS.get(terminal.code, 500)
+    status = ERROR_STATUS.get(terminal.code, 500)
     headers = {"Retry-After": str(math.ceil(terminal.retry_after or 1))} if status == 503 else {}
     return error_response(ApiError(
         status, terminal.code, terminal.message, headers=headers,

@@ -31,7 +31,7 @@ from providers.routes import (
 CONFIG_VAR = "HELLO_SHIP_CONFIG"
 _ROUTE_KEYS = frozenset({"provider", "model", "base_url", "api_key_env", "api_key_file",
                          "max_tokens", "timeout_s", "region", "max_rpm"})
-_TOP_LEVEL_KEYS = frozenset({"routes", "tenants", "admin", "prices", "guard"})
+_TOP_LEVEL_KEYS = frozenset({"routes", "tenants", "admin", "metrics", "prices", "guard"})
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
 
 

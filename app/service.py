@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from app.admission import Bill
 from app.context import RequestContext
 from app.guardrails import Guardrails
-from app.metrics import GUARD_HITS
+from app.request_metrics import observe_answer
 from app.schemas import ChatInput, InputLimits
 from app.settings import Settings
 from app.tenants import Identity
@@ -26,6 +26,7 @@ from streaming.fallback_budget import FallbackWatch
 from streaming.moderation import OutputStage
 from streaming.pipeline import ChatJob
 from streaming.record import StreamRecord
+from telemetry.metrics import GUARD_HITS
 
 logger = logging.getLogger("hello_ship.request")
 
@@ -62,7 +63,8 @@ class ChatService:
             request_id=ctx.request_id,
             request=CompletionRequest(
                 messages=messages, max_tokens=chat.max_tokens,
-                deadline_at=ctx.started_at + self.settings.retry.request_timeout_s),
+                deadline_at=ctx.started_at + self.settings.retry.request_timeout_s,
+                traceparent=ctx.outgoing_traceparent()),
             provider=chain,
             stage=OutputStage(self.guardrails.output_guard(identity.tenant)),
             record=StreamRecord(started_at=ctx.started_at),
@@ -71,6 +73,7 @@ class ChatService:
             deadline_s=self.settings.retry.request_timeout_s,
             degraded_message=self.settings.degraded_message,
             on_terminal=on_terminal,
+            endpoint="stream" if stream else "chat",
         )
         logger.info("request_start", extra={
             **self._labels(chat, identity, stream, chain.route),
@@ -87,6 +90,8 @@ class ChatService:
         """Write the request's end line from what the pipeline recorded."""
         record = job.record
         usage = record.usage
+        observe_answer(record, bill, record.model_route or job.provider.route,
+                       job.endpoint, http_status)
         if record.fallback_tier is not None:
             self.fallback_watch.record(record.fallback_tier)
         redactions = job.stage.redactions
@@ -94,6 +99,8 @@ class ChatService:
             GUARD_HITS.labels("output", detector, "redact").inc(count)
         if record.blocked_by is not None:
             GUARD_HITS.labels("output", record.blocked_by, "block").inc()
+        if job.stage.redactions:  # once per answer, as the input's are: never per token
+            logger.info("output_redacted", extra={"redactions": dict(job.stage.redactions)})
         logger.info("request_end", extra={
             **self._labels(chat, identity, stream, job.provider.route),
             "model_route": record.model_route or job.provider.route,

@@ -17,6 +17,7 @@ from app.guard_config import GuardSettings, read_guard
 from app.route_config import load_config_file, read_routes
 from app.tenant_config import read_prices, read_tenancy
 from app.tenants import Tenancy, is_loopback
+from app.tracing import TracingSettings, read_tracing
 from providers.demo import DemoConfig
 from providers.routes import DEFAULT_MODELS, RouteSpec
 from quota.prices import FREE, Price
@@ -78,6 +79,9 @@ class Settings:
         default_factory=lambda: {f"demo/{DEFAULT_MODELS['demo']}": FREE})
     quota: QuotaSettings = QuotaSettings()
     guard: GuardSettings = GuardSettings()
+    tracing: TracingSettings = TracingSettings()
+    metrics_port: int | None = None  # /metrics on its own listener instead of PORT
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -158,7 +162,19 @@ def _read(env: EnvReader) -> Settings:
             retention_days=env.number("USAGE_RETENTION_DAYS", 35, int, 1, 400),
         ),
         guard=read_guard(env, config),
+        tracing=read_tracing(env),
+        metrics_port=_metrics_port(env),
+        metrics_host=env.text("METRICS_HOST", "127.0.0.1"),
     )
+
+
+def _metrics_port(env: EnvReader) -> int | None:
+    port = env.number("METRICS_PORT", -1, int, 0, 65535)
+    if port < 0:
+        return None
+    if port and port == env.number("PORT", 8080, int, 0, 65535):
+        raise SettingsError("METRICS_PORT", "must differ from PORT")
+    return port
 
 
 def _flag(env: EnvReader, name: str) -> bool:

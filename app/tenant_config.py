@@ -12,6 +12,9 @@
     [admin]
     keys = ["sha256:<hex>"]
 
+    [metrics]                      # keys that may only scrape /metrics
+    keys = ["sha256:<hex>"]
+
     [prices."openai/gpt-4o-mini"]   # USD per 1M tokens
     input = 0.15
     output = 0.60
@@ -66,17 +69,27 @@ def read_tenancy(env: EnvReader, config: Mapping[str, Any], max_output_tokens: i
             if digest in keys:
                 raise SettingsError(f"{where}.keys", "a key digest is listed twice")
             keys[digest] = Identity(tenant, user)
-    admin = _table(config, "admin", CONFIG_VAR)
-    unknown = sorted(set(admin) - {"keys"})
+    admin_keys = _service_keys(config, "admin", keys)
+    metrics_keys = _service_keys(config, "metrics", keys)
+    if admin_keys & metrics_keys:
+        raise SettingsError(f"{CONFIG_VAR}: metrics.keys", "a scrape key is not also an admin key")
+    return Tenancy(default, policies, keys, admin_keys, metrics_keys=metrics_keys)
+
+
+def _service_keys(config: Mapping[str, Any], table: str,
+                  tenant_keys: Mapping[bytes, Identity]) -> frozenset[bytes]:
+    """The digests of `[admin]` or `[metrics]` keys: plain, and no tenant's."""
+    entry = _table(config, table, CONFIG_VAR)
+    unknown = sorted(set(entry) - {"keys"})
     if unknown:
-        raise SettingsError(f"{CONFIG_VAR}: admin.{unknown[0]}", "unknown key; known: keys")
-    admin_keys = set()
-    for digest, user in _keys(admin.get("keys", []), f"{CONFIG_VAR}: admin.keys"):
-        if user is not None or digest in keys:
-            raise SettingsError(f"{CONFIG_VAR}: admin.keys",
-                                "an admin key is a plain digest, and not also a tenant key")
-        admin_keys.add(digest)
-    return Tenancy(default, policies, keys, frozenset(admin_keys))
+        raise SettingsError(f"{CONFIG_VAR}: {table}.{unknown[0]}", "unknown key; known: keys")
+    digests = set()
+    for digest, user in _keys(entry.get("keys", []), f"{CONFIG_VAR}: {table}.keys"):
+        if user is not None or digest in tenant_keys:
+            raise SettingsError(f"{CONFIG_VAR}: {table}.keys",
+                                f"an {table} key is a plain digest, and not also a tenant key")
+        digests.add(digest)
+    return frozenset(digests)
 
 
 def read_prices(config: Mapping[str, Any], routes: tuple[RouteSpec, ...],

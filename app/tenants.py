@@ -41,6 +41,7 @@ class Tenancy:
     policies: Mapping[str, TenantPolicy] = field(default_factory=dict)
     keys: Mapping[bytes, Identity] = field(default_factory=dict, repr=False)
     admin_keys: frozenset[bytes] = field(default_factory=frozenset, repr=False)
+    metrics_keys: frozenset[bytes] = field(default_factory=frozenset, repr=False)  # scrape only
     open_mode_anywhere: bool = False  # ALLOW_OPEN_MODE: no keys, yet not only on loopback
 
     @property
@@ -81,6 +82,12 @@ class Tenancy:
     def is_admin(self, authorization: str | None) -> bool:
         digest = _digest_of_bearer(authorization)
         return digest is not None and self._admin_digest(digest)
+
+    def may_scrape(self, authorization: str | None) -> bool:
+        """An admin key or a `[metrics]` key may read `/metrics`."""
+        digest = _digest_of_bearer(authorization)
+        return digest is not None and (self._admin_digest(digest) or any(
+            hmac.compare_digest(digest, key) for key in self.metrics_keys))
 
     def _admin_digest(self, digest: bytes) -> bool:
         # Digests of secrets, so even a timing leak of the comparison says nothing useful;

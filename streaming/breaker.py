@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from telemetry.metrics import BREAKER_LEVEL, BREAKER_STATE, BREAKER_TRANSITIONS
+
 logger = logging.getLogger("hello_ship.breaker")
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -31,6 +33,8 @@ class CircuitBreaker:
         self._state: BreakerState = "closed"
         self._failures = 0
         self._opened_at = 0.0
+        self._gauge = BREAKER_STATE.labels(route)
+        self._gauge.set(0)  # every route shows up, closed, before its first move
 
     @property
     def state(self) -> BreakerState:
@@ -78,12 +82,15 @@ class CircuitBreaker:
         if admission == "trial" and self._state == "half_open":
             self._opened_at = self._clock() - self._cooldown_s
             self._state = "open"
+            self._gauge.set(BREAKER_LEVEL["open"])
 
     def _cooled_down(self) -> bool:
         return self._clock() - self._opened_at >= self._cooldown_s
 
     def _move(self, state: BreakerState) -> None:
         previous, self._state = self._state, state
+        BREAKER_TRANSITIONS.labels(self.route, state).inc()
+        self._gauge.set(BREAKER_LEVEL[state])
         logger.warning("breaker_state", extra={
             "model_route": self.route, "state": state, "previous": previous,
             "failures": self._failures, "cooldown_s": self._cooldown_s})

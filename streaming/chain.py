@@ -31,6 +31,7 @@ from streaming.backoff import retry_delay
 from streaming.breaker import CircuitBreaker
 from streaming.fallback_budget import RateCap
 from streaming.upstream import close_upstream
+from telemetry.metrics import RETRIES
 
 logger = logging.getLogger("hello_ship.chain")
 
@@ -108,6 +109,7 @@ class RouteChain:
                 if remaining <= 0:
                     link.breaker.release(admission)
                     raise _exhausted(errors, reopening)
+                asked_at = time.monotonic()
                 events = link.provider.stream(request)
                 try:
                     first = await self._first_event(link, events, remaining)
@@ -124,7 +126,7 @@ class RouteChain:
                     else:  # this failure opened it: move on, and say when it reopens
                         delay = None
                         reopening.append(link.breaker.reopens_in())
-                    _log_attempt(link, attempt, error, delay)
+                    _log_attempt(link, attempt, error, delay, asked_at)
                     if delay is None:
                         break
                     await anyio.sleep(delay)
@@ -134,6 +136,8 @@ class RouteChain:
                     await close_upstream(events, link.provider.route)
                     raise
                 link.breaker.record_success(admission)
+                _log_answering(link, attempt, asked_at, len(errors),
+                               self.links[0] if position else None)
                 try:
                     yield RouteAnswering(link.provider.route, link.tier, attempt)
                     if first is not None:
@@ -234,7 +238,9 @@ def _exhausted(errors: list[ProviderError], reopening: list[float]) -> ProviderE
 
 
 def _log_attempt(link: ChainLink, attempt: int, error: ProviderError,
-                 delay: float | None) -> None:
+                 delay: float | None, asked_at: float) -> None:
+    if delay is not None:
+        RETRIES.labels(link.provider.route, type(error).__name__).inc()
     logger.warning("route_attempt_failed", extra={
         "model_route": link.provider.route,
         "tier": link.tier,
@@ -245,4 +251,30 @@ def _log_attempt(link: ChainLink, attempt: int, error: ProviderError,
         "retryable": error.retryable,
         "backoff_s": round(delay, 3) if delay is not None else None,
         "breaker": link.breaker.state,
+        "attempt_ms": _ms_since(asked_at),
     })
+
+
+def _log_answering(link: ChainLink, attempt: int, asked_at: float, failed_attempts: int,
+                   passed_over: ChainLink | None) -> None:
+    """Once per request, when a route starts its answer (never per token); with a second
+    line when that route is not the chain's first, so falling back can be counted by itself."""
+    logger.info("route_answering", extra={
+        "model_route": link.provider.route,
+        "tier": link.tier,
+        "attempt": attempt,
+        "first_event_ms": _ms_since(asked_at),
+        "failed_attempts": failed_attempts,
+    })
+    if passed_over is not None:
+        logger.warning("fallback_used", extra={
+            "from_route": passed_over.provider.route,
+            "to_route": link.provider.route,
+            "tier": link.tier,
+            "failed_attempts": failed_attempts,
+            "incident_id": None,
+        })
+
+
+def _ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)

@@ -28,6 +28,7 @@ from typing import Literal, Protocol
 import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
+from prometheus_client import Histogram
 
 from providers.errors import ProviderError, ProviderUnavailable
 from providers.tokens import count_tokens
@@ -46,6 +47,7 @@ from streaming.frames import (
 from streaming.moderation import OutputBlocked, OutputStage
 from streaming.record import StreamRecord
 from streaming.upstream import close_upstream
+from telemetry.metrics import ACTIVE_STREAMS, INTER_TOKEN
 
 logger = logging.getLogger("hello_ship.pipeline")
 
@@ -75,6 +77,7 @@ class ChatJob:
     # Runs once the answer's outcome is recorded, before its terminal frame goes out, so
     # whatever it settles (the bill, the stream slot) is settled when the client sees the end.
     on_terminal: Callable[[StreamRecord], Awaitable[None]] | None = None
+    endpoint: Literal["chat", "stream"] = "stream"  # the metrics' label
 
 
 CutReason = Literal["shutdown", "idle", "deadline"]
@@ -87,11 +90,16 @@ CHAIN_DEADLINE_GRACE_S = 1.0
 class _Emitter:
     """The single way frames leave the pipeline; remembers when the stream last spoke."""
 
-    __slots__ = ("_out", "_record", "answering", "last_event", "last_sent", "stuck")
+    __slots__ = ("_endpoint", "_gaps", "_last_token", "_out", "_record", "answering",
+                 "last_event", "last_sent", "stuck")
 
-    def __init__(self, out: MemoryObjectSendStream[Frame], record: StreamRecord) -> None:
+    def __init__(self, out: MemoryObjectSendStream[Frame], record: StreamRecord,
+                 endpoint: str) -> None:
         self._out = out
         self._record = record
+        self._endpoint = endpoint
+        self._gaps: Histogram | None = None  # the inter-token histogram of the answering route
+        self._last_token = 0.0
         self.last_sent = time.monotonic()
         self.last_event = self.last_sent  # when the provider last sent text
         self.answering = False  # a route has started its answer
@@ -117,8 +125,12 @@ class _Emitter:
 
     def _count_token(self, now: float) -> None:
         record = self._record
-        if record.first_token_at is None:
+        if self._gaps is None:
             record.first_token_at = now
+            self._gaps = INTER_TOKEN.labels(record.model_route or "", self._endpoint)
+        else:
+            self._gaps.observe(now - self._last_token)
+        self._last_token = now
         record.tokens_emitted += 1
         self.last_sent = max(self.last_sent, now)  # a send that waited already set it later
 
@@ -145,7 +157,17 @@ async def run_pipeline(
     stop: anyio.Event | None = None,
     stop_grace_s: float = 0.0,
 ) -> None:
-    emitter = _Emitter(out, job.record)
+    active = ACTIVE_STREAMS.labels(job.endpoint)
+    active.inc()
+    try:
+        await _run(job, out, stop, stop_grace_s)
+    finally:
+        active.dec()
+
+
+async def _run(job: ChatJob, out: MemoryObjectSendStream[Frame], stop: anyio.Event | None,
+               stop_grace_s: float) -> None:
+    emitter = _Emitter(out, job.record, job.endpoint)
     async with out:
         terminal: TerminalFrame | None = None
         cut: list[Cut] = []
@@ -171,6 +193,10 @@ def _cut_frame(job: ChatJob, reason: Cut) -> TerminalFrame:
     if isinstance(reason, Exception):
         return _failure_frame(job, reason)
     if reason == "shutdown":
+        # Not a provider's failure, so no `provider_failed`: this line says which answers
+        # a restart cut, and how far each had got.
+        logger.warning("shutdown_cut", extra={"model_route": job.record.model_route,
+                                              "tokens_emitted": job.record.tokens_emitted})
         return error_frame("shutting_down", request_id=job.request_id,
                            tokens_emitted=job.record.tokens_emitted)
     if reason == "idle":
@@ -266,9 +292,16 @@ def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
             "retryable": exc.retryable,
             "tokens_emitted": tokens_emitted,
         })
-        return error_frame(provider_failure_code(exc, tokens_emitted), request_id=job.request_id,
-                           tokens_emitted=tokens_emitted, retry_after=exc.retry_after,
-                           message=job.degraded_message if degraded else None)
+        frame = error_frame(provider_failure_code(exc, tokens_emitted),
+                            request_id=job.request_id, tokens_emitted=tokens_emitted,
+                            retry_after=exc.retry_after,
+                            message=job.degraded_message if degraded else None)
+        if degraded and isinstance(exc, AllRoutesFailed):
+            # The chain's last tier: logged like a fallback route, so one event counts both.
+            logger.warning("fallback_used", extra={
+                "from_route": job.provider.route, "to_route": None, "tier": "static",
+                "failed_attempts": exc.attempts, "incident_id": frame.incident_id})
+        return frame
     if isinstance(exc, OutputBlocked):
         record.blocked_by = exc.detector
         logger.warning("output_blocked", extra={"route": route, "detector": exc.detector,

@@ -1,5 +1,6 @@
 """Layers only look down: app -> streaming -> providers; quota (the limit stores) stands apart,
-and guard (the detectors) is a library below both the edge and the pipeline."""
+guard (the detectors) is a library below both the edge and the pipeline, and telemetry (the
+metrics) sits below everything that counts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ FORBIDDEN = {
     "providers": {"app", "streaming", "quota", "guard"},
     "streaming": {"app", "quota"},
     "quota": {"app", "streaming", "providers", "guard"},
-    "guard": {"app", "streaming", "providers", "quota"},
+    "guard": {"app", "streaming", "providers", "quota", "telemetry"},
+    "telemetry": {"app", "streaming", "providers", "quota", "guard"},
 }
 
 

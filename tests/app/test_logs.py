@@ -67,9 +67,13 @@ def test_every_line_is_json_without_user_text(service: ServiceProcess) -> None:
 
 def test_a_request_has_start_end_and_access_lines(service: ServiceProcess) -> None:
     records = lines_for(service, "trace-me")
-    assert [r["event"] for r in records] == ["request_start", "request_end", "http_access"]
+    assert [r["event"] for r in records] == [
+        "request_start", "route_answering", "request_end", "http_access"]
     assert all(r["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" for r in records)
-    start, end, access = records
+    assert all(r["log_schema"] == 1 for r in records)
+    start, answering, end, access = records
+    assert (answering["model_route"], answering["tier"], answering["attempt"]) == (
+        "demo/hello-1", "primary", 1)
     assert start["tenant_id"] == "anonymous" and start["feature"] == "faq"
     assert start["input_chars"] == len(SECRET_TEXT)
     assert len(start["input_hash"]) == 16
@@ -130,6 +134,7 @@ def test_shutdown_mid_stream_ends_it_with_one_terminal_frame() -> None:
         kinds: list[str] = []
         with client.stream("POST", running.url + "/chat/stream",
                            json={"message": "long"}) as response:
+            request_id = response.headers["x-request-id"]
             for line in response.iter_lines():
                 if line.startswith("event: "):
                     kinds.append(line.removeprefix("event: "))
@@ -142,3 +147,15 @@ def test_shutdown_mid_stream_ends_it_with_one_terminal_frame() -> None:
         running.wait_for_log_prefix("Finished server process", timeout=1)
     assert kinds[-1] == "error" and kinds.count("error") == 1 and "done" not in kinds
     assert ended_after < 2.0
+    # The log tells the shutdown step by step, and which answer it cut.
+    steps = [r for r in running.log_records() if r["event"] in (
+        "drain_started", "shutdown_started", "shutdown_cut", "shutdown_complete")]
+    assert [r["event"] for r in steps] == [
+        "drain_started", "shutdown_started", "shutdown_cut", "shutdown_complete"]
+    drain, started, cut, complete = steps
+    assert drain["signal"] == started["signal"] == complete["signal"] == "SIGTERM"
+    assert started["grace_s"] == 0.3
+    assert cut["request_id"] == request_id and cut["tokens_emitted"] >= 1
+    assert cut["model_route"] == "demo/hello-1"
+    end = running.wait_for_log("request_end", request_id=request_id)
+    assert end["error_code"] == "shutting_down"

@@ -104,7 +104,7 @@ def test_a_redis_outage_follows_the_policy_and_health_keeps_answering(
             down = [client.post(live.url + path, json=BODY)
                     for path in ("/chat", "/chat/stream")]
             health = client.get(live.url + "/health")
-            metrics = client.get(live.url + "/metrics").text
+            metrics = client.get(live.url + "/metrics", headers=bearer(ADMIN_KEY)).text
             with redis_server(redis.port):  # back on the same address
                 back = client.post(live.url + "/chat", json=BODY)
     assert [r.status_code for r in down] == [while_down, while_down]

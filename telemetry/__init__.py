@@ -1,0 +1,1 @@
+"""What the service counts and times: Prometheus metrics, below every other layer."""

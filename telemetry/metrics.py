@@ -1,0 +1,106 @@
+"""Every Prometheus metric of the service, defined once.
+
+Labels are small closed sets: route names from the configuration, the endpoint, outcomes,
+our own error codes and exception class names. Never a tenant id, a key, or anything a
+caller typed. Under `hello-ship serve --workers N` each value lives in a file shared by the
+workers (prometheus-client's multiprocess mode), so these objects must be created after
+`PROMETHEUS_MULTIPROC_DIR` is set: importing this module is that moment.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Time to first token spans a cached answer (tens of ms) to a cold, long prompt (a minute).
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 20, 30, 60)
+# Token gaps: a burst is sub-millisecond, a stall that nearly trips IDLE_TIMEOUT_S is 30 s.
+GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# A whole answer: a refusal in 50 ms to a long answer near REQUEST_TIMEOUT_S.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+
+TTFT = Histogram(
+    "hello_ship_ttft_seconds",
+    "Request received to first token sent to the client.",
+    ["route", "endpoint"], buckets=TTFT_BUCKETS,
+)
+INTER_TOKEN = Histogram(
+    "hello_ship_inter_token_seconds",
+    "Gap between two token frames of one answer, as sent to the client.",
+    ["route", "endpoint"], buckets=GAP_BUCKETS,
+)
+DURATION = Histogram(
+    "hello_ship_request_duration_seconds",
+    "Request received to response ended, for requests that reached a provider.",
+    ["route", "endpoint"], buckets=DURATION_BUCKETS,
+)
+
+REQUESTS = Counter(
+    "hello_ship_requests",
+    "Chat requests by endpoint, answering route, outcome, status class and error code.",
+    ["endpoint", "route", "outcome", "status_class", "code"],
+)
+TOKENS = Counter(
+    "hello_ship_tokens",
+    "Tokens billed (vendor usage, or estimated), by route and direction (input, output).",
+    ["route", "direction"],
+)
+COST = Counter(
+    "hello_ship_cost_usd",
+    "Cost of the answers in US dollars, at the configured prices, by answering route.",
+    ["route"],
+)
+RETRIES = Counter(
+    "hello_ship_retries",
+    "Failed provider attempts followed by a retry on the same route.",
+    ["route", "error_class"],
+)
+FALLBACKS = Counter(
+    "hello_ship_fallbacks",
+    "Answers not from the primary route: tier fallback (a later route answered) or static "
+    "(no route could; the degraded copy was sent, route is the primary).",
+    ["route", "tier"],
+)
+BREAKER_TRANSITIONS = Counter(
+    "hello_ship_breaker_transitions",
+    "Circuit breaker moves, by route and the state moved to.",
+    ["route", "state"],
+)
+GUARD_HITS = Counter(
+    "hello_ship_guardrail_hits",
+    "Guardrail findings by direction (input, output), detector (email, api_key, "
+    "blocked_pattern_0, moderation, ...) and the action taken.",
+    ["direction", "detector", "action"],
+)
+QUOTA_REFUSALS = Counter(
+    "hello_ship_quota_refusals",
+    "Chat requests refused by a tenant's rate limit, stream limit or budget.",
+    ["limit"],
+)
+QUOTA_STORE_ERRORS = Counter(
+    "hello_ship_quota_store_errors",
+    "Calls to the quota store (Redis) that failed, and the policy applied.",
+    ["operation", "policy"],
+)
+DISCONNECTS = Counter(
+    "hello_ship_client_disconnects",
+    "Clients that left before their answer ended, by endpoint and phase "
+    "(before_first_token, after_first_token).",
+    ["endpoint", "phase"],
+)
+STREAM_ERRORS = Counter(
+    "hello_ship_stream_errors",
+    "Answers that failed after their first token reached the client.",
+    ["route", "endpoint", "code"],
+)
+
+ACTIVE_STREAMS = Gauge(
+    "hello_ship_active_streams",
+    "Answers in flight (pipelines running), by endpoint.",
+    ["endpoint"], multiprocess_mode="livesum",
+)
+BREAKER_STATE = Gauge(
+    "hello_ship_breaker_state",
+    "Circuit breaker state per route: 0 closed, 1 half_open, 2 open (the worst worker's).",
+    ["route"], multiprocess_mode="livemax",
+)
+BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
