@@ -39,6 +39,15 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         os.environ["PORT"] = str(args.port)
     settings = load_settings_or_exit(os.environ)
+    if args.workers > 1 and settings.metrics_port == 0:
+        sys.stderr.write("hello-ship: invalid configuration: METRICS_PORT: 0 (any free port) "
+                         "would give each worker its own; choose a port\n")
+        return 2
+    chosen = os.environ.get(METRICS_DIR_VAR)
+    if chosen and not (os.path.isdir(chosen) and os.access(chosen, os.W_OK)):
+        sys.stderr.write(f"hello-ship: invalid configuration: {METRICS_DIR_VAR}: {chosen} is "
+                         "not a writable directory\n")
+        return 2
     configure_logging(settings.log_level)
     with _shared_metrics_dir(args.workers):
         uvicorn.run(

@@ -82,6 +82,7 @@ def create_app(settings: Settings,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         restore_signal_handlers = lifecycle.install()
         _log_access_mode(settings)
+        exposition.forget_dead_workers()
         stop_metrics_listener = metrics.start_metrics_listener(settings)
         try:
             async with anyio.create_task_group() as background:

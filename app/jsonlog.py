@@ -74,20 +74,20 @@ _LOG_SCRUBBER = Scanner(list(BUILTIN.values()))
 def _scrub(value: Any) -> Any:
     """Text anywhere in a field's value, scrubbed; numbers and flags as they are."""
     if isinstance(value, str):
-        return _scrubbed(value) if len(value) > 5 else value
+        return scrubbed(value) if len(value) > 5 else value
     if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, dict):
         return {_scrub(str(key)): _scrub(item) for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(item) for item in value]
-    return _scrubbed(str(value))  # what orjson would otherwise render with str()
+    return scrubbed(str(value))  # what orjson would otherwise render with str()
 
 
 @functools.lru_cache(maxsize=4096)
-def _scrubbed(value: str) -> str:
-    """Most values repeat line after line (events, routes, tenants, features): each is
-    scanned once, not on every line."""
+def scrubbed(value: str) -> str:
+    """The value with anything the built-in detectors find redacted. Most values repeat
+    line after line (events, routes, tenants, features): each is scanned once."""
     return _LOG_SCRUBBER.redact(value)
 
 

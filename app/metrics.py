@@ -4,15 +4,16 @@ On the service port the endpoint takes an admin key or a scrape-only `[metrics]`
 keys are configured (in open mode, loopback only, it is open like everything else). With
 `METRICS_PORT` set it moves to its own listener on `METRICS_HOST` (127.0.0.1 unless told
 otherwise) and the service port answers 404, so only the network that can reach that port
-can scrape.
+can scrape. Under several workers one of them holds the port; if it dies, its replacement
+takes the port over.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Callable
 
+import anyio.to_thread
 from prometheus_client import start_http_server
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,24 +36,27 @@ async def metrics(request: Request) -> Response:
         raise ApiError(401, "unauthorized", "Scraping takes an admin key or a [metrics] key "
                                             "as 'Authorization: Bearer <key>'.",
                        headers={"WWW-Authenticate": "Bearer"})
-    return Response(exposition.render(), media_type=exposition.CONTENT_TYPE)
+    # Off the event loop: reading many workers' files takes milliseconds that streams feel.
+    body = await anyio.to_thread.run_sync(exposition.render)
+    return Response(body, media_type=exposition.CONTENT_TYPE)
 
 
 def start_metrics_listener(settings: Settings) -> Callable[[], None] | None:
     """Serve `/metrics` on `METRICS_PORT` from a thread; returns how to stop it.
 
-    Under several workers each tries the port and the first one serves it (every worker's
-    answer covers all of them); the others find it taken and go on.
+    Under several workers one of them serves the port (each worker's answer covers them
+    all): the others leave it, and take over when it dies. Failing to bind is fatal.
     """
     if settings.metrics_port is None:
+        return None
+    if not exposition.claim_listener():
+        logger.info("metrics_listener_elsewhere", extra={"port": settings.metrics_port})
         return None
     try:
         server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
                                            registry=exposition.scrape_registry())
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE and exposition.multiprocess_dir() is not None:
-            logger.info("metrics_listener_elsewhere", extra={"port": settings.metrics_port})
-            return None
+        exposition.release_listener()
         logger.error("metrics_port_unavailable", extra={
             "host": settings.metrics_host, "port": settings.metrics_port,
             "error_class": type(exc).__name__, "errno": exc.errno})
@@ -64,5 +68,6 @@ def start_metrics_listener(settings: Settings) -> Callable[[], None] | None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        exposition.release_listener()
 
     return stop

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from app.context import RequestContext
+from app.jsonlog import scrubbed
 from app.tracing import Exporter
 from streaming.record import StreamRecord
 
@@ -137,7 +138,8 @@ class OtelSpans:
                 start_time=time.time_ns() - int((time.monotonic() - ctx.started_at) * 1e9),
                 attributes={"http.request.method": "POST", "http.route": route,
                             "hello_ship.stream": stream,
-                            "hello_ship.request_id": ctx.request_id})
+                            # A caller's X-Request-ID could look like a key: as in the logs.
+                            "hello_ship.request_id": scrubbed(ctx.request_id)})
         finally:
             _next_ids.reset(token)
         return OtelChatSpan(span, ctx)

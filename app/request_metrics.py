@@ -24,29 +24,31 @@ from telemetry.metrics import (
 )
 
 CHAT_PATHS = {"/chat": "chat", "/chat/stream": "stream"}
+REACHED_PIPELINE = "reached_pipeline"  # set on the request's state by the chat handler
 _LEFT = ("client_disconnected", "client_stalled")
 
 
 def status_class(record: StreamRecord, http_status: int, endpoint: str) -> str:
     """The answer's status class; a stream's is the one its error code has on `/chat`, so an
-    error budget reads the same on both endpoints. A client that left is a 4xx (499)."""
-    if endpoint == "chat":
+    error budget reads the same on both endpoints. A client that left is a 4xx (499), an
+    answer the server cut short (a shutdown backstop, a bug) a 5xx."""
+    if record.outcome in ("cancelled", "pending"):
+        status = 503
+    elif endpoint == "chat":
         status = http_status
     elif record.outcome == "ok":
         status = 200
     elif record.outcome in _LEFT:
         status = 499
-    elif record.outcome == "error":
+    else:
         status = ERROR_STATUS.get(record.error_code or "", 500)
-    else:  # cut by the server (a shutdown backstop)
-        status = 503
     return f"{status // 100}xx"
 
 
 def observe_answer(record: StreamRecord, bill: Bill, route: str, endpoint: str,
-                   http_status: int) -> None:
+                   http_status: int, counts_as_fallback: bool = True) -> None:
     """Count an answer that reached the pipeline; `route` is the one that answered (or the
-    primary, when none did)."""
+    primary, when none did). A route an operator pinned is no fallback, whatever its tier."""
     outcome = "cancelled" if record.outcome == "pending" else record.outcome
     code = record.error_code or "none"
     REQUESTS.labels(endpoint, route, outcome, status_class(record, http_status, endpoint),
@@ -59,7 +61,7 @@ def observe_answer(record: StreamRecord, bill: Bill, route: str, endpoint: str,
     if outcome in _LEFT:
         phase = "before_first_token" if record.first_token_at is None else "after_first_token"
         DISCONNECTS.labels(endpoint, phase).inc()
-    if record.fallback_tier in ("fallback", "static"):
+    if counts_as_fallback and record.fallback_tier in ("fallback", "static"):
         FALLBACKS.labels(route, record.fallback_tier).inc()
     spend = bill.spend
     if spend.input_tokens:
@@ -80,7 +82,8 @@ def counting_rejections(handler: Handler) -> Handler:
     async def handle(request: Request, exc: Exception) -> Response:
         response = await handler(request, exc)
         endpoint = CHAT_PATHS.get(request.scope.get("path", ""))
-        if endpoint is not None:
+        # A request that reached the pipeline is counted when it ends, error or not.
+        if endpoint is not None and not getattr(request.state, REACHED_PIPELINE, False):
             code = exc.code if isinstance(exc, ApiError) else "internal_error"
             REQUESTS.labels(endpoint, "none", "rejected",
                             f"{response.status_code // 100}xx", code).inc()

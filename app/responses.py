@@ -181,8 +181,22 @@ class CollectedResponse(_PipelineResponse):
             response = _render(answer, job.request_id)
             status = response.status_code
             await response(scope, receive, send)
+        except Exception:  # a bug: the edge answers 500 in the envelope, and says so
+            _mark_failed(job.record)
+            status = 500
+            raise
+        except BaseException:
+            if job.record.outcome == "pending":  # the server cut it (shutdown)
+                job.record.outcome = "cancelled"
+            raise
         finally:
             await self._on_end(status)
+
+
+def _mark_failed(record: StreamRecord) -> None:
+    """The answer (whatever the pipeline made of it) never reached the client."""
+    if record.outcome in ("pending", "ok"):
+        record.outcome, record.error_code = "error", "internal_error"
 
 
 def _render(answer: CollectedAnswer, request_id: str) -> JSONResponse:

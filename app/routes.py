@@ -13,6 +13,7 @@ from app.errors import ApiError, JSONResponse
 from app.guardrails import Guardrails
 from app.lifecycle import Lifecycle
 from app.readiness import RouteChecks
+from app.request_metrics import REACHED_PIPELINE
 from app.responses import CollectedResponse, StreamResponse
 from app.schemas import parse_chat
 from app.service import ChatService
@@ -91,6 +92,7 @@ async def _open(request: Request, ctx: context.RequestContext, span: tracing.Cha
     except BaseException:
         await gate.settle(admitted, NOTHING_SPENT)
         raise
+    setattr(request.state, REACHED_PIPELINE, True)  # counted when it ends, not as refused
 
     async def on_end(http_status: int) -> None:
         # A client that left before the end skipped `on_terminal`: settle here instead. The

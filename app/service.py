@@ -74,6 +74,7 @@ class ChatService:
             degraded_message=self.settings.degraded_message,
             on_terminal=on_terminal,
             endpoint="stream" if stream else "chat",
+            pinned=chain is not self.chain,
         )
         logger.info("request_start", extra={
             **self._labels(chat, identity, stream, chain.route),
@@ -91,8 +92,8 @@ class ChatService:
         record = job.record
         usage = record.usage
         observe_answer(record, bill, record.model_route or job.provider.route,
-                       job.endpoint, http_status)
-        if record.fallback_tier is not None:
+                       job.endpoint, http_status, counts_as_fallback=not job.pinned)
+        if record.fallback_tier is not None and not job.pinned:
             self.fallback_watch.record(record.fallback_tier)
         redactions = job.stage.redactions
         for detector, count in redactions.items():

@@ -137,6 +137,11 @@ def refused(span: ChatSpan, error: BaseException) -> None:
 async def flush() -> None:
     """Export what is buffered (the server is stopping), off the event loop."""
     source = _source
-    if source is not None:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(source.flush, FLUSH_TIMEOUT_S)
+    if source is None:
+        return
+    # The SDK's flush may wait for every batch's export timeout in turn; the server stops
+    # after FLUSH_TIMEOUT_S at most, leaving the rest to the exporter thread (a daemon).
+    with anyio.move_on_after(FLUSH_TIMEOUT_S, shield=True) as waiting:
+        await anyio.to_thread.run_sync(source.flush, FLUSH_TIMEOUT_S, abandon_on_cancel=True)
+    if waiting.cancelled_caught:
+        raise TimeoutError(f"spans not exported within {FLUSH_TIMEOUT_S}s")

@@ -81,8 +81,7 @@ class CircuitBreaker:
         """A trial that ended neither way (the client left): the next request tries."""
         if admission == "trial" and self._state == "half_open":
             self._opened_at = self._clock() - self._cooldown_s
-            self._state = "open"
-            self._gauge.set(BREAKER_LEVEL["open"])
+            self._move("open")
 
     def _cooled_down(self) -> bool:
         return self._clock() - self._opened_at >= self._cooldown_s

@@ -78,6 +78,8 @@ class ChatJob:
     # whatever it settles (the bill, the stream slot) is settled when the client sees the end.
     on_terminal: Callable[[StreamRecord], Awaitable[None]] | None = None
     endpoint: Literal["chat", "stream"] = "stream"  # the metrics' label
+    # One route chosen by an operator (X-Route): its answer or failure is no fallback.
+    pinned: bool = False
 
 
 CutReason = Literal["shutdown", "idle", "deadline"]
@@ -296,7 +298,7 @@ def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
                             request_id=job.request_id, tokens_emitted=tokens_emitted,
                             retry_after=exc.retry_after,
                             message=job.degraded_message if degraded else None)
-        if degraded and isinstance(exc, AllRoutesFailed):
+        if degraded and isinstance(exc, AllRoutesFailed) and not job.pinned:
             # The chain's last tier: logged like a fallback route, so one event counts both.
             logger.warning("fallback_used", extra={
                 "from_route": job.provider.route, "to_route": None, "tier": "static",

@@ -7,8 +7,15 @@ mode); the scrape is parsed with prometheus-client's own parser.
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -20,7 +27,8 @@ from app.settings import Settings, SettingsError
 from app.tenants import hashed_form
 from providers.errors import ProviderUnavailable
 from tests.fakes import Fail, ScriptedProvider, Sleep
-from tests.servers import FAST_DEMO, service_process, thread_server
+from tests.logcapture import captured_logs
+from tests.servers import FAST_DEMO, ServiceProcess, service_process, thread_server
 from tests.sse import parse_sse
 from tests.tenancy import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
 from tests.test_alert_rules import exposed_names
@@ -52,7 +60,7 @@ def series(samples: dict[Sample, float], name: str) -> dict[tuple[str, ...], flo
             for (sample, labels), value in samples.items() if sample == name and value}
 
 
-def stream_ttft(client: httpx.Client, url: str, body: dict[str, object],
+def stream_ttft(client: httpx.Client, url: str, body: Mapping[str, object],
                 headers: dict[str, str], leave_after_first: bool = False) -> float | None:
     """Seconds from sending the request to the first token event, as the client sees it."""
     sent = time.monotonic()
@@ -298,3 +306,125 @@ def test_the_readme_table_lists_every_metric() -> None:
     rows = {line.split("|")[1].strip().strip("`") for line in section.splitlines()
             if line.startswith("| `hello_ship_")}
     assert rows == exposed_names()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_killed_workers_leave_no_gauges_and_the_metrics_port_moves_on(
+        upstream_pool: UpstreamPool) -> None:
+    upstream = upstream_pool.get(OPENAI)
+    port = free_port()
+    metrics_url = f"http://127.0.0.1:{port}"
+    env = {**OPENAI.env(upstream), "METRICS_PORT": str(port), "READY_CHECK_S": "3600"}
+    with service_process(env, args=("--workers", "2")) as running, \
+            httpx.Client(timeout=10) as client:
+        holder = running.wait_for_log("metrics_listening", timeout=10)["pid"]
+        running.wait_for_log("metrics_listener_elsewhere", timeout=10)
+        for _ in range(2):
+            assert client.post(running.url + "/chat", json={"message": "hi"}).status_code == 200
+        # A stream in flight on a worker that is then killed: its gauge must not stay.
+        upstream.queue = [Script(tokens=("word ",) * 400, token_delay_s=0.05)]
+        reading = threading.Thread(target=read_until_cut, args=(running.url,))
+        reading.start()
+        doomed = running.wait_for_log("request_start", request_id="doomed")["pid"]
+        before = scrape(metrics_url, key=None)
+        assert series(before, "hello_ship_active_streams") == {("stream",): 1}
+        os.kill(doomed, signal.SIGKILL)
+        reading.join(timeout=10)
+        replaced = wait_for_workers(running, starts=3)
+        for killed in ([] if doomed == holder else [holder]):  # the port's worker too
+            os.kill(killed, signal.SIGKILL)
+            replaced = wait_for_workers(running, starts=4)
+        listening = [r["pid"] for r in running.log_records()
+                     if r.get("event") == "metrics_listening"]
+        after = scrape_when_up(metrics_url)
+    assert holder not in replaced and listening[-1] in replaced  # a new worker took the port
+    assert series(after, "hello_ship_active_streams") == {}
+    assert series(after, "hello_ship_requests_total") == {  # counters of the dead stay
+        ("none", "chat", "ok", OPENAI_ROUTE, "2xx"): 2}
+
+
+OPENAI_ROUTE = PRIMARY
+
+
+def read_until_cut(url: str) -> None:
+    try:
+        with httpx.stream("POST", url + "/chat/stream", json={"message": "long"},
+                          headers={"X-Request-ID": "doomed"}, timeout=20) as response:
+            for _ in response.iter_lines():
+                pass
+    except httpx.HTTPError:
+        pass  # the worker serving it was killed
+
+
+def wait_for_workers(running: ServiceProcess, starts: int) -> set[int]:
+    """The pids of workers that finished starting, once `starts` of them have."""
+    deadline = time.monotonic() + 20
+    while True:
+        started = [r["pid"] for r in running.log_records()
+                   if r.get("event") == "Application startup complete."]
+        if len(started) >= starts:
+            return set(started[-2:])
+        assert time.monotonic() < deadline, "no replacement worker started"
+        time.sleep(0.05)
+
+
+def scrape_when_up(url: str) -> dict[Sample, float]:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return scrape(url, key=None)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the metrics port stayed closed"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"METRICS_PORT": "0"}, "METRICS_PORT: 0"),
+    ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/hello-ship-metrics"},
+     "PROMETHEUS_MULTIPROC_DIR"),
+])
+def test_serve_refuses_metrics_settings_that_cannot_work(env: dict[str, str],
+                                                         message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", "0"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_answer_that_breaks_after_the_pipeline_is_counted_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug while rendering the answer")
+
+    monkeypatch.setattr("app.responses._render", broken)
+    provider = ScriptedProvider(["fine"], name="fake/broken-render")
+    with thread_server(create_app(Settings.from_env(FAST_DEMO), provider)) as live, \
+            httpx.Client(timeout=10) as client:
+        before = series(scrape(live.url, key=None), "hello_ship_requests_total")
+        assert client.post(live.url + "/chat", json={"message": "hi"}).status_code == 500
+        after = series(scrape(live.url, key=None), "hello_ship_requests_total")
+    added = {labels: value - before.get(labels, 0) for labels, value in after.items()
+             if value != before.get(labels, 0)}
+    assert added == {("internal_error", "chat", "error", "fake/broken-render", "5xx"): 1}
+
+
+def test_a_pinned_route_is_no_fallback() -> None:
+    primary = ScriptedProvider(["primary answer"], name="fake/pin-primary")
+    fallback = ScriptedProvider(["fallback answer"], name="fake/pin-fallback")
+    settings = Settings.from_env(FAST_DEMO)
+    with captured_logs() as logs, \
+            thread_server(create_app(settings, [primary, fallback])) as live, \
+            httpx.Client(timeout=10) as client:
+        answer = client.post(live.url + "/chat", json={"message": "hi"},
+                             headers={"X-Route": "fake/pin-fallback"}).json()
+        samples = scrape(live.url, key=None)
+    assert answer["model_route"] == "fake/pin-fallback"
+    assert not [k for k in series(samples, "hello_ship_fallbacks_total")
+                if "fake/pin-fallback" in k]
+    assert not logs.records("fallback_used")

@@ -110,6 +110,20 @@ def test_a_span_per_request_in_the_callers_trace(upstream_pool: UpstreamPool) ->
     assert lines and {r["trace_id"] for r in lines} == {TRACE_ID}
 
 
+def test_a_request_id_shaped_like_a_key_is_redacted_in_the_span_as_in_the_logs(
+        upstream_pool: UpstreamPool) -> None:
+    upstream = upstream_pool.get(OPENAI)
+    key_like = "sk-proj-" + "AbCdEfGhIjKlMnOpQrStUvWx0123456789abcd"
+    with captured_logs() as logs, traced_server(settings_for(upstream)) as (live, spans), \
+            httpx.Client(timeout=10) as client:
+        assert client.post(live.url + "/chat", json={"message": "hi"},
+                           headers={"X-Request-ID": key_like}).status_code == 200
+    (span,) = spans.get_finished_spans()
+    logged = {r["request_id"] for r in logs.records() if r.get("event") == "request_end"}
+    assert logged == {dict(span.attributes or {})["hello_ship.request_id"]}
+    assert key_like not in str(dict(span.attributes or {})) and "[redacted:" in logged.pop()
+
+
 def test_a_request_without_a_trace_gets_a_root_span_with_its_logged_ids(
         upstream_pool: UpstreamPool) -> None:
     upstream = upstream_pool.get(OPENAI)
