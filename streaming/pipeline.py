@@ -28,7 +28,6 @@ from typing import Literal, Protocol
 import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
-from prometheus_client import Histogram
 
 from providers.errors import ProviderError, ProviderUnavailable
 from providers.tokens import count_tokens
@@ -47,7 +46,7 @@ from streaming.frames import (
 from streaming.moderation import OutputBlocked, OutputStage
 from streaming.record import StreamRecord
 from streaming.upstream import close_upstream
-from telemetry.metrics import ACTIVE_STREAMS, INTER_TOKEN
+from telemetry.metrics import ACTIVE_STREAMS, GapTally
 
 logger = logging.getLogger("hello_ship.pipeline")
 
@@ -92,15 +91,13 @@ CHAIN_DEADLINE_GRACE_S = 1.0
 class _Emitter:
     """The single way frames leave the pipeline; remembers when the stream last spoke."""
 
-    __slots__ = ("_endpoint", "_gaps", "_last_token", "_out", "_record", "answering",
-                 "last_event", "last_sent", "stuck")
+    __slots__ = ("_last_token", "_out", "_record", "answering", "gaps", "last_event",
+                 "last_sent", "stuck")
 
-    def __init__(self, out: MemoryObjectSendStream[Frame], record: StreamRecord,
-                 endpoint: str) -> None:
+    def __init__(self, out: MemoryObjectSendStream[Frame], record: StreamRecord) -> None:
         self._out = out
         self._record = record
-        self._endpoint = endpoint
-        self._gaps: Histogram | None = None  # the inter-token histogram of the answering route
+        self.gaps = GapTally()  # between token frames, for the metrics
         self._last_token = 0.0
         self.last_sent = time.monotonic()
         self.last_event = self.last_sent  # when the provider last sent text
@@ -127,11 +124,10 @@ class _Emitter:
 
     def _count_token(self, now: float) -> None:
         record = self._record
-        if self._gaps is None:
+        if record.first_token_at is None:
             record.first_token_at = now
-            self._gaps = INTER_TOKEN.labels(record.model_route or "", self._endpoint)
         else:
-            self._gaps.observe(now - self._last_token)
+            self.gaps.add(now - self._last_token)
         self._last_token = now
         record.tokens_emitted += 1
         self.last_sent = max(self.last_sent, now)  # a send that waited already set it later
@@ -161,15 +157,16 @@ async def run_pipeline(
 ) -> None:
     active = ACTIVE_STREAMS.labels(job.endpoint)
     active.inc()
+    emitter = _Emitter(out, job.record)
     try:
-        await _run(job, out, stop, stop_grace_s)
+        await _run(job, emitter, out, stop, stop_grace_s)
     finally:
         active.dec()
+        emitter.gaps.record(job.record.model_route or job.provider.route, job.endpoint)
 
 
-async def _run(job: ChatJob, out: MemoryObjectSendStream[Frame], stop: anyio.Event | None,
-               stop_grace_s: float) -> None:
-    emitter = _Emitter(out, job.record, job.endpoint)
+async def _run(job: ChatJob, emitter: _Emitter, out: MemoryObjectSendStream[Frame],
+               stop: anyio.Event | None, stop_grace_s: float) -> None:
     async with out:
         terminal: TerminalFrame | None = None
         cut: list[Cut] = []
