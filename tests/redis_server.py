@@ -6,8 +6,6 @@ developer machine and fail under CI=true, where a skip would hide that they neve
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -17,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+
+from tests.tools import required_tool
 
 
 @dataclass
@@ -34,13 +34,7 @@ class RedisServer:
 
 
 def redis_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server is not installed (make test installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return binary
+    return required_tool("redis-server")
 
 
 def _free_port() -> int:

@@ -8,9 +8,7 @@ and fail under CI=true, where a skip would hide that they never ran.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 import telemetry.metrics as defined
+from tests.tools import required_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
@@ -50,13 +49,7 @@ PROMQL_BLOCK = re.compile(r"```promql\n(.*?)\n```", re.DOTALL)
 
 
 def promtool() -> str:
-    binary = shutil.which("promtool")
-    if binary is None:
-        reason = "promtool is not installed (make test installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return binary
+    return required_tool("promtool")
 
 
 def run_promtool(*args: str) -> None:

@@ -1,0 +1,20 @@
+"""Programs the tests run for real (redis-server, promtool), installed by `make test`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def required_tool(name: str) -> str:
+    """The program's path. Missing, its tests skip on a developer's machine and fail under
+    CI=true, where a skip would hide that they never ran."""
+    binary = shutil.which(name)
+    if binary is None:
+        reason = f"{name} is not installed (make test installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return binary
