@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from app.settings import Settings, SettingsError
 
@@ -24,8 +24,12 @@ def load_settings_or_exit(env: Mapping[str, str]) -> Settings:
     try:
         return Settings.from_env(env)
     except SettingsError as exc:
-        sys.stderr.write(f"hello-ship: {exc}\n")  # before logging exists: a plain line
-        raise SystemExit(2) from None
+        _refuse(exc)
+
+
+def _refuse(exc: SettingsError) -> NoReturn:
+    sys.stderr.write(f"hello-ship: {exc}\n")  # before logging exists: a plain line
+    raise SystemExit(2) from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -40,14 +44,11 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["PORT"] = str(args.port)
     settings = load_settings_or_exit(os.environ)
     if args.workers > 1 and settings.metrics_port == 0:
-        sys.stderr.write("hello-ship: invalid configuration: METRICS_PORT: 0 (any free port) "
-                         "would give each worker its own; choose a port\n")
-        return 2
+        _refuse(SettingsError("METRICS_PORT", "0 (any free port) would give each worker its "
+                                              "own; choose a port"))
     chosen = os.environ.get(METRICS_DIR_VAR)
     if chosen and not (os.path.isdir(chosen) and os.access(chosen, os.W_OK)):
-        sys.stderr.write(f"hello-ship: invalid configuration: {METRICS_DIR_VAR}: {chosen} is "
-                         "not a writable directory\n")
-        return 2
+        _refuse(SettingsError(METRICS_DIR_VAR, f"{chosen} is not a writable directory"))
     configure_logging(settings.log_level)
     with _shared_metrics_dir(args.workers):
         uvicorn.run(

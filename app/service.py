@@ -91,8 +91,8 @@ class ChatService:
         """Write the request's end line from what the pipeline recorded."""
         record = job.record
         usage = record.usage
-        observe_answer(record, bill, record.model_route or job.provider.route,
-                       job.endpoint, http_status, counts_as_fallback=not job.pinned)
+        observe_answer(record, bill, job.route, job.endpoint, http_status,
+                       counts_as_fallback=not job.pinned)
         if record.fallback_tier is not None and not job.pinned:
             self.fallback_watch.record(record.fallback_tier)
         redactions = job.stage.redactions
@@ -100,11 +100,11 @@ class ChatService:
             GUARD_HITS.labels("output", detector, "redact").inc(count)
         if record.blocked_by is not None:
             GUARD_HITS.labels("output", record.blocked_by, "block").inc()
-        if job.stage.redactions:  # once per answer, as the input's are: never per token
-            logger.info("output_redacted", extra={"redactions": dict(job.stage.redactions)})
+        if redactions:  # once per answer, as the input's are: never per token
+            logger.info("output_redacted", extra={"redactions": dict(redactions)})
         logger.info("request_end", extra={
             **self._labels(chat, identity, stream, job.provider.route),
-            "model_route": record.model_route or job.provider.route,
+            "model_route": job.route,
             "fallback_tier": record.fallback_tier,
             "attempts": record.attempts,
             "status": record.outcome,

@@ -109,13 +109,14 @@ def _read(env: EnvReader) -> Settings:
     tenancy = replace(read_tenancy(env, config, max_output_tokens),
                       open_mode_anywhere=_flag(env, "ALLOW_OPEN_MODE"))
     host = env.text("HOST", "127.0.0.1")
+    port = env.number("PORT", 8080, int, 0, 65535)
     if tenancy.open_mode and not is_loopback(host) and not tenancy.open_mode_anywhere:
         raise SettingsError("HOST", f"no API keys are configured (open mode), so {host} would "
                                     "serve anyone; configure [tenants] keys, bind 127.0.0.1, "
                                     "or set ALLOW_OPEN_MODE=true")
     return Settings(
         host=host,
-        port=env.number("PORT", 8080, int, 0, 65535),
+        port=port,
         routes=routes,
         max_output_tokens=max_output_tokens,
         max_input_chars=env.number("MAX_INPUT_CHARS", 32_000, int, 1, 10_000_000),
@@ -163,16 +164,16 @@ def _read(env: EnvReader) -> Settings:
         ),
         guard=read_guard(env, config),
         tracing=read_tracing(env),
-        metrics_port=_metrics_port(env),
+        metrics_port=_metrics_port(env, port),
         metrics_host=env.text("METRICS_HOST", "127.0.0.1"),
     )
 
 
-def _metrics_port(env: EnvReader) -> int | None:
+def _metrics_port(env: EnvReader, service_port: int) -> int | None:
     port = env.number("METRICS_PORT", -1, int, 0, 65535)
     if port < 0:
         return None
-    if port and port == env.number("PORT", 8080, int, 0, 65535):
+    if port and port == service_port:
         raise SettingsError("METRICS_PORT", "must differ from PORT")
     return port
 

@@ -14,6 +14,7 @@ from providers.credentials import Secret
 from providers.errors import ProviderError, ProviderUnavailable
 from providers.openai_chat import VENDOR, vendor_error
 from providers.openai_client import openai_client
+from providers.types import trace_headers
 
 DEFAULT_MODEL = "omni-moderation-latest"
 
@@ -46,7 +47,7 @@ class OpenAIModeration:
         try:
             response = await self._client.moderations.create(
                 model=self._model, input=list(texts),
-                extra_headers={"traceparent": traceparent} if traceparent else None)
+                extra_headers=trace_headers(traceparent))
         except Exception as exc:
             raise vendor_error(exc) from None
         try:

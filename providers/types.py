@@ -29,8 +29,12 @@ class CompletionRequest:
     traceparent: str | None = None
 
     def trace_headers(self) -> dict[str, str] | None:
-        """The trace context headers of a vendor call; never anything else from the caller."""
-        return {"traceparent": self.traceparent} if self.traceparent is not None else None
+        return trace_headers(self.traceparent)
+
+
+def trace_headers(traceparent: str | None) -> dict[str, str] | None:
+    """The trace context headers of a vendor call; never anything else from the caller."""
+    return {"traceparent": traceparent} if traceparent is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,11 @@ class ChatJob:
     # One route chosen by an operator (X-Route): its answer or failure is no fallback.
     pinned: bool = False
 
+    @property
+    def route(self) -> str:
+        """The route that answered, or the first one when none did."""
+        return self.record.model_route or self.provider.route
+
 
 CutReason = Literal["shutdown", "idle", "deadline"]
 # Why the ticker ended the answer: a time limit, or what the guard raised on text it released
@@ -162,7 +167,7 @@ async def run_pipeline(
         await _run(job, emitter, out, stop, stop_grace_s)
     finally:
         active.dec()
-        emitter.gaps.record(job.record.model_route or job.provider.route, job.endpoint)
+        emitter.gaps.record(job.route, job.endpoint)
 
 
 async def _run(job: ChatJob, emitter: _Emitter, out: MemoryObjectSendStream[Frame],
@@ -278,7 +283,7 @@ async def _release_held(stage: OutputStage, emitter: _Emitter) -> Exception | No
 
 def _failure_frame(job: ChatJob, exc: Exception) -> ErrorFrame:
     record = job.record
-    route, tokens_emitted = record.model_route or job.provider.route, record.tokens_emitted
+    route, tokens_emitted = job.route, record.tokens_emitted
     if isinstance(exc, ProviderError):
         degraded = isinstance(exc, AllRoutesFailed) and not tokens_emitted
         if degraded:
