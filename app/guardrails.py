@@ -75,8 +75,9 @@ class Guardrails:
         assert self._moderation is not None
         moderation = self._settings.moderation
         try:
-            # The SDK's timeouts are per read; this bounds the whole check.
-            with anyio.fail_after(moderation.timeout_s * 2):
+            # The SDK's timeouts are per read; this bounds the whole check, connection and
+            # all, by the one figure the operator set.
+            with anyio.fail_after(moderation.timeout_s):
                 result = await self._moderation.check([m.content for m in chat.messages],
                                                       traceparent=_traceparent())
         except (ProviderError, TimeoutError) as exc:

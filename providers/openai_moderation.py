@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from providers.credentials import Secret
 from providers.errors import ProviderError, ProviderUnavailable
@@ -63,18 +64,27 @@ class OpenAIModeration:
 
 def _verdict(results: object, expected: int) -> ModerationVerdict:
     """Read leniently built results (the SDK does not validate them) with care: a missing
-    result must not pass as a clean one."""
+    result must not pass as a clean one, and a flagged one stays flagged even when its
+    categories cannot be read (they only name the reason in the log)."""
     if not isinstance(results, list) or len(results) != expected:
         raise ProviderUnavailable(f"{VENDOR}: malformed moderation response")
     flagged = False
     categories: set[str] = set()
     for result in results:
-        if not isinstance(result.flagged, bool):
+        if not isinstance(getattr(result, "flagged", None), bool):
             raise ProviderUnavailable(f"{VENDOR}: malformed moderation response")
-        if not result.flagged:
-            continue
-        flagged = True
-        # Wire names ("self-harm/intent"), including categories newer than this SDK.
-        categories.update(name for name, value in result.categories.to_dict().items()
-                          if value is True)
+        if result.flagged:
+            flagged = True
+            categories.update(_flagged_categories(result))
     return ModerationVerdict(flagged, tuple(sorted(categories)))
+
+
+def _flagged_categories(result: Any) -> list[str]:
+    """Wire names ("self-harm/intent") of the categories set, including ones newer than this
+    SDK; none when the vendor sent them in another shape."""
+    raw = getattr(result, "categories", None)
+    try:
+        items = (raw.to_dict(warnings=False) if hasattr(raw, "to_dict") else dict(raw)).items()
+    except (TypeError, ValueError):
+        return []
+    return [name for name, value in items if isinstance(name, str) and value is True]

@@ -3,6 +3,7 @@ chain, the input guard before any provider call, tenant policies, and the logs."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,9 +208,12 @@ def test_blocked_patterns_refuse_input_and_stop_output(upstream_pool: UpstreamPo
 
 # -- the moderation backend --------------------------------------------------------------
 
-def moderated(upstream: Upstream, on_error: str) -> Settings:
+def moderated(upstream: Upstream, on_error: str | None = None,
+              timeout_s: str = "1") -> Settings:
+    """Moderation by the fake OpenAI; `on_error` None leaves the policy at its default."""
+    policy = {} if on_error is None else {"MODERATION_ON_ERROR": on_error}
     return Settings.from_env({**FAST_DEMO, **OPENAI.env(upstream), "MODERATION": "openai",
-                              "MODERATION_ON_ERROR": on_error, "MODERATION_TIMEOUT_S": "1"})
+                              "MODERATION_TIMEOUT_S": timeout_s, **policy})
 
 
 def moderations(upstream: Upstream) -> list[Any]:
@@ -233,7 +237,7 @@ def test_a_moderation_outage_fails_closed_by_default(upstream_pool: UpstreamPool
                                                      client: httpx.Client) -> None:
     upstream = upstream_pool.get(OPENAI)
     upstream.queue.append(Script(status=500))
-    with captured_logs() as logs, app_server(moderated(upstream, "closed")) as live:
+    with captured_logs() as logs, app_server(moderated(upstream)) as live:
         response = client.post(live.url + "/chat", json={"message": "A kind question."})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "moderation_unavailable"
@@ -241,6 +245,24 @@ def test_a_moderation_outage_fails_closed_by_default(upstream_pool: UpstreamPool
     assert completions(upstream) == []
     (failed,) = logs.records("moderation_failed")
     assert failed["policy"] == "closed" and failed["status_code"] == 500
+
+
+@pytest.mark.parametrize("on_error", ["closed", "open"])
+def test_a_hanging_moderation_check_ends_at_its_timeout_by_its_policy(
+        upstream_pool: UpstreamPool, client: httpx.Client, on_error: str) -> None:
+    upstream = upstream_pool.get(OPENAI)
+    upstream.queue.append(Script(hang_s=5.0))
+    with app_server(moderated(upstream, on_error, timeout_s="0.5")) as live:
+        started = time.monotonic()
+        response = client.post(live.url + "/chat", json={"message": "A kind question."})
+        waited = time.monotonic() - started
+    assert waited < 2.5  # the check's own bound, not the vendor's 5 s
+    if on_error == "closed":
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "moderation_unavailable"
+        assert completions(upstream) == []
+    else:
+        assert response.status_code == 200 and response.json()["answer"] == "Hello, world!"
 
 
 def test_a_moderation_outage_fails_open_when_configured(upstream_pool: UpstreamPool,

@@ -10,6 +10,10 @@ import anyio
 import httpx
 import pytest
 from openai.types.moderation_create_response import ModerationCreateResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from providers.credentials import Secret
 from providers.errors import (
@@ -20,6 +24,7 @@ from providers.errors import (
     ProviderUnavailable,
 )
 from providers.openai_moderation import ModerationVerdict, OpenAIModeration
+from tests.servers import thread_server
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.openai_wire import MODERATION_CATEGORIES, MODERATION_FLAG
 from tests.upstreams.pool import UpstreamPool
@@ -162,3 +167,40 @@ async def test_the_fake_answers_in_the_sdks_exact_shape(upstream: Upstream) -> N
     assert single.json()["results"][0]["categories"]["violence"] is True
     assert invalid.status_code == 400
     assert invalid.json()["error"]["param"] == "input"
+
+
+# A vendor answer in a shape the SDK does not check: what a proxy, a newer API version or a
+# broken deployment may send. A flagged result must stay flagged whatever its categories.
+ODD_RESULTS = [
+    pytest.param({"flagged": True}, ModerationVerdict(True, ()), id="flagged-no-categories"),
+    pytest.param({"flagged": True, "categories": None}, ModerationVerdict(True, ()),
+                 id="flagged-null-categories"),
+    pytest.param({"flagged": True, "categories": ["violence"]}, ModerationVerdict(True, ()),
+                 id="flagged-categories-list"),
+    pytest.param({"flagged": True, "categories": {"violence": True, "hate": "yes"}},
+                 ModerationVerdict(True, ("violence",)), id="flagged-odd-values"),
+    pytest.param({"categories": {}}, ProviderUnavailable, id="no-verdict"),
+    pytest.param({"flagged": "false"}, ProviderUnavailable, id="verdict-not-a-bool"),
+]
+
+
+@pytest.mark.parametrize(("result", "expected"), ODD_RESULTS)
+async def test_an_oddly_shaped_answer_never_unflags_a_flagged_text(
+        result: dict[str, Any], expected: ModerationVerdict | type[ProviderError]) -> None:
+    async def moderations(request: Request) -> JSONResponse:
+        return JSONResponse({"id": "modr-odd", "model": "omni-moderation-latest",
+                             "results": [result]})
+
+    app = Starlette(routes=[Route("/v1/moderations", moderations, methods=["POST"])])
+    with thread_server(app) as live:
+        moderation = OpenAIModeration(api_key=Secret("sk-test"), base_url=live.url + "/v1")
+        try:
+            verdict: ModerationVerdict | ProviderError = await moderation.check([CLEAN])
+        except ProviderError as error:
+            verdict = error
+        finally:
+            await moderation.aclose()
+    if isinstance(expected, ModerationVerdict):
+        assert verdict == expected
+    else:
+        assert type(verdict) is expected
