@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+# The suite runs in this many worker processes (pytest-xdist); 0 runs it in this one.
+TEST_PROCESSES ?= 2
 
 .PHONY: serve test test-tools eval bench bench-adapters bench-guard bench-metrics lock clean
 
@@ -27,7 +29,7 @@ test-tools:
 test: $(VENV)/.test test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES)
 
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/relay.py
