@@ -82,7 +82,7 @@ def _verdict(results: object, expected: int) -> ModerationVerdict:
 def _flagged_categories(result: Any) -> list[str]:
     """Wire names ("self-harm/intent") of the categories set, including ones newer than this
     SDK; none when the vendor sent them in another shape."""
-    raw = getattr(result, "categories", None)
+    raw: Any = getattr(result, "categories", None)
     try:
         items = (raw.to_dict(warnings=False) if hasattr(raw, "to_dict") else dict(raw)).items()
     except (TypeError, ValueError):
