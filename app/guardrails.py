@@ -19,6 +19,7 @@ from app import context
 from app.errors import ApiError
 from app.guard_config import GuardSettings
 from app.schemas import ChatInput
+from guard.builtin import BUILTIN
 from guard.input import InputGuard
 from guard.policy import GuardPolicy
 from guard.scan import Scanner
@@ -31,6 +32,9 @@ from telemetry.metrics import GUARD_HITS
 logger = logging.getLogger("hello_ship.guard")
 
 INPUT_BLOCKED = "The request was refused by the content policy."
+# Inputs longer than this are scanned in a worker thread: every detector over 32k characters
+# of adversarial text takes tens of milliseconds, which other streams would wait out.
+INLINE_SCAN_CHARS = 4096
 MODERATION_RETRY_AFTER_S = 5
 
 
@@ -39,8 +43,14 @@ class Guardrails:
         self._settings = settings
         self._input: dict[GuardPolicy, InputGuard] = {}
         self._output: dict[GuardPolicy, OutputGuard] = {}
+        # Policies whose input check may take long whatever the input's size: it runs
+        # detectors whose cost nobody here measured (configured patterns, plugins).
+        self._scan_in_thread: set[GuardPolicy] = set()
         for policy in {settings.policy, *settings.tenant_policies.values()}:
             self._input[policy] = InputGuard(settings.detectors, policy)
+            if any(BUILTIN.get(detector.name) is not detector for detector in settings.detectors
+                   if policy.on_input(detector.category) != "allow"):
+                self._scan_in_thread.add(policy)
             detectors = [detector for detector in settings.detectors
                          if policy.on_output(detector.category) != "allow"]
             self._output[policy] = OutputGuard(Scanner(detectors), policy,
@@ -58,8 +68,12 @@ class Guardrails:
 
     async def check_input(self, chat: ChatInput, tenant: str) -> ChatInput:
         """The request as it may be sent on, or `ApiError` 400 `input_blocked`."""
-        guard = self._input[self._settings.policy_for(tenant)]
-        verdict = guard.check([message.content for message in chat.messages])
+        policy = self._settings.policy_for(tenant)
+        texts = [message.content for message in chat.messages]
+        if policy in self._scan_in_thread or sum(map(len, texts)) > INLINE_SCAN_CHARS:
+            verdict = await anyio.to_thread.run_sync(self._input[policy].check, texts)
+        else:
+            verdict = self._input[policy].check(texts)
         if verdict.refused is not None:
             raise self._refusal(verdict.refused.category, verdict.refused.detector)
         if verdict.redactions:

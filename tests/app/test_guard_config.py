@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ from app.guard_config import GuardSettings
 from app.settings import Settings
 from guard.builtin import BUILTIN
 from guard.policy import GuardPolicy
+from tests.guard.plugin_detector import SlowEngine
 from tests.servers import FAST_DEMO, app_server
 from tests.tenancy import config_env, tenants_toml
 
@@ -80,3 +83,19 @@ def test_a_plugged_in_detector_guards_the_stream_without_pipeline_changes() -> N
         answer = client.post(live.url + "/chat", json={
             "message": "/echo The launch is BLUEBIRD-7 on Monday."}).json()["answer"]
     assert answer == "The launch is [redacted:codename] on Monday."
+
+
+def test_a_slow_plugged_in_detector_does_not_hold_up_other_requests() -> None:
+    env = {**FAST_DEMO, "GUARD_INPUT_PII": "redact",
+           "GUARD_DETECTORS": "email,tests.guard.plugin_detector:SlowEngine"}
+    with app_server(Settings.from_env(env)) as live, httpx.Client(timeout=10) as client, \
+            ThreadPoolExecutor(1) as pool:
+        judged = pool.submit(client.post, live.url + "/chat",
+                             json={"message": "/echo JUDGE-SLOWLY this one"})
+        time.sleep(0.1)  # the slow check has begun
+        started = time.monotonic()
+        health = client.get(live.url + "/health")
+        waited = time.monotonic() - started
+        answer = judged.result(timeout=10)
+    assert health.status_code == 200 and answer.status_code == 200
+    assert waited < SlowEngine.seconds_per_text / 2  # not queued behind the slow check

@@ -4,6 +4,7 @@ would be: `GUARD_DETECTORS=email,tests.guard.plugin_detector:ProjectCodename`.""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 from guard.detectors import Category
@@ -20,3 +21,17 @@ class ProjectCodename:
 
 
 NOT_A_DETECTOR = object()
+
+
+class SlowEngine:
+    """A heavy engine's cost: a model that takes its time over every text it judges."""
+
+    name = "slow_engine"
+    category: Category = "pii"
+    reach = 32
+    seconds_per_text = 0.5
+
+    def find(self, text: str) -> Iterator[tuple[int, int]]:
+        if "JUDGE-SLOWLY" in text:
+            time.sleep(self.seconds_per_text)
+        return iter(())
