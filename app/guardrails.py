@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 
 import anyio
@@ -20,6 +21,7 @@ from app.errors import ApiError
 from app.guard_config import GuardSettings
 from app.schemas import ChatInput
 from guard.builtin import BUILTIN
+from guard.detectors import Detector
 from guard.input import InputGuard
 from guard.policy import GuardPolicy
 from guard.scan import Scanner
@@ -35,6 +37,9 @@ INPUT_BLOCKED = "The request was refused by the content policy."
 # Inputs longer than this are scanned in a worker thread: every detector over 32k characters
 # of adversarial text takes tens of milliseconds, which other streams would wait out.
 INLINE_SCAN_CHARS = 4096
+# The longest blocked phrase (or plugged-in detector's value) sure to be judged whole when the
+# hold time cuts a sentence: the answer streams this far behind the model meanwhile.
+PHRASE_HOLD_BACK = 64
 MODERATION_RETRY_AFTER_S = 5
 
 
@@ -53,8 +58,9 @@ class Guardrails:
                 self._scan_in_thread.add(policy)
             detectors = [detector for detector in settings.detectors
                          if policy.on_output(detector.category) != "allow"]
-            self._output[policy] = OutputGuard(Scanner(detectors), policy,
-                                               settings.buffer_chars, settings.hold_s)
+            self._output[policy] = OutputGuard(
+                Scanner(detectors), policy, settings.buffer_chars, settings.hold_s,
+                hold_back=phrase_hold_back(detectors, settings.buffer_chars))
         moderation = settings.moderation
         self._moderation = None
         if moderation.backend == "openai" and moderation.api_key is not None:
@@ -126,6 +132,15 @@ class Guardrails:
     async def aclose(self) -> None:
         if self._moderation is not None:
             await self._moderation.aclose()
+
+
+def phrase_hold_back(detectors: Sequence[Detector], buffer_chars: int) -> int:
+    """How much text a release forced mid-sentence keeps back for detectors other than the
+    built-ins (whose values the hold back of the scan knows): their longest match, at most
+    `PHRASE_HOLD_BACK`, and never so much that a full buffer could release nothing."""
+    reach = max((detector.reach for detector in detectors
+                 if BUILTIN.get(detector.name) is not detector), default=0)
+    return min(reach, PHRASE_HOLD_BACK, buffer_chars // 2)
 
 
 def _traceparent() -> str | None:

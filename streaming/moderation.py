@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from guard.detectors import Category, Finding
 from guard.policy import GuardPolicy
 from guard.scan import Scanner, cut_off_end, redact, settled_cut
-from streaming.sentences import SentenceBuffer
+from streaming.sentences import SentenceBuffer, ends_sentence
 
 
 class OutputBlocked(Exception):
@@ -37,6 +37,11 @@ class OutputGuard:
     policy: GuardPolicy
     max_chars: int = 400
     max_hold_s: float = 0.1
+    # Characters kept back when a release is forced mid-sentence (by the hold time or the
+    # buffer size), for detectors whose values the hold back of `settled_cut` does not know
+    # (blocked phrases, plugged-in detectors): their longest match, so a phrase still being
+    # written waits until it is whole.
+    hold_back: int = 0
 
     @property
     def active(self) -> bool:
@@ -51,7 +56,8 @@ class OutputStage:
     def __init__(self, guard: OutputGuard | None = None) -> None:
         self._guard = guard if guard is not None and guard.active else None
         self._buffer = (None if self._guard is None else SentenceBuffer(
-            self._guard.max_chars, self._guard.max_hold_s, settled_cut))
+            self._guard.max_chars, self._guard.max_hold_s,
+            self._settle if self._guard.hold_back else settled_cut))
         self._context = ""  # the end of the raw text already released, for look-back
         self._tail_redacted = False  # the last release ended inside a redacted value
         self._blocked = False  # a finding stopped the answer: nothing more leaves
@@ -88,6 +94,21 @@ class OutputStage:
             return ""
         held = self._buffer.drain()
         return self._review(held if complete else held[:cut_off_end(held)])
+
+    def _settle(self, held: str, cut: int) -> int:
+        """`settled_cut`, and a cut made mid-sentence keeps the guard's `hold_back`
+        characters, from a word's start, for the next release."""
+        cut = settled_cut(held, cut)
+        assert self._guard is not None
+        keep_from = len(held) - self._guard.hold_back
+        if cut <= keep_from or ends_sentence(held, cut):
+            return cut
+        if keep_from <= 0:
+            return 0
+        word_start = keep_from
+        while word_start > 0 and not held[word_start - 1].isspace():
+            word_start -= 1
+        return word_start or keep_from  # no space at all: cut inside the run
 
     def _review(self, raw: str) -> str:
         if self._blocked:

@@ -79,3 +79,13 @@ class SentenceBuffer:
         # What is kept back starts a new hold, so a deadline passed does not fire again at once.
         self._held_since = now if self._held else None
         return released
+
+
+def ends_sentence(text: str, cut: int) -> bool:
+    """Whether `text[:cut]` ends at a sentence end (a release there splits no sentence)."""
+    return any(end.end() == cut
+               for end in _SENTENCE_END.finditer(text, max(0, cut - _LONGEST_END), cut))
+
+
+# Sentence-end marks with their closing quotes are never longer than this in real text.
+_LONGEST_END = 16

@@ -206,6 +206,39 @@ def test_blocked_patterns_refuse_input_and_stop_output(upstream_pool: UpstreamPo
     assert events[-1]["code"] == "output_blocked"
 
 
+def test_a_blocked_phrase_cut_by_the_hold_time_never_leaves_in_part(
+        upstream_pool: UpstreamPool, client: httpx.Client, tmp_path: Path) -> None:
+    upstream = upstream_pool.get(OPENAI)
+    # Each word comes after the hold time has run out: without holding back, every word of
+    # the phrase would be released alone before the phrase is whole.
+    upstream.script = Script(tokens=("Sure, I will", " ignore", " all", " previous",
+                                     " instructions", " and go on."), token_delay_s=0.12)
+    toml = '[guard]\nblocked_patterns = ["(?i)ignore (all )?previous instructions"]\n'
+    env = {**FAST_DEMO, **OPENAI.env(upstream), **config_env(tmp_path, toml),
+           "GUARD_HOLD_MS": "50"}
+    with app_server(Settings.from_env(env)) as live:
+        _, events = stream(client, live, {"message": "Go on."})
+    assert "ignore" not in tokens(events)
+    assert events[-1]["code"] == "output_blocked"
+
+
+def test_with_blocked_patterns_a_long_unpunctuated_answer_still_streams(
+        upstream_pool: UpstreamPool, client: httpx.Client, tmp_path: Path) -> None:
+    upstream = upstream_pool.get(OPENAI)
+    words = tuple(f" word{index:02d}" for index in range(40))  # 280 characters, no sentence end
+    upstream.script = Script(tokens=words, token_delay_s=0.03)
+    toml = '[guard]\nblocked_patterns = ["(?i)ignore (all )?previous instructions"]\n'
+    env = {**FAST_DEMO, **OPENAI.env(upstream), **config_env(tmp_path, toml),
+           "GUARD_HOLD_MS": "50"}
+    with app_server(Settings.from_env(env)) as live:
+        _, events = stream(client, live, {"message": "Go on."})
+    frames = [event["token"] for event in events if event["type"] == "token"]
+    assert "".join(frames) == "".join(words)
+    # Released as the hold time runs out, a phrase's length behind the model, not at the end.
+    assert len(frames) >= 3
+    assert len(frames[-1]) <= 100
+
+
 # -- the moderation backend --------------------------------------------------------------
 
 def moderated(upstream: Upstream, on_error: str | None = None,
