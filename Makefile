@@ -37,8 +37,10 @@ bench: $(VENV)/.runtime
 bench-adapters: $(VENV)/.test
 	$(BIN)/python bench/adapters.py
 
+# The smoke set on the demo model, in-process. Its own file: CI's artifact is
+# reports/eval-smoke.json, written by the test suite from every route of the test chain.
 eval: $(VENV)/.runtime
-	$(BIN)/hello-ship eval eval/smoke.jsonl --report reports/eval-smoke.json
+	$(BIN)/hello-ship eval eval/smoke.jsonl --report reports/eval-demo.json
 
 bench-guard: $(VENV)/.runtime
 	$(BIN)/python bench/guard_cost.py

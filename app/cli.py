@@ -8,15 +8,12 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from app.settings import Settings, SettingsError
-
-if TYPE_CHECKING:  # the eval modules load only for `hello-ship eval`
-    from app.eval_cases import Case
 
 
 def load_settings_or_exit(env: Mapping[str, str]) -> Settings:
@@ -120,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     smoke.add_argument("url", help="base URL of the service")
     smoke.add_argument("--key", help="API key to send as a bearer token")
-    smoke.add_argument("--timeout", type=float, default=30.0,
+    smoke.add_argument("--timeout", type=_seconds, default=30.0,
                        help="seconds for the whole smoke test (default 30)")
     smoke.set_defaults(run=_smoke)
     evaluate = commands.add_parser(
@@ -131,26 +128,32 @@ def _parser() -> argparse.ArgumentParser:
                     "which takes an admin key), or once through the chain as configured. "
                     "Without --url the service runs in-process from the environment. "
                     "Exits 1 when a route's pass rate is below the threshold, 2 when the "
-                    "cases file or the service cannot be used.",
+                    "cases file, the config or the service cannot be used, or no route is "
+                    "left to evaluate.",
         epilog="examples:\n  hello-ship eval eval/smoke.jsonl --report eval-report.json\n"
                "  hello-ship eval eval/smoke.jsonl --url https://chat.example.com "
-               "--key $ADMIN_KEY --route all",
+               "--key $ADMIN_KEY --route all --config hello-ship.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("cases", help="the cases file (JSON lines)")
     evaluate.add_argument("--url", help="base URL of a running service (default: run it "
                                         "in-process from the environment)")
-    evaluate.add_argument("--key", help="API key: an admin key to pin routes")
+    evaluate.add_argument("--key", help="API key: an admin key to pin routes, a tenant key "
+                                        "for --route chain")
     evaluate.add_argument("--route", default="all",
                           help="all (default): every route of the chain, one by one; "
                                "chain: the chain as configured, with fallback; or a route "
                                "name")
-    evaluate.add_argument("--report", help="write the JSON report here")
-    evaluate.add_argument("--threshold", type=float, default=1.0,
+    evaluate.add_argument("--report", help="write the JSON report here (an old one there is "
+                                           "removed first)")
+    evaluate.add_argument("--config", help="the service's TOML config (default: "
+                                           "$HELLO_SHIP_CONFIG): with --url only its [prices] "
+                                           "are read, to price the answers")
+    evaluate.add_argument("--threshold", type=_share, default=1.0,
                           help="pass rate each route needs, 0-1 (default 1.0: every case)")
-    evaluate.add_argument("--concurrency", type=int, default=4,
-                          help="requests at a time (default 4)")
-    evaluate.add_argument("--timeout", type=float, default=120.0,
+    evaluate.add_argument("--concurrency", type=_concurrency, default=4,
+                          help=f"requests at a time, 1-{MAX_CONCURRENCY} (default 4)")
+    evaluate.add_argument("--timeout", type=_seconds, default=120.0,
                           help="seconds per request, retries after a rate limit included "
                                "(default 120)")
     evaluate.set_defaults(run=_eval)
@@ -194,70 +197,45 @@ def _smoke(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from app.eval_cases import CaseFileError, load_cases
+    from app.eval_cli import run_eval
 
+    return run_eval(args)
+
+
+MAX_SECONDS = 86_400.0  # a day: any longer is a typo, and inf or nan would never end
+MAX_CONCURRENCY = 1000
+
+
+# argparse types: a value out of range is a usage error (exit status 2) naming the flag, not
+# a traceback or a run that never ends. Comparisons are written so that nan fails them.
+def _number(kind: Callable[[str], float], text: str) -> float:
     try:
-        cases = load_cases(args.cases)
-    except CaseFileError as exc:
-        sys.stderr.write(f"hello-ship: eval: {exc}\n")
-        return 2
-    if not 0 <= args.threshold <= 1 or args.concurrency < 1 or not args.route.strip():
-        sys.stderr.write("hello-ship: eval: --threshold is 0-1, --concurrency at least 1, "
-                         "--route all, chain or a route name\n")
-        return 2
-    if args.url:
-        return _evaluate(args, cases, args.url, None)
-    from app.inprocess import in_process_service
-    from app.jsonlog import configure_logging
-
-    settings = load_settings_or_exit(os.environ)
-    # The summary owns stdout; the service's lines go to stderr, to look up a request id.
-    configure_logging(settings.log_level, stream=sys.stderr)
-    try:
-        with in_process_service(settings) as url:
-            return _evaluate(args, cases, url, settings)
-    except RuntimeError as exc:  # it did not start; its own lines on stderr say why
-        sys.stderr.write(f"hello-ship: eval: {exc}\n")
-        return 2
+        return kind(text)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
 
 
-def _evaluate(args: argparse.Namespace, cases: Sequence[Case], url: str,
-              settings: Settings | None) -> int:
-    import anyio
-    import httpx2
+def _share(text: str) -> float:
+    value = _number(float, text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text!r}")
+    return value
 
-    from app.eval_run import EvalSetupError, Report, configured_routes, run_cases
 
-    async def run() -> Report:
-        routes: list[str | None]
-        if args.route == "all":
-            routes = list(await configured_routes(url, args.key, args.timeout))
-        else:
-            routes = [None if args.route == "chain" else args.route]
-        return await run_cases(cases, url=url, key=args.key, routes=routes,
-                               concurrency=args.concurrency, timeout_s=args.timeout,
-                               prices=settings.prices if settings else None)
+def _seconds(text: str) -> float:
+    value = _number(float, text)
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_SECONDS:g} "
+                                         f"seconds, got {text!r}")
+    return value
 
-    try:
-        report = anyio.run(run)
-    except httpx2.HTTPError as exc:
-        sys.stderr.write(f"hello-ship: eval: cannot use the service at {url}: "
-                         f"{type(exc).__name__}\n")
-        return 2
-    except EvalSetupError as exc:
-        sys.stderr.write(f"hello-ship: eval: {exc}\n")
-        return 2
-    ok = report.write_summary(sys.stdout, args.threshold)
-    if args.report:
-        try:
-            path = Path(args.report)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(report.as_json(args.threshold))
-        except OSError as exc:
-            sys.stderr.write(f"hello-ship: eval: cannot write {args.report}: "
-                             f"{exc.strerror}\n")
-            return 2
-    return 0 if ok else 1
+
+def _concurrency(text: str) -> int:
+    value = int(_number(int, text))
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_CONCURRENCY}, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

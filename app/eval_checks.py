@@ -42,6 +42,14 @@ class Result:
     ttft_ms: float | None
     latency_ms: float
     request_id: str | None = None  # for the report, so a failure can be looked up in the logs
+    model_route: str | None = None  # the route the answer names as its own
+    error_detail: str | None = None  # what was malformed, for `malformed_response`
+
+    @property
+    def error(self) -> str:
+        """The error as a detail names it, with what went wrong when the runner knows."""
+        detail = f": {self.error_detail}" if self.error_detail else ""
+        return f"{self.error_code or 'no error'}{detail} (HTTP {self.http_status})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +166,7 @@ class ErrorCodeCheck:
     def failure(self, result: Result) -> str | None:
         if result.error_code == self.code:
             return None
-        got = result.error_code or "no error"
-        return f"expected error {self.code}, got {got} (HTTP {result.http_status})"
+        return f"expected error {self.code}, got {result.error}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +198,7 @@ class NoErrorCheck:
 
     def failure(self, result: Result) -> str | None:
         if result.error_code is not None:
-            return f"error {result.error_code} (HTTP {result.http_status})"
+            return f"error {result.error}"
         if result.http_status >= 400:
             return f"HTTP {result.http_status} with no error code"
         return None
@@ -225,6 +232,9 @@ def _bad(at: str, wanted: str, value: object) -> NoReturn:
 def text_value(value: object, at: str) -> str:
     if not isinstance(value, str) or not value:
         _bad(at, "a non-empty string", value)
+    lone = next((char for char in value if "\ud800" <= char <= "\udfff"), None)
+    if lone is not None:  # JSON may spell half a surrogate pair; no UTF-8 request can carry it
+        raise SpecError(f"{at} holds a lone surrogate \\u{ord(lone):04x}, which is not text")
     return value
 
 

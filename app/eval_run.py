@@ -2,104 +2,35 @@
 
 Each case is sent as a real request (with the key given, and with `X-Route` naming the route
 when routes are evaluated one by one, which takes an admin key), with at most `concurrency`
-requests at a time. The result of every (case, route) pair is checked and written to a JSON
-report; the summary says, per route, how many passed and which check failed where.
+requests at a time. The result of every (case, route) pair is checked into a row of the
+report (app.eval_report); a request that fails fails its own row, never the run.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
 
 import anyio
 import httpx2
-import orjson
 
-from app.eval_cases import Case, CheckOutcome, Result, case_passed
-from quota.ledger import NANO_USD_PER_USD
+from app.eval_cases import Case, Result
+from app.eval_prices import cost_usd
+from app.eval_report import CaseRun, Report
+from app.eval_wire import (
+    Done,
+    Failed,
+    Frame,
+    MalformedResponse,
+    Token,
+    Usage,
+    chat_body,
+    envelope_code,
+    read_frames,
+)
 from quota.prices import Price
-
-CONFIGURED = "(configured chain)"
-
-
-@dataclass(frozen=True, slots=True)
-class CaseRun:
-    case: Case
-    route: str | None  # pinned route, or None for the chain as configured
-    result: Result
-    outcomes: tuple[CheckOutcome, ...]
-    model_route: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cost_usd: float | None
-
-    @property
-    def passed(self) -> bool:
-        return case_passed(self.outcomes)
-
-    @property
-    def label(self) -> str:
-        return self.route or CONFIGURED
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "case": self.case.id, "route": self.label,
-            "model_route": self.model_route, "passed": self.passed,
-            "failed_checks": [{"check": o.check, "detail": o.detail, "blocking": o.blocking}
-                              for o in self.outcomes if not o.passed],
-            "answer_chars": len(self.result.answer), "http_status": self.result.http_status,
-            "error_code": self.result.error_code, "request_id": self.result.request_id,
-            "ttft_ms": self.result.ttft_ms,
-            "latency_ms": self.result.latency_ms, "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens, "cost_usd": self.cost_usd,
-            "tags": list(self.case.tags),
-        }
-
-
-@dataclass
-class Report:
-    runs: list[CaseRun] = field(default_factory=list)
-
-    def by_route(self) -> dict[str, list[CaseRun]]:
-        """The runs of each route, routes in the order they ran."""
-        grouped: dict[str, list[CaseRun]] = {}
-        for run in self.runs:
-            grouped.setdefault(run.label, []).append(run)
-        return grouped
-
-    def pass_rates(self) -> dict[str, float]:
-        return {route: sum(run.passed for run in runs) / len(runs)
-                for route, runs in self.by_route().items()}
-
-    def as_json(self, threshold: float) -> bytes:
-        rates = self.pass_rates()
-        return orjson.dumps({
-            "threshold": threshold,
-            "passed": all(rate >= threshold for rate in rates.values()),
-            "routes": {route: {"pass_rate": rates[route], "cases": len(runs)}
-                       for route, runs in self.by_route().items()},
-            "results": [run.row() for run in self.runs],
-        }, option=orjson.OPT_INDENT_2)
-
-    def write_summary(self, out: TextIO, threshold: float) -> bool:
-        ok = True
-        for route, runs in self.by_route().items():
-            passed = sum(run.passed for run in runs)
-            rate = passed / len(runs)
-            good = rate >= threshold
-            ok &= good
-            out.write(f"{'ok  ' if good else 'FAIL'}  {route}: {passed}/{len(runs)} passed "
-                      f"({rate:.1%}, threshold {threshold:.1%})\n")
-            for run in runs:
-                for outcome in run.outcomes:
-                    if not outcome.passed:
-                        mark = "fail" if outcome.blocking else "note"
-                        out.write(f"      {mark}  {run.case.id} (line {run.case.line}): "
-                                  f"{outcome.check}: {outcome.detail} "
-                                  f"[{run.result.request_id}]\n")
-        return ok
 
 
 class EvalSetupError(Exception):
@@ -113,22 +44,30 @@ SETUP_REFUSALS = {"unauthorized": "the service does not accept this key",
                                          "(--key), or --route chain",
                   "unknown_route": "the service has no route of that name (see GET /ready)",
                   "route_disabled": "that route is disabled (DISABLED_ROUTES)"}
+# An admin key may only send pinned requests; unpinned, the service takes it for a bad key.
+UNPINNED_UNAUTHORIZED = ("the service does not accept this key for --route chain, which takes "
+                         "a tenant key (an admin key may only pin routes)")
 # A tenant limit refused the request: wait as told and try again, within the case's time.
 RETRIED_REFUSALS = frozenset({"rate_limited", "too_many_streams"})
 MAX_RETRY_WAIT_S = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class RouteList:
+    routes: list[str]  # to evaluate, in chain order
+    skipped: list[str]  # disabled by the operator
+
+
 async def run_cases(cases: Sequence[Case], *, url: str, key: str | None,
                     routes: Sequence[str | None], concurrency: int, timeout_s: float,
-                    prices: Mapping[str, Price] | None = None) -> Report:
-    """Every case on every route; a request that fails (a timeout, a dropped connection, a
-    malformed answer) fails its own row. Raises `EvalSetupError` if the service refused the
-    run itself (a key that may not pin routes, an unknown route)."""
-    report = Report()
+                    prices: Mapping[str, Price] | None = None,
+                    report: Report | None = None) -> Report:
+    """Every case on every route, into `report` as each one ends (so a caller still has the
+    rows of a run that stopped). Raises `EvalSetupError` if the service refused the run
+    itself (a key that may not pin routes, an unknown route)."""
+    report = report if report is not None else Report()
     limiter = anyio.CapacityLimiter(concurrency)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers,
-                                  timeout=timeout_s) as client:
+    async with _client(url, key, timeout_s) as client:
 
         async def one(case: Case, route: str | None) -> None:
             async with limiter:
@@ -139,42 +78,54 @@ async def run_cases(cases: Sequence[Case], *, url: str, key: str | None,
                         await _exchange(client, case, route, answer)
                 except TimeoutError:
                     answer.error_code = "client_timeout"
+                except MalformedResponse as exc:
+                    answer.error_code, answer.error_detail = "malformed_response", str(exc)
                 except httpx2.HTTPError as exc:
                     answer.error_code = f"transport_error:{type(exc).__name__}"
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    answer.error_code = "malformed_response"
                 report.runs.append(answer.run(case, route, prices or {}))
 
         async with anyio.create_task_group() as group:
             for route in routes:
                 for case in cases:
                     group.start_soon(one, case, route)
-    for run in report.runs:
-        if run.result.error_code in SETUP_REFUSALS:
-            raise EvalSetupError(f"{run.label}: "
-                                 f"{SETUP_REFUSALS[run.result.error_code]}")
     order = {case.id: index for index, case in enumerate(cases)}
     route_order = {route: index for index, route in enumerate(routes)}
     report.runs.sort(key=lambda run: (route_order[run.route], order[run.case.id]))
+    for run in report.runs:
+        refusal = run.result.error_code
+        if refusal in SETUP_REFUSALS:
+            reason = (UNPINNED_UNAUTHORIZED if refusal == "unauthorized" and run.route is None
+                      else SETUP_REFUSALS[refusal])
+            raise EvalSetupError(f"{run.label}: {reason}")
     return report
 
 
-async def configured_routes(url: str, key: str | None, timeout_s: float) -> list[str]:
-    """The usable-or-not routes of the chain, in order, as `/ready` lists them; disabled
-    routes are left out (an operator switched them off)."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers,
-                                  timeout=timeout_s) as client:
-        response = await client.get("/ready")
+async def configured_routes(url: str, key: str | None, timeout_s: float) -> RouteList:
+    """The routes of the chain, in order, as `/ready` lists them; disabled routes (an
+    operator switched them off) are listed apart, as skipped."""
+    try:
+        with anyio.fail_after(timeout_s):  # the whole call: a trickled body renews each read
+            async with _client(url, key, timeout_s) as client:
+                response = await client.get("/ready")
+    except TimeoutError:
+        raise EvalSetupError(f"GET /ready did not answer within {timeout_s:g} s") from None
     try:
         listed = response.json()["routes"]
-        routes = [str(route["route"]) for route in listed if not route.get("disabled")]
+        entries = [(route["route"], route.get("disabled") is True) for route in listed]
     except (ValueError, KeyError, TypeError, AttributeError):
+        entries = []
+    if not entries or not all(isinstance(name, str) and name for name, _ in entries):
         raise EvalSetupError(f"GET /ready answered {response.status_code} without a route "
-                             "list: is --url the service's base URL?") from None
-    if not routes:
-        raise EvalSetupError("GET /ready lists no route that is not disabled")
-    return routes
+                             "list: is --url the service's base URL?")
+    names = list(dict.fromkeys(name for name, _ in entries))  # once each, in chain order
+    skipped = {name for name, disabled in entries if disabled}
+    return RouteList([name for name in names if name not in skipped],
+                     [name for name in names if name in skipped])
+
+
+def _client(url: str, key: str | None, timeout_s: float) -> httpx2.AsyncClient:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
 
 
 @dataclass
@@ -188,39 +139,37 @@ class _Answer:
     request_id: str | None = None
     ttft_ms: float | None = None
     error_code: str | None = None
+    error_detail: str | None = None
     model_route: str | None = None
-    usage: Mapping[str, Any] = field(default_factory=dict)
-    ended: bool = False  # a done or error frame arrived
+    usage: Usage = field(default_factory=Usage)
 
-    def frame(self, frame: Mapping[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind == "token":
-            token = frame["token"]
-            if not isinstance(token, str):
-                raise TypeError("a token frame without text")
+    def frame(self, frame: Frame) -> None:
+        if isinstance(frame, Token):
             if self.ttft_ms is None:
                 self.ttft_ms = round((time.monotonic() - self.started) * 1000, 1)
-            self.parts.append(token)
-        elif kind == "meta":
-            self.model_route = frame.get("model_route")
-        elif kind == "done":
-            self.usage, self.ended = frame.get("usage") or {}, True
-        elif kind == "error":
-            self.error_code, self.ended = frame.get("code"), True
+            self.parts.append(frame.text)
+        elif isinstance(frame, Failed):
+            self.error_code = frame.code
+        else:
+            self.named(frame.model_route)
+            if isinstance(frame, Done):
+                self.usage = frame.usage
+
+    def named(self, route: str | None) -> None:
+        if route is not None and self.model_route not in (None, route):
+            raise MalformedResponse(f"the answer names two routes, {self.model_route} "
+                                    f"and {route}")
+        self.model_route = route or self.model_route
 
     def run(self, case: Case, route: str | None, prices: Mapping[str, Price]) -> CaseRun:
         result = Result(answer="".join(self.parts), http_status=self.status,
                         error_code=self.error_code, ttft_ms=self.ttft_ms,
                         latency_ms=round((time.monotonic() - self.started) * 1000, 1),
-                        request_id=self.request_id)
-        input_tokens = self.usage.get("input_tokens")
-        output_tokens = self.usage.get("output_tokens")
-        price = prices.get(self.model_route or "")
-        cost = (price.nano_usd(input_tokens, output_tokens) / NANO_USD_PER_USD
-                if price is not None and isinstance(input_tokens, int)
-                and isinstance(output_tokens, int) else None)
-        return CaseRun(case, route, result, tuple(case.evaluate(result)), self.model_route,
-                       input_tokens, output_tokens, cost)
+                        request_id=self.request_id, model_route=self.model_route,
+                        error_detail=self.error_detail)
+        usage = self.usage
+        return CaseRun.judged(case, route, result, usage.input_tokens, usage.output_tokens,
+                              cost_usd(prices, self.model_route, usage))
 
 
 async def _exchange(client: httpx2.AsyncClient, case: Case, route: str | None,
@@ -233,46 +182,34 @@ async def _exchange(client: httpx2.AsyncClient, case: Case, route: str | None,
             answer.request_id = response.headers.get("x-request-id")
             if response.status_code != 200:
                 await response.aread()
-                answer.error_code = _envelope_code(response.content)
-                if response.status_code == 429 and answer.error_code in RETRIED_REFUSALS:
+                code = envelope_code(response.content)
+                if response.status_code == 429 and code in RETRIED_REFUSALS:
+                    # Not the row's error unless the retries run out of time (client_timeout).
                     await anyio.sleep(_retry_after(response.headers.get("retry-after")))
                     continue
+                answer.error_code = code
             elif case.endpoint == "stream":
                 await _read_stream(response, answer)
             else:
-                body = orjson.loads(await response.aread())
-                answer.parts.append(body["answer"])
-                answer.model_route, answer.usage = body.get("model_route"), body["usage"]
+                body = chat_body(await response.aread())
+                answer.parts.append(body.answer)
+                answer.named(body.model_route)
+                answer.usage = body.usage
             return
 
 
 async def _read_stream(response: httpx2.Response, answer: _Answer) -> None:
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line:
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            continue  # id:, event:, retry: and comment lines carry nothing to check
-        if data:
-            answer.frame(orjson.loads("\n".join(data)))
-            data = []
-    if data:
-        answer.frame(orjson.loads("\n".join(data)))
-    if not answer.ended:
+    ended = False
+    async for frame in read_frames(response):
+        answer.frame(frame)
+        ended = isinstance(frame, Done | Failed)
+    if not ended:
         answer.error_code = "incomplete_stream"  # no done frame: the answer may be cut
 
 
 def _retry_after(header: str | None) -> float:
     try:
-        return min(max(float(header or 1), 0.0), MAX_RETRY_WAIT_S)
+        wait = float(header or 1)
     except ValueError:
         return 1.0
-
-
-def _envelope_code(body: bytes) -> str | None:
-    try:
-        error = orjson.loads(body).get("error") or {}
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    code = error.get("code") if isinstance(error, dict) else None
-    return str(code) if code is not None else None
+    return min(max(wait, 0.0), MAX_RETRY_WAIT_S) if math.isfinite(wait) else 1.0

@@ -1,12 +1,11 @@
 """`hello-ship eval`: the smoke set on every route of a chain of real (fake) vendors, a
-regression failing with its case and check named, a wrong fallback failing its own row, and
-a malformed case file reported by line."""
+regression failing with its case and check named, a wrong fallback failing its own row, a
+malformed case file reported by line, and the run against the real service in-process."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,41 +18,55 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from app.eval_cases import load_cases
+from app.eval_checks import ErrorCodeCheck, SearchCheck
 from app.factory import create_app
 from app.settings import Settings
 from providers.demo import DemoProvider
 from providers.routes import ProviderOptions, build_provider
+from quota.prices import Price
+from tests.eval_fakes import ROOT, hello_ship
 from tests.servers import FAST_DEMO, ThreadServer, thread_server
-from tests.tenancy import ADMIN_KEY, config_env, tenants_toml
+from tests.tenancy import ACME_KEY, ADMIN_KEY, config_env, tenants_toml
 from tests.upstreams.common import Script
 from tests.upstreams.pool import UpstreamPool
-from tests.upstreams.vendors import ANTHROPIC, AWS_TEST_ENV, BEDROCK, OPENAI
+from tests.upstreams.vendors import ANTHROPIC, AWS_TEST_ENV, BEDROCK, OPENAI, OPENAI_COMPATIBLE
 
-ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "eval" / "smoke.jsonl"
 # CI keeps this file as the smoke eval's artifact.
 REPORT = Path(os.environ.get("EVAL_REPORT", ROOT / "reports" / "eval-smoke.json"))
-ROUTES = ["demo/hello-1", "openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-20241022",
-          "bedrock/anthropic.claude-3-5-haiku-20241022-v1:0"]
+VENDORS = (OPENAI, OPENAI_COMPATIBLE, ANTHROPIC, BEDROCK)
+ROUTES = ["demo/hello-1", *(f"{vendor.provider}/{vendor.model}" for vendor in VENDORS)]
+# USD per 1M tokens of each wire-exact route; the demo model is free, as the service bills it.
+PRICES = {route: Price(0.1 * (index + 1), 0.4 * (index + 1))
+          for index, route in enumerate(ROUTES[1:])}
 
 
-def hello_ship(*args: str, env: dict[str, str] | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
+def prices_toml() -> str:
+    return "".join(f'\n[prices."{route}"]\ninput = {price.input_per_m}\n'
+                   f"output = {price.output_per_m}\n" for route, price in PRICES.items())
 
 
 @pytest.fixture
-def chain_of_four(upstream_pool: UpstreamPool, tmp_path: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadServer]:
-    """demo, then OpenAI, Anthropic and Bedrock fakes as fallbacks; admin key configured."""
+def service_config(tmp_path: Path) -> Path:
+    """The service's config file: tenants, an admin key and the routes' prices."""
+    return Path(config_env(tmp_path, tenants_toml(extra=prices_toml()))["HELLO_SHIP_CONFIG"])
+
+
+@pytest.fixture
+def test_chain(upstream_pool: UpstreamPool, service_config: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadServer]:
+    """demo, then every wire-exact vendor (OpenAI, an OpenAI-compatible server with a
+    slash in its model id, Anthropic, Bedrock) as fallbacks; admin key configured."""
     for name, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(name, value)
-    settings = Settings.from_env({**FAST_DEMO, **config_env(tmp_path, tenants_toml())})
+    # The chain named in the settings too, so the config's prices are the service's own.
+    settings = Settings.from_env({**FAST_DEMO, **AWS_TEST_ENV,
+                                  "HELLO_SHIP_CONFIG": str(service_config),
+                                  "FALLBACK_MODEL": ",".join(ROUTES[1:])})
     providers = [DemoProvider("hello-1", settings.demo)] + [
         build_provider(vendor.spec(upstream_pool.get(vendor)), ProviderOptions())
-        for vendor in (OPENAI, ANTHROPIC, BEDROCK)]
+        for vendor in VENDORS]
     with thread_server(create_app(settings, providers)) as live:
         yield live
 
@@ -64,39 +77,59 @@ def report_of(path: Path) -> dict[str, Any]:
 
 
 def test_the_smoke_set_passes_on_every_route_and_its_report_is_kept(
-        chain_of_four: ThreadServer) -> None:
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    run = hello_ship("eval", str(SMOKE), "--url", chain_of_four.url, "--key", ADMIN_KEY,
-                     "--route", "all", "--report", str(REPORT))
+        test_chain: ThreadServer, service_config: Path) -> None:
+    REPORT.unlink(missing_ok=True)  # a report of an earlier run never passes for this one
+    run = hello_ship("eval", str(SMOKE), "--url", test_chain.url, "--key", ADMIN_KEY,
+                     "--route", "all", "--report", str(REPORT), "--config", str(service_config))
     assert run.returncode == 0, run.stdout + run.stderr
     report = report_of(REPORT)
-    assert report["passed"] is True
-    assert list(report["routes"]) == ROUTES
+    assert report["passed"] is True and report["error"] is None
+    assert list(report["routes"]) == ROUTES and report["skipped_routes"] == []
     cases = sum(1 for line in SMOKE.read_text().splitlines() if line.startswith("{"))
     assert all(route["pass_rate"] == 1.0 and route["cases"] == cases
                for route in report["routes"].values())
+    answered = [row for row in report["results"] if row["error_code"] is None]
     # each row ran on the route it names: pinned, no fallback
-    assert {(row["route"], row["model_route"]) for row in report["results"]} == {
+    assert {(row["route"], row["model_route"]) for row in answered} == {
         (route, route) for route in ROUTES}
-    assert all(row["output_tokens"] and row["latency_ms"] > 0 for row in report["results"])
+    assert all(row["output_tokens"] and row["latency_ms"] > 0 for row in answered)
+    for row in answered:  # every answer priced, from the service's own config
+        price = PRICES.get(row["route"], Price(0.0, 0.0))
+        assert row["cost_usd"] == price.nano_usd(row["input_tokens"],
+                                                 row["output_tokens"]) / 1e9
+        assert (row["cost_usd"] > 0) is (row["route"] != "demo/hello-1")
     for route in ROUTES:
         assert f"ok    {route}: {cases}/{cases} passed" in run.stdout
 
 
-def test_a_fallback_answering_wrongly_fails_its_own_row(chain_of_four: ThreadServer,
+def test_the_smoke_set_makes_every_kind_of_check_that_holds_on_every_route() -> None:
+    checks = [check for case in load_cases(SMOKE) for check in case.checks]
+    kinds = {type(check).__name__ for check in checks}
+    assert {"SearchCheck", "EqualsCheck", "MaxCharsCheck", "ErrorCodeCheck",
+            "MaxTtftCheck"} <= kinds
+    assert {check.kind for check in checks if isinstance(check, SearchCheck)} == {
+        "contains", "not_contains", "regex"}
+    assert any(isinstance(check, ErrorCodeCheck) for check in checks)
+
+
+def test_a_fallback_answering_wrongly_fails_its_own_row(test_chain: ThreadServer,
                                                         upstream_pool: UpstreamPool,
+                                                        service_config: Path,
                                                         tmp_path: Path) -> None:
     upstream_pool.get(ANTHROPIC).script = Script(tokens=("Goodbye", " for", " now."))
     report = tmp_path / "report.json"
-    run = hello_ship("eval", str(SMOKE), "--url", chain_of_four.url, "--key", ADMIN_KEY,
-                     "--report", str(report))
+    # No --config: the prices come from HELLO_SHIP_CONFIG, as the service's own do.
+    run = hello_ship("eval", str(SMOKE), "--url", test_chain.url, "--key", ADMIN_KEY,
+                     "--report", str(report), env={"HELLO_SHIP_CONFIG": str(service_config)})
     assert run.returncode == 1
-    rates = {name: route["pass_rate"] for name, route in report_of(report)["routes"].items()}
+    rows = report_of(report)
+    rates = {name: route["pass_rate"] for name, route in rows["routes"].items()}
     assert rates["anthropic/claude-3-5-haiku-20241022"] < 1.0
-    assert {rate for name, rate in rates.items() if name.startswith(("demo", "openai",
-                                                                     "bedrock"))} == {1.0}
+    assert {rate for name, rate in rates.items() if not name.startswith("anthropic")} == {1.0}
     assert "FAIL  anthropic/claude-3-5-haiku-20241022" in run.stdout
     assert 'fail  greets-a-customer (line 3): contains "hello"' in run.stdout
+    assert all(row["cost_usd"] for row in rows["results"]
+               if row["route"].startswith("openai/") and row["output_tokens"])
 
 
 def test_a_regression_in_the_answer_fails_naming_the_case_and_check(tmp_path: Path) -> None:
@@ -120,6 +153,17 @@ def test_a_malformed_case_file_is_reported_by_line_not_a_traceback(tmp_path: Pat
     assert run.returncode == 2
     assert "broken.jsonl:2" in run.stderr and "contians" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_stale_report_does_not_survive_a_run_that_cannot_write_its_own(
+        tmp_path: Path) -> None:
+    cases = tmp_path / "broken.jsonl"
+    cases.write_text('{"id": "broken", "input": "hi", "checks": []}\n')
+    report = tmp_path / "reports" / "eval.json"
+    report.parent.mkdir()
+    report.write_text('{"passed": true}')
+    run = hello_ship("eval", str(cases), "--report", str(report))
+    assert run.returncode == 2 and not report.exists()
 
 
 def broken_service() -> Starlette:
@@ -167,12 +211,74 @@ def test_a_request_that_fails_fails_its_own_row_and_the_rest_still_run(
 
 
 def test_an_operator_mistake_stops_the_eval_instead_of_failing_every_case(
-        chain_of_four: ThreadServer) -> None:
-    from tests.tenancy import ACME_KEY
-
-    tenant_key = hello_ship("eval", str(SMOKE), "--url", chain_of_four.url, "--key", ACME_KEY)
+        test_chain: ThreadServer, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    tenant_key = hello_ship("eval", str(SMOKE), "--url", test_chain.url, "--key", ACME_KEY,
+                            "--report", str(report))
     assert tenant_key.returncode == 2
     assert "takes an admin key" in tenant_key.stderr
-    unknown = hello_ship("eval", str(SMOKE), "--url", chain_of_four.url, "--key", ADMIN_KEY,
+    # the requests were made: the report keeps what they got, and why the run stopped
+    stopped = report_of(report)
+    assert stopped["passed"] is False and "takes an admin key" in stopped["error"]
+    assert {row["error_code"] for row in stopped["results"]} == {"route_pin_forbidden"}
+    unknown = hello_ship("eval", str(SMOKE), "--url", test_chain.url, "--key", ADMIN_KEY,
                          "--route", "demo/typo")
     assert unknown.returncode == 2 and "no route of that name" in unknown.stderr
+    admin_unpinned = hello_ship("eval", str(SMOKE), "--url", test_chain.url, "--key",
+                                ADMIN_KEY, "--route", "chain")
+    assert admin_unpinned.returncode == 2
+    assert "--route chain, which takes a tenant key" in admin_unpinned.stderr
+
+
+QUICK = '{"id": "greets", "input": "Say hello.", "checks": [{"contains": "hello"}]}\n'
+
+
+@pytest.mark.parametrize("listener_setting", [{"HOST": "0.0.0.0"}, {"ALLOW_OPEN_MODE": "true"},
+                                              {"METRICS_PORT": "taken"}])
+def test_in_process_ignores_what_only_a_real_listener_needs(
+        tmp_path: Path, listener_setting: dict[str, str]) -> None:
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(QUICK)
+    with socket.socket() as taken:  # e.g. the metrics port of a service already running
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        setting = {name: port if value == "taken" else value
+                   for name, value in listener_setting.items()}
+        run = hello_ship("eval", str(cases),
+                         env={**FAST_DEMO, "HELLO_SHIP_CONFIG": "", **setting})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "ok    demo/hello-1: 1/1 passed" in run.stdout
+
+
+def test_disabled_routes_are_skipped_out_loud_and_never_pass_a_run(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(QUICK)
+    report = tmp_path / "report.json"
+    env = {**FAST_DEMO, "HELLO_SHIP_CONFIG": "", "FALLBACK_MODEL": "demo/hello-2",
+           "DISABLED_ROUTES": "demo/hello-2"}
+    run = hello_ship("eval", str(cases), "--report", str(report), env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "skip  demo/hello-2: disabled (DISABLED_ROUTES)"
+    assert report_of(report)["skipped_routes"] == ["demo/hello-2"]
+    assert list(report_of(report)["routes"]) == ["demo/hello-1"]
+    every = hello_ship("eval", str(cases), "--report", str(report),
+                       env={**env, "DISABLED_ROUTES": "demo/hello-1,demo/hello-2"})
+    assert every.returncode == 2
+    assert "skip  demo/hello-1: disabled" in every.stdout
+    assert "every route of the chain is disabled" in every.stderr
+    assert not report.exists()  # no request made: no report, and no stale one
+
+
+def test_requests_refused_for_a_stream_limit_are_retried_until_answered(
+        tmp_path: Path) -> None:
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("".join(QUICK.replace("greets", f"greets-{n}") for n in range(4)))
+    report = tmp_path / "report.json"
+    run = hello_ship("eval", str(cases), "--concurrency", "4", "--report", str(report),
+                     env={**FAST_DEMO, "HELLO_SHIP_CONFIG": "", "STREAMS_PER_TENANT": "1",
+                          "DEMO_TTFT_MS": "300"})
+    assert '"too_many_streams"' in run.stderr  # the service's log: the limit did refuse some
+    assert run.returncode == 0, run.stdout
+    assert all(row["passed"] and row["error_code"] is None
+               for row in report_of(report)["results"])

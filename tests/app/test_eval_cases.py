@@ -257,6 +257,13 @@ MALFORMED = [
      "tags must be a list of strings"),
     ('{"id": "x", "input": "Hi", "checks": [{"contains": "a"}], "tags": ["ok", 3]}',
      "tags[1] must be a non-empty string"),
+    # half of a surrogate pair: valid JSON, but no text a request could carry
+    ('{"id": "x", "input": "Hi \\ud800", "checks": [{"contains": "a"}]}',
+     "input holds a lone surrogate \\ud800"),
+    ('{"id": "x", "messages": [{"role": "user", "content": "\\udfff"}], '
+     '"checks": [{"contains": "a"}]}', "messages[0].content holds a lone surrogate \\udfff"),
+    ('{"id": "x", "input": "Hi", "checks": [{"contains": "\\ud83d"}]}',
+     "checks[0].contains holds a lone surrogate"),
 ]
 
 
@@ -310,3 +317,9 @@ def test_parse_case_reports_the_given_location() -> None:
         parse_case('{"note": 1}', path="suite.jsonl", line=12)
     assert isinstance(caught.value, ValueError)
     assert (caught.value.path, caught.value.line) == ("suite.jsonl", 12)
+
+
+def test_a_surrogate_pair_spelled_in_json_is_one_character() -> None:
+    case = parse_case('{"id": "x", "input": "smile \\ud83d\\ude00", "checks": [{"contains": "a"}]}',
+                      path="t.jsonl", line=1)
+    assert case.messages == (("user", "smile \U0001f600"),)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
+import pytest
+
+from app.smoke import SMOKE_MESSAGE
 from providers.types import Finish, Usage
+from tests.eval_fakes import FakeService, good_stream, sse
 from tests.fakes import ScriptedProvider, Sleep, words
-from tests.servers import app_server, settings_from
+from tests.servers import app_server, settings_from, thread_server
 
 
 def smoke(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -61,3 +66,52 @@ def test_an_unreachable_service_fails_at_once() -> None:
     result = smoke(f"http://127.0.0.1:{port}", "--timeout", "5")
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:" in result.stdout
+
+
+def fake_smoke(fake: FakeService, *args: str) -> subprocess.CompletedProcess[str]:
+    with thread_server(fake.app()) as live:
+        return smoke(live.url, *args)
+
+
+@pytest.mark.parametrize("frame", [b"event: error\ndata: not json\n\n",
+                                   b"event: error\ndata: [1]\n\n",
+                                   sse({"type": "error", "code": {}})])
+def test_a_malformed_error_frame_fails_the_stream_step(frame: bytes) -> None:
+    result = fake_smoke(FakeService(streams={SMOKE_MESSAGE: [frame]}))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("FAIL  stream  malformed answer: ")
+
+
+def test_sse_without_a_space_after_the_colon_is_read_as_the_spec_says() -> None:
+    frames = [b'event:token\ndata:{"type":"token","token":"hi"}\n\n',
+              b'event:done\ndata:{"type":"done","usage":{}}\n\n']
+    result = fake_smoke(FakeService(streams={SMOKE_MESSAGE: frames}))
+    assert result.returncode == 0, result.stdout
+    assert "sent 1 tokens and done" in result.stdout
+
+
+def test_a_frame_after_done_fails_the_stream_step() -> None:
+    frames = [*good_stream(), sse({"type": "token", "token": "late"})]
+    result = fake_smoke(FakeService(streams={SMOKE_MESSAGE: frames}))
+    assert result.returncode == 1
+    assert "a token frame after the done frame" in result.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("path", "step"), [("/ready", "ready"), ("/chat", "chat")])
+def test_a_body_trickled_a_byte_at_a_time_fails_within_the_timeout(path: str,
+                                                                   step: str) -> None:
+    started = time.monotonic()
+    result = fake_smoke(FakeService(trickle=frozenset({path})), "--timeout", "2")
+    assert time.monotonic() - started < 10  # the fake would trickle for a minute
+    assert result.returncode == 1
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith(f"FAIL  {step}") and "within the 2 s timeout" in last
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "soon"])
+def test_a_timeout_that_is_not_a_finite_positive_number_is_a_usage_error(value: str) -> None:
+    result = smoke("http://127.0.0.1:9", f"--timeout={value}")
+    assert result.returncode == 2
+    assert "argument --timeout: must be" in result.stderr and "Traceback" not in result.stderr
