@@ -11,6 +11,10 @@ import ipaddress
 import re
 import string
 
+from guard.text import DASHES, SPACES
+
+# What sets off a value's groups: the checks read only its digits and letters.
+_SEPARATOR = re.compile(f"[{re.escape(SPACES + DASHES)}.]")
 _IBAN = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}")
 # A doubled Luhn digit with its two digits summed: 7 -> 14 -> 5.
 _LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
@@ -19,6 +23,13 @@ _LEADING_GROUP = re.compile(r"\(?\+\(?(\d+)")
 _IBAN_LETTERS = {
     ord(letter): str(value) for value, letter in enumerate(string.ascii_uppercase, 10)
 }
+
+
+def _compact(text: str) -> str:
+    """`text` without its group separators. The usual ones (space, hyphen) go at C speed
+    first: the card check runs on every digit run of card shape in every stream."""
+    compact = text.replace(" ", "").replace("-", "")
+    return compact if compact.isalnum() else _SEPARATOR.sub("", compact)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -35,23 +46,34 @@ def luhn_valid(digits: str) -> bool:
 
 
 def card_number_valid(text: str) -> bool:
-    """Whether `text`, spaces and dashes aside, is a 13-19 digit number passing Luhn.
+    """Whether `text`, separators aside, is a 13-19 digit number passing Luhn.
 
-    A leading 0 is refused: that major industry identifier is not issued to cards, while
-    zero-padded identifiers are common and a run of zeros always passes Luhn.
+    A leading 0 (in any script) is refused: that major industry identifier is not issued to
+    cards, while zero-padded identifiers are common and a run of zeros always passes Luhn.
     """
-    digits = text.replace(" ", "").replace("-", "")
-    return 13 <= len(digits) <= 19 and digits[0] != "0" and luhn_valid(digits)
+    digits = _compact(text)
+    return 13 <= len(digits) <= 19 and luhn_valid(digits) and int(digits[0]) != 0
+
+
+def ssn_plausible(text: str) -> bool:
+    """Whether `text`, separators aside, is a US social security number that can be issued:
+    area 000, 666 and 900-999, group 00 and serial 0000 never are."""
+    digits = _compact(text)
+    if len(digits) != 9 or not digits.isdecimal():
+        return False
+    area, group, serial = int(digits[:3]), int(digits[3:5]), int(digits[5:])
+    return area not in (0, 666) and area < 900 and group != 0 and serial != 0
 
 
 def iban_valid(text: str) -> bool:
-    """Whether `text`, spaces aside, is an IBAN whose check digits verify (ISO 13616 mod 97).
+    """Whether `text`, separators aside, is an IBAN whose check digits verify (ISO 13616
+    mod 97).
 
     The check catches every single-character error and most transpositions, and a random
     string of IBAN shape passes once in 97 tries. Per-country lengths are not checked, so a
     country joining the scheme needs no code change.
     """
-    compact = text.replace(" ", "")
+    compact = _compact(text)
     if _IBAN.fullmatch(compact) is None:
         return False
     return int((compact[4:] + compact[:4]).translate(_IBAN_LETTERS)) % 97 == 1

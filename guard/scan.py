@@ -9,6 +9,10 @@ the seam between pieces:
 - hold-back (`settled_cut`): a piece is never cut inside a run of text that could still grow
   into a match (a word that may become an email address, digit groups that may become a card
   number), so such a value leaves in one piece, after it was seen whole.
+
+Both read the text without its invisible format characters (`guard.text`), so a zero-width
+space neither hides a value from a detector nor ends a run; what they find is mapped back to
+the text as written.
 """
 
 from __future__ import annotations
@@ -16,17 +20,25 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from guard.builtin import SECRET_PREFIXES
 from guard.detectors import Detector, Finding
+from guard.text import DASHES, LATIN_LETTERS, SPACES, strip_format, without_format
 
-# A run of characters that can sit inside one detected value: words, digits, emails, URLs,
-# IP addresses, base64 keys; digit groups split by single spaces (card, phone and account
-# numbers are printed that way); an IBAN's letter-and-digit groups.
+_SPACE, _DASH = re.escape(SPACES), re.escape(DASHES)
+# A run of characters that can sit inside one detected value: ASCII and Latin words, digits,
+# emails, URLs, IP addresses, base64 keys; digit groups split by single spaces or dashes of
+# any kind (card, phone and account numbers are printed that way); an IBAN's letter-and-digit
+# groups. No other script's letters: a Chinese or Japanese clause has no spaces, and taken for
+# one run it would be held back whole.
 _RUNS = (
-    re.compile(r"[\w.%+\-@:/=~#]+"),
-    re.compile(r"(?:[+(]*\d[\d().\-]*\ ?)+[+(]*"),
-    re.compile(r"[A-Z]{2}\d\d(?:\ ?[A-Z0-9]{1,4})+\ ?"),
+    re.compile(rf"[A-Za-z0-9_{LATIN_LETTERS}.%+\-@:/=~#]+"),
+    re.compile(rf"(?:[+(]*\d[\d().{_DASH}]*[{_SPACE}]?)+[+(]*"),
+    re.compile(rf"[A-Z]{{2}}\d\d(?:[{_SPACE}]?[A-Z0-9]{{1,4}})+[{_SPACE}]?"),
 )
 _PARTIAL_VALUE = re.compile(r"[\d@]")
+# The beginning of a secret, at the start of a word (`KEY=sk-proj-…`, not `task-…`).
+_SECRET_START = re.compile(
+    "(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, SECRET_PREFIXES)) + ")")
 # The most text held back from a release: longer than any PII value. Secrets can be longer,
 # but are recognised from their first characters, and look-back carries that across a cut.
 MAX_HOLD_BACK = 128
@@ -48,9 +60,20 @@ class Scanner:
     def __bool__(self) -> bool:
         return bool(self.detectors)
 
-    def findings(self, text: str, since: int = 0) -> list[Finding]:
+    def findings(self, text: str, since: int = 0, *, format_free: int = 0) -> list[Finding]:
         """Matches that reach into `text[since:]`, looking back at most each detector's reach;
-        sorted by start."""
+        sorted by start. Detectors see `text` without its format characters; a finding's span
+        runs from the first to the last character of the value as written. A streaming caller
+        that keeps its look-back context stripped of them says so with `format_free` (the
+        length of that context): only the text after it is searched for one."""
+        view = without_format(text, format_free)
+        if view is None:
+            return self._findings(text, since)
+        return [Finding(*view.original_span(finding.start, finding.end), finding.detector,
+                        finding.category)
+                for finding in self._findings(view.text, view.position(since))]
+
+    def _findings(self, text: str, since: int) -> list[Finding]:
         found: list[Finding] = []
         for detector in self.detectors:
             offset = max(0, since - detector.reach)
@@ -98,7 +121,16 @@ def settled_cut(text: str, cut: int) -> int:
     value. At the end of `text` the next characters are unknown, so a run touching the end
     counts as split. At most `MAX_HOLD_BACK` characters are kept back: a longer run (a URL, a
     list of numbers) is cut that far before its end, so whatever value ends it is still whole
-    in what is kept."""
+    in what is kept. Format characters count as part of the run they sit in."""
+    view = without_format(text)
+    if view is None:
+        return _settled_cut(text, cut)
+    proposed = view.position(cut)
+    settled = _settled_cut(view.text, proposed)
+    return cut if settled == proposed else view.original(settled)
+
+
+def _settled_cut(text: str, cut: int) -> int:
     end = len(text)
     floor = max(0, cut - MAX_HOLD_BACK)
     settled = cut
@@ -119,7 +151,11 @@ def settled_cut(text: str, cut: int) -> int:
 
 def cut_off_end(text: str) -> int:
     """How much of `text` may be released when nothing will follow (the answer broke off):
-    all of it, unless its last run holds a digit or an @ and so may be the first half of a
-    number or an address, which no detector can recognise and nobody should see."""
+    all of it, unless its last run may be the first half of a value, which no detector can
+    recognise and nobody should see: it holds a digit or an @ (a number, an address), or a
+    word in it starts like a secret (`sk-proj-AbC…`, too short yet to be taken for a key)."""
     cut = settled_cut(text, len(text))
-    return cut if _PARTIAL_VALUE.search(text, cut) else len(text)
+    last_run = strip_format(text[cut:])
+    if _PARTIAL_VALUE.search(last_run) or _SECRET_START.search(last_run):
+        return cut
+    return len(text)

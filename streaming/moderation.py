@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from guard.detectors import Category, Finding
 from guard.policy import GuardPolicy
 from guard.scan import Scanner, cut_off_end, redact, settled_cut
+from guard.text import strip_format
 from streaming.sentences import SentenceBuffer, ends_sentence
 
 
@@ -58,7 +59,7 @@ class OutputStage:
         self._buffer = (None if self._guard is None else SentenceBuffer(
             self._guard.max_chars, self._guard.max_hold_s,
             self._settle if self._guard.hold_back else settled_cut))
-        self._context = ""  # the end of the raw text already released, for look-back
+        self._context = ""  # the end of the text released, less format characters: look-back
         self._tail_redacted = False  # the last release ended inside a redacted value
         self._blocked = False  # a finding stopped the answer: nothing more leaves
         self.redactions: Counter[str] = Counter()  # detector -> values redacted
@@ -134,10 +135,12 @@ class OutputStage:
         upto = len(released)
         held = self._buffer.held if self._buffer is not None else ""
         policy = guard.policy
-        findings = [finding for finding in guard.scanner.findings(released + held, since)
+        findings = [finding for finding
+                    in guard.scanner.findings(released + held, since, format_free=since)
                     if finding.start < upto and policy.on_output(finding.category) != "allow"]
-        reach = guard.scanner.reach
-        self._context = released[-reach:] if upto > reach else released
+        # Kept without format characters, so no release searches the whole look-back for one.
+        context, reach = self._context + strip_format(raw), guard.scanner.reach
+        self._context = context[-reach:] if len(context) > reach else context
         if not findings:
             self._tail_redacted = False
             return raw

@@ -14,8 +14,16 @@ import re
 from collections.abc import Callable
 
 # A sentence ends at . ! ? or an ellipsis, optionally followed by closing quotes or brackets,
-# and then whitespace or the end of what is held; a line break always ends one.
-_SENTENCE_END = re.compile(r"""(?:[.!?\u2026]+["'\u2019\u201d)\]]*(?=\s|$)|\n)""")
+# and then whitespace or the end of what is held; a line break always ends one. Chinese and
+# Japanese end one at an ideographic full stop or a full-width exclamation or question mark
+# (or the half-width full stop) with no space after it, so any character may follow those. A
+# full-width semicolon does not end one, as ; does not: it joins the clauses of one sentence,
+# and the hold time releases a long one anyway. The leading lookahead only lets the engine skip
+# text that cannot start one: this runs over the held text on every token.
+_SENTENCE_END = re.compile(
+    r"""(?=[.!?\u2026\n\u3002\uff01\uff1f\uff61])"""
+    r"""(?:[.!?\u2026]+["'\u2019\u201d)\]]*(?=\s|$)"""
+    r"""|[\u3002\uff01\uff1f\uff61]+["'\u2019\u201d)\]\u300d\u300f\uff09\u3011]*|\n)""")
 
 Settle = Callable[[str, int], int]  # (held text, proposed cut) -> the cut to make
 

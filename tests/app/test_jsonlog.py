@@ -114,3 +114,13 @@ def test_pii_and_secrets_that_slip_into_a_line_are_scrubbed() -> None:
     assert line["request_id"] == "[redacted:api_key]"
     unscrubbed = orjson.loads(JsonFormatter(scrub=False).format(record))
     assert key in unscrubbed["event"]
+
+
+def test_values_glued_to_other_scripts_or_hidden_by_invisible_characters_are_scrubbed() -> None:
+    key = "sk-proj-" + "Zq8sK2mX9vL4nR7tW1yB3cD5"
+    record = logging.LogRecord("tests.jsonlog", logging.WARNING, __file__, 1,
+                               "密钥%s已过期", (key,), None)
+    record.detail = "请联系jane.doe@example.com，卡号41\u200b11\u00a01111\u00a01111\u00a01111谢谢"
+    line = JsonFormatter().format(record)
+    assert key not in line and "jane.doe" not in line and "1111" not in line
+    assert orjson.loads(line)["event"] == "密钥[redacted:api_key]已过期"

@@ -1,14 +1,18 @@
 """The built-in detectors, held to realistic text: exact spans for what must be caught, nothing
 for the dates, versions, prices and identifiers that merely look alike."""
 
+# The full-width digits and punctuation of Chinese and Japanese prose are test data here.
+# ruff: noqa: RUF001
+
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from guard.builtin import BUILTIN
-from guard.checksums import iban_valid, luhn_valid
+from guard.builtin import BUILTIN, SECRET_PREFIXES
+from guard.checksums import iban_valid, luhn_valid, ssn_plausible
+from guard.scan import Scanner
 
 PII = ("email", "phone", "credit_card", "us_ssn", "iban", "ip_address")
 SECRETS = ("api_key", "jwt", "private_key")
@@ -16,6 +20,13 @@ SECRETS = ("api_key", "jwt", "private_key")
 
 def found(name: str, text: str) -> list[str]:
     return [text[start:end] for start, end in BUILTIN[name].find(text)]
+
+
+def scanned(name: str, text: str) -> list[str]:
+    """What the detector finds as every caller runs it: through a `Scanner`, which takes the
+    format characters out first and maps its spans back to the text as written."""
+    return [text[finding.start:finding.end]
+            for finding in Scanner([BUILTIN[name]]).findings(text)]
 
 
 def fake(prefix: str, length: int, alphabet: str = "A1b2C3d4E5f6G7h8I9j0K") -> str:
@@ -120,6 +131,82 @@ def test_positive_matches_exactly_the_value(name: str, template: str, value: str
     assert found(name, template.format(value)) == [value]
 
 
+# Chinese and Japanese prose runs into a value without a space, as may a word with an accented
+# letter; typesetting sets digit groups off with other spaces and dashes than ASCII's.
+UNSPACED_AND_TYPESET: list[tuple[str, str, str]] = [
+    ("email", "请联系{}获取更多信息。", "jane.doe@example.com"),
+    ("email", "メールは{}まで", "jane.doe@example.com"),
+    ("email", "Schreiben Sie an {} bitte.", "müller@firma.de"),
+    ("email", "Écrivez à {}.", "renée.côté@exemple.fr"),
+    ("email", "Kontakt:{}.", "info@bücher.de"),
+    ("phone", "电话{}。", "+86 138 0013 8000"),
+    ("phone", "電話番号は{}です", "+81 3-1234-5678"),
+    ("phone", "Téléphone : {}.", "+33\u00a01\u00a023\u00a045\u00a067\u00a089"),
+    ("phone", "Call {}.", "555\u2011123\u20114567"),
+    ("phone", "Office {}.", "(555)\u00a0123\u20134567"),
+    ("credit_card", "卡号{}有效", "4111111111111111"),
+    ("credit_card", "卡号{}有效", "4111 1111 1111 1111"),
+    ("credit_card", "カード番号{}。", "４１１１\u3000１１１１\u3000１１１１\u3000１１１１"),
+    ("credit_card", "Số thẻ{}.", "5555555555554444"),
+    ("credit_card", "Card {}.", "4111\u00a01111\u00a01111\u00a01111"),
+    ("credit_card", "Card {}.", "4111\u202f1111\u202f1111\u202f1111"),
+    ("credit_card", "Card {}.", "4111.1111.1111.1111"),
+    ("credit_card", "Card {}.", "4111\u20131111\u20131111\u20131111"),
+    ("credit_card", "Card {}\u00a0123, exp 12/27", "4111\u00a01111\u00a01111\u00a01111"),
+    ("us_ssn", "社保号{}", "123-45-6789"),
+    ("us_ssn", "社保号{}。", "１２３-４５-６７８９"),
+    ("us_ssn", "SSN {}.", "123\u201145\u20116789"),
+    ("us_ssn", "SSN {}.", "123\u221245\u22126789"),
+    ("us_ssn", "SSN {}.", "123\u00a045\u00a06789"),
+    ("iban", "账号{}。", "DE89370400440532013000"),
+    ("iban", "IBAN {}.", "DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000"),
+    ("iban", "IBAN\u00a0:\u00a0{}.",
+     "FR14\u202f2004\u202f1010\u202f0505\u202f0001\u202f3M02\u202f606"),
+    ("ip_address", "服务器地址{}可用", "203.0.113.42"),
+    ("ip_address", "地址{}。", "2001:db8::ff00:42:8329"),
+    ("api_key", "密钥{}获取", OPENAI_KEY),
+    ("api_key", "キー{}を使って", GITHUB_TOKEN),
+    ("api_key", "clé{}", STRIPE_KEY),
+    ("jwt", "令牌{}。", JWT),
+]
+
+
+@pytest.mark.parametrize(("name", "template", "value"), UNSPACED_AND_TYPESET)
+def test_a_value_touching_other_scripts_or_typeset_is_found(name: str, template: str,
+                                                            value: str) -> None:
+    assert found(name, template.format(value)) == [value]
+
+
+def test_an_accented_word_glued_to_an_address_is_taken_with_it() -> None:
+    assert found("email", "Contactéjane.doe@example.com now") == ["Contactéjane.doe@example.com"]
+
+
+ZERO_WIDTH = "\u200b"
+# Invisible format characters inside a value: the whole value is found, and its span covers
+# them (tag characters, U+E0000 on, can smuggle text past a reader too).
+INVISIBLE: list[tuple[str, str, str]] = [
+    ("email", "Mail {} now", "jane\u200b.doe@exam\u2060ple.com"),
+    ("email", "请联系{}获取", "jane.doe\u200d@example.com"),
+    ("phone", "Call {}.", "+44\u00a020\u20607946\u00a00958"),
+    ("credit_card", "卡号{}有效", "4111\u200b1111\u200b1111\u200b1111"),
+    ("credit_card", "Card {}.", "4111 11\u200c11 1111 1111"),
+    ("credit_card", "Card {}.", "4111\u00ad1111\u00ad1111\u00ad1111"),
+    ("us_ssn", "SSN {}.", "123-4\ufeff5-6789"),
+    ("iban", "IBAN {}.", "DE89 3704\u200b 0044 0532 0130 00"),
+    ("api_key", "key {} end", OPENAI_KEY[:12] + ZERO_WIDTH + OPENAI_KEY[12:]),
+    ("api_key", "key {} end", "s\U000e0041k-" + OPENAI_KEY[3:]),
+    ("jwt", "Bearer {}.", JWT[:30] + "\u2060" + JWT[30:]),
+]
+
+
+@pytest.mark.parametrize(("name", "template", "value"), INVISIBLE)
+def test_invisible_characters_inside_a_value_do_not_hide_it(name: str, template: str,
+                                                           value: str) -> None:
+    text = template.format(value)
+    assert scanned(name, text) == [value]
+    assert Scanner([BUILTIN[name]]).redact(text) == template.format(f"[redacted:{name}]")
+
+
 NEGATIVES: list[tuple[str, str]] = [
     ("email", "jane.doe@ is not an address, nor is @example.com"),
     ("email", "user@localhost and name@domain.c and user@@example.com"),
@@ -136,9 +223,15 @@ NEGATIVES: list[tuple[str, str]] = [
     ("credit_card", "ID 41111111111111111111111 is too long."),
     ("credit_card", "Ratio 0.4111111111111111 is a float."),
     ("credit_card", "Dates 2026-11-28, phone 555-123-4567, SSN 123-45-6789."),
+    ("credit_card", "Mixed 4111 1111-1111 1111 and 4111.1111 1111.1111 are not one number."),
+    # a digit of any script glued to a number makes it a longer one
+    ("credit_card", "编号１4111111111111111 and ٣4111111111111111 are too long."),
     ("us_ssn", "Invalid: 000-12-3456, 666-12-3456, 912-34-5678, 123-00-4567, 123-45-0000."),
     ("us_ssn", "Order 123456789 and mixed 123-45 6789 and 1123-45-6789."),
     ("us_ssn", "Phone 555-123-4567 and date 2026-11-28."),
+    ("us_ssn", "Never issued: ９１２-３４-５６７８, ０００-１２-３４５６,"
+               " ６６６\u2011１２\u2011３４５６."),
+    ("us_ssn", "Mixed 123-45\u00a06789 and 123\u201345-6789."),
     ("iban", "Bad checksum DE89 3704 0044 0532 0130 01."),
     ("iban", "Compact bad checksum DE89370400440532013001."),
     ("iban", "Lowercase de89370400440532013000 and short DE89 3704."),
@@ -147,6 +240,8 @@ NEGATIVES: list[tuple[str, str]] = [
     ("ip_address", "Versions 1.2.3 and 10.0.19045; 1.2.3.4.5 is too long; 256.1.1.1 too big."),
     ("ip_address", "At 12:30:45, MAC 00:1A:2B:3C:4D:5E, slice arr[1::2] or x[::3]."),
     ("ip_address", "C++ std::vector and dead::beef and ::ffff:127.0.0.1."),
+    # `ipaddress` reads ASCII digits only, and so does the detector
+    ("ip_address", "全角２０３.０.１１３.４２ is not read as an address."),
     ("api_key", "sk-short and pk_live_" + "abcdefghijklmnopqrstuvwx" + " is public."),
     ("api_key", "task-management-system-design-document is prose."),
     ("api_key", "AKIA" + "IOSFODNN7EXA" + " is too short, ghp_" + "abc too."),
@@ -174,12 +269,27 @@ BENIGN = [
     "Tracking number 1Z999AA10123456784 arrives Tuesday.",
     "The quick brown fox jumps over the lazy dog. Nothing to see here!",
     "Localhost is 127.0.0.1 or ::1; listen on 0.0.0.0.",
+    "我们的订单号是12345，发货日期为2026年11月28日，时间戳1732800000。",
+    "版本1.2.3发布于2026年。价格：1\u202f234,56\u00a0€，折扣−12.5%。",
+    "Le prix est de 1\u00a0234\u00a0567\u00a0€ ; rendez-vous à 12\u00a0h\u00a030 — le 28‑11‑2026.",
+    "Emoji 👨\u200d👩\u200d👧 and a word\u00adbreak and \u2066isolated\u2069 text.",
 ]
 
 
 @pytest.mark.parametrize("text", BENIGN)
 def test_ordinary_text_trips_no_detector(text: str) -> None:
-    assert {name: found(name, text) for name in BUILTIN} == {name: [] for name in BUILTIN}
+    assert {name: scanned(name, text) for name in BUILTIN} == {name: [] for name in BUILTIN}
+
+
+ALL_KEYS = [OPENAI_KEY, OPENAI_LEGACY_KEY, ANTHROPIC_KEY, AWS_KEY_ID, AWS_SESSION_KEY_ID,
+            GITHUB_TOKEN, GITHUB_PAT, SLACK_TOKEN, GOOGLE_KEY, STRIPE_KEY, STRIPE_RESTRICTED_KEY,
+            HELLO_SHIP_KEY, JWT]
+
+
+@pytest.mark.parametrize("key", ALL_KEYS)
+def test_every_secret_shape_begins_with_a_listed_prefix(key: str) -> None:
+    """The streaming scan holds back a broken-off run that begins like a secret."""
+    assert key.startswith(SECRET_PREFIXES)
 
 
 @pytest.mark.parametrize("key", [
@@ -227,6 +337,10 @@ def test_checksums() -> None:
     assert not iban_valid("DE89 3704 0044 0532 0130 01")
     assert not iban_valid("DE89")
     assert not iban_valid("DE89 3704 0044 0532 0130 0000 0000 0000 0000")
+    assert iban_valid("DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000")
+    assert ssn_plausible("123-45-6789") and ssn_plausible("１２３\u201145\u20116789")
+    assert not ssn_plausible("900-45-6789") and not ssn_plausible("123-00-6789")
+    assert not ssn_plausible("123-45-678")
 
 
 CATEGORIES = {**dict.fromkeys(PII, "pii"), **dict.fromkeys(SECRETS, "secret")}
@@ -254,6 +368,12 @@ ADVERSARIAL = {
     "pem headers": "-----BEGIN PRIVATE KEY-----" * 3_700,
     "key prefixes": "sk-eyJ" * 16_666,
     "hex": "dead:" * 20_000,
+    "spaced digit groups": "1234\u00a0" * 20_000,
+    "dotted digit groups": "1234." * 20_000,
+    "dashed digits": "12\u2011" * 33_333,
+    "digits in prose": "卡1" * 50_000,
+    "full-width digits": "１２３-" * 25_000,
+    "latin local part": "é.é-é%" * 16_666,
 }
 
 
@@ -264,3 +384,14 @@ def test_adversarial_input_scans_in_linear_time(text: str) -> None:
         list(detector.find(text))
         elapsed = time.perf_counter() - began
         assert elapsed < 0.1, f"{name} took {elapsed * 1000:.0f} ms"
+
+
+@pytest.mark.parametrize("text", [
+    "1\u200b" * 50_000, "4111\u200b\u00a0" * 20_000, "a\u2060@" * 33_333, "\U000e0041" * 100_000,
+], ids=["zero-width digits", "zero-width groups", "word joiners", "tag characters"])
+def test_format_characters_are_taken_out_in_linear_time(text: str) -> None:
+    scanner = Scanner(list(BUILTIN.values()))
+    began = time.perf_counter()
+    scanner.findings(text)
+    elapsed = time.perf_counter() - began
+    assert elapsed < 0.5, f"{elapsed * 1000:.0f} ms"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from guard.builtin import BUILTIN
 from guard.detectors import PatternDetector
-from guard.scan import MAX_HOLD_BACK, Scanner, redact, settled_cut
+from guard.scan import MAX_HOLD_BACK, Scanner, cut_off_end, redact, settled_cut
 
 DIGITS = PatternDetector("digits", "pii", r"\d{4}(?:[ ]\d{4}){3}", reach=40)
 KEY = PatternDetector("key", "secret", r"sk-[a-z0-9]{10,}", reach=200)
@@ -29,6 +30,18 @@ KEY = PatternDetector("key", "secret", r"sk-[a-z0-9]{10,}", reach=200)
     ("Hello there!", 12, 12),
     ("Hello there! How", 12, 12),
     ("", 0, 0),
+    # other scripts' letters are no part of a value: a cut moves to where the value starts
+    ("请联系jane.doe@exa", 15, 3),
+    ("卡号4111 1111", 11, 2),
+    ("邮箱müller@fir", 12, 2),
+    # ... and a clause of them is no run to hold back
+    ("这是一个没有标点的很长的句子" * 10, 140, 140),
+    # typographic spaces and dashes, invisible characters: still one run
+    ("Card 4111\u00a01111\u00a0", 15, 5),
+    ("Call 555\u2011123\u2011", 13, 5),
+    ("IBAN GB29\u202fNWBK\u202f6016", 19, 5),
+    ("号码4111\u200b1111", 11, 2),
+    ("Card 4111\u200b 1111 ", 16, 5),
 ])
 def test_a_release_point_never_splits_what_may_be_one_value(text: str, cut: int,
                                                            settled: int) -> None:
@@ -43,6 +56,26 @@ def test_of_a_long_run_only_the_most_any_value_needs_is_held_back() -> None:
     assert url[settled_cut(url, len(url)):].endswith("/contact/jane.doe")
     numbers = "12 " * 50 + "4111 1111"
     assert numbers[settled_cut(numbers, len(numbers)):].endswith("4111 1111")
+
+
+def test_a_finding_covers_the_invisible_characters_inside_it() -> None:
+    scanner = Scanner([DIGITS])
+    text = "Card 4111\u200b 1111 11\u2060\u206011 1111\u200b ok"
+    (finding,) = scanner.findings(text)
+    assert text[finding.start:finding.end] == "4111\u200b 1111 11\u2060\u206011 1111"
+    # `since` counts characters as written, invisible ones included
+    assert scanner.findings(text, since=finding.end) == []
+    assert scanner.findings(text, since=finding.end - 1) == [finding]
+    assert scanner.redact(text) == "Card [redacted:digits]\u200b ok"
+
+
+def test_a_context_stripped_by_the_caller_is_not_searched_again() -> None:
+    scanner = Scanner([DIGITS])
+    context, fresh = "Card 4111 1111", " 11\u200b11 1111 ok"
+    text = context + fresh
+    findings = scanner.findings(text, since=len(context), format_free=len(context))
+    assert findings == scanner.findings(text, since=len(context))
+    assert [text[f.start:f.end] for f in findings] == ["4111 1111 11\u200b11 1111"]
 
 
 def test_findings_reach_back_across_the_seam() -> None:
@@ -73,3 +106,28 @@ def test_redact_names_the_detector_and_merges_overlaps() -> None:
     # the key began in released text: its rest is dropped, or marked when asked
     assert redact(text, findings, 12, continued="") == " tail"
     assert redact(text, findings, 12) == "[redacted:key] tail"
+
+
+KEY_START = "sk-" + "proj-AbCdEfGhIjK"
+
+
+@pytest.mark.parametrize(("text", "released"), [
+    ("That is all.", "That is all."),
+    ("Your task-", "Your task-"),
+    ("Call me at 555-12", "Call me at "),
+    ("Write to jane.doe@exa", "Write to "),
+    # a word that starts like a secret is held back, though too short yet to be a key
+    (f"Your key is {KEY_START}", "Your key is "),
+    (f"export OPENAI_API_KEY={KEY_START}", "export "),
+    (f"密钥{KEY_START}", "密钥"),
+    ("Bearer eyJhbGciOiJIUzI1", "Bearer "),
+    ("Use s\u200bk-proj-AbC", "Use "),
+])
+def test_a_broken_off_answer_keeps_back_what_may_be_half_a_value(text: str,
+                                                                released: str) -> None:
+    assert text[:cut_off_end(text)] == released
+
+
+def test_a_half_key_is_too_short_for_the_detector() -> None:
+    """Why the cut-off rule is needed: no detector recognises what `cut_off_end` keeps back."""
+    assert Scanner(list(BUILTIN.values())).findings(f"Your key is {KEY_START}") == []

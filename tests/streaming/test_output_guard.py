@@ -28,8 +28,25 @@ VALUES = {
     "api_key": "sk-proj-Zq8sK2mX9vL4nR7tW1yB3cD5",
     "jwt": JWT,
 }
-PREFIXES = ["", "Write to ", "The value is: ", "Here it is:\n", "ok "]
-SUFFIXES = ["", ".", " now.", "!\nNext line", ", thanks. Bye"]
+# The same kinds of value typeset with other spaces and dashes, or with invisible characters
+# inside them.
+DISGUISED = [
+    ("email", "jane.doe\u200b@exam\u2060ple.com"),
+    ("phone", "+1\u00a0(415)\u00a0555\u20110132"),
+    ("credit_card", "4111\u00a01111\u00a01111\u00a01111"),
+    ("credit_card", "4111.1111.1111.1111"),
+    ("credit_card", "4111 11\u200b11 1111\ufeff 1111"),
+    ("us_ssn", "123\u201145\u20116789"),
+    ("us_ssn", "123-4\u200d5-6789"),
+    ("iban", "DE89\u202f3704\u202f0044\u202f0532\u202f0130\u202f00"),
+    ("ip_address", "203.0.\u200b113.42"),
+    ("api_key", "sk-proj-Zq8s\u200bK2mX9vL4nR7tW1yB3cD5"),
+    ("jwt", JWT[:40] + "\u2060" + JWT[40:]),
+]
+CASES = sorted(VALUES.items()) + DISGUISED
+# Chinese and Japanese prose runs into a value without a space.
+PREFIXES = ["", "Write to ", "The value is: ", "Here it is:\n", "ok ", "请联系", "卡号\uff1a"]
+SUFFIXES = ["", ".", " now.", "!\nNext line", ", thanks. Bye", "获取。", "有效\uff01下一句"]
 
 
 def stage_for(action: OutputAction, hold_s: float = 0.25) -> OutputStage:
@@ -63,25 +80,25 @@ def split(text: str, cuts: list[int]) -> list[str]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(detector=st.sampled_from(sorted(VALUES)), prefix=st.sampled_from(PREFIXES),
+@given(case=st.sampled_from(CASES), prefix=st.sampled_from(PREFIXES),
        suffix=st.sampled_from(SUFFIXES), cuts=st.lists(st.integers(0, 400), max_size=30),
        gaps=st.lists(st.sampled_from([0.0, 0.01, 0.2, 0.3, 1.0]), min_size=40, max_size=40))
-def test_a_value_never_leaves_whatever_the_token_split(detector: str, prefix: str, suffix: str,
-                                                      cuts: list[int],
+def test_a_value_never_leaves_whatever_the_token_split(case: tuple[str, str], prefix: str,
+                                                      suffix: str, cuts: list[int],
                                                       gaps: list[float]) -> None:
-    value = VALUES[detector]
+    detector, value = case
     tokens = split(prefix + value + suffix, cuts)
     out = "".join(play(stage_for("redact"), tokens, gaps[:len(tokens)]))
     assert out == f"{prefix}[redacted:{detector}]{suffix}"
 
 
 @settings(max_examples=150, deadline=None)
-@given(detector=st.sampled_from(sorted(VALUES)), prefix=st.sampled_from(PREFIXES),
+@given(case=st.sampled_from(CASES), prefix=st.sampled_from(PREFIXES),
        cuts=st.lists(st.integers(0, 400), max_size=30),
        gaps=st.lists(st.sampled_from([0.0, 0.01, 0.3, 1.0]), min_size=40, max_size=40))
-def test_blocking_stops_before_any_part_of_the_value(detector: str, prefix: str,
+def test_blocking_stops_before_any_part_of_the_value(case: tuple[str, str], prefix: str,
                                                      cuts: list[int], gaps: list[float]) -> None:
-    value = VALUES[detector]
+    detector, value = case
     tokens = split(prefix + value + " and the rest.", cuts)
     released: list[str] = []
     stage = stage_for("block")
@@ -98,6 +115,33 @@ def test_a_card_number_split_over_two_tokens_is_caught() -> None:
            stage.flush()]
     assert "".join(out) == "My card is [redacted:credit_card] thanks."
     assert out[0] == "", "nothing may leave before the number is seen whole"
+
+
+def test_a_long_chinese_sentence_streams_within_the_hold_time() -> None:
+    """No spaces, no punctuation for 100 characters, a token every 40 ms, a 100 ms hold: the
+    text leaves as the hold time runs out, not all at the sentence end."""
+    sentence = ("我们已经收到您的退款申请并且正在处理之中请您耐心等待" * 4)[:100] + "。"
+    tokens = [sentence[i:i + 2] for i in range(0, len(sentence), 2)]
+    stage, gap = stage_for("redact", hold_s=0.1), 0.04
+    releases: list[tuple[float, str]] = []
+    now = 0.0
+    for token in tokens:
+        deadline = stage.deadline()
+        if deadline is not None and deadline <= now + gap:
+            releases.append((deadline, stage.release_due(deadline)))
+        now += gap
+        releases.append((now, stage.feed(token, now)))
+    times = [at for at, text in releases if text]
+    assert "".join(text for _, text in releases) + stage.flush() == sentence
+    assert times[0] <= gap + 0.1 + 1e-9, "the first characters wait no longer than the hold"
+    assert all(later - earlier <= 0.1 + gap + 1e-9
+               for earlier, later in itertools.pairwise(times))
+
+
+def test_an_answer_broken_off_inside_a_key_keeps_its_start_back() -> None:
+    stage = stage_for("redact")
+    out = stage.feed("Your key is sk-" + "proj-AbCdEfGhIjK", 0.0) + stage.flush(complete=False)
+    assert out == "Your key is "
 
 
 def test_a_private_key_is_redacted_from_its_header_on() -> None:

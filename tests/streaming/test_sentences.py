@@ -1,3 +1,5 @@
+# The full-width punctuation of Chinese and Japanese prose is test data here.
+# ruff: noqa: RUF001
 import pytest
 
 from streaming.sentences import SentenceBuffer
@@ -13,6 +15,11 @@ from streaming.sentences import SentenceBuffer
     ([("3.14 is pi", 0.0)], [""]),
     ([("x" * 20, 0.0)], ["x" * 20]),                  # max_chars reached
     ([("slow", 0.0), (" and", 0.5), (" steady", 0.7)], ["", "", "slow and steady"]),
+    # Chinese and Japanese: no space after a full stop, closing brackets stay with it
+    ([("你好。我是", 0.0)], ["你好。"]),
+    ([("真的吗？」他问", 0.0), ("。", 0.1)], ["真的吗？」", "他问。"]),
+    ([("はい！次", 0.0)], ["はい！"]),
+    ([("第一；第二", 0.0)], [""]),  # a clause, not a sentence: as with ;
 ])
 def test_release_points(pushes: list[tuple[str, float]], released: list[str]) -> None:
     buffer = SentenceBuffer(max_chars=20, max_hold_s=0.6)
