@@ -3,11 +3,16 @@
 Runs the real pipeline in-process on a scripted provider that streams a realistic answer
 (prose with an email address, a phone number and a card number in it, split into
 model-sized tokens), once with the default guard and once with every category allowed, and
-prints medians:
+prints medians, at realistic token rates:
 
-- added time to first token at realistic token rates (the guard holds text until the first
-  sentence end, the next token, or its hold time);
-- CPU per token at zero pacing (the scan on every release, amortised over its tokens).
+- added time to first token (the guard holds text until the first sentence end, the next
+  token, or its hold time);
+- the guard's own work per token: time spent inside the output stage (buffering, the hold
+  back, the scans), timed around its calls;
+- CPU per token of the whole answer, with and without the guard (process CPU time: the
+  pipeline, its timer wake-ups and the frames, which the guard makes fewer and larger).
+
+And the same CPU per token at zero pacing, the pipeline's ceiling.
 
 Run: `make bench-guard` (or `.venv/bin/python bench/guard_cost.py --help`).
 """
@@ -19,6 +24,7 @@ import re
 import statistics
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 
 import anyio
 
@@ -55,20 +61,60 @@ class PacedProvider:
     route = "bench/paced"
 
     def __init__(self, tokens: list[str], gap_s: float) -> None:
-        self._tokens, self._gap_s = tokens, gap_s
+        self.tokens, self._gap_s = tokens, gap_s
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
-        for token in self._tokens:
+        for token in self.tokens:
             if self._gap_s:
                 await anyio.sleep(self._gap_s)
             yield TextDelta(token)
 
 
-async def one_answer(guard: OutputGuard, provider: PacedProvider) -> tuple[float, float]:
-    """(seconds to the first token frame, total seconds) for one answer."""
-    started = time.perf_counter()
+class TimedStage(OutputStage):
+    """The output stage, with the time spent inside its calls added up."""
+
+    __slots__ = ("spent",)
+
+    def __init__(self, guard: OutputGuard) -> None:
+        super().__init__(guard)
+        self.spent = 0.0
+
+    def feed(self, text: str, now: float) -> str:
+        started = time.perf_counter()
+        try:
+            return super().feed(text, now)
+        finally:
+            self.spent += time.perf_counter() - started
+
+    def release_due(self, now: float) -> str:
+        started = time.perf_counter()
+        try:
+            return super().release_due(now)
+        finally:
+            self.spent += time.perf_counter() - started
+
+    def flush(self, complete: bool = True) -> str:
+        started = time.perf_counter()
+        try:
+            return super().flush(complete)
+        finally:
+            self.spent += time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Run:
+    ttft_s: float  # to the first token frame
+    wall_s: float
+    cpu_s: float  # process CPU time
+    stage_s: float  # inside the output stage
+    tokens: int
+
+
+async def one_answer(guard: OutputGuard, provider: PacedProvider) -> Run:
+    started, cpu_started = time.perf_counter(), time.process_time()
+    stage = TimedStage(guard)
     job = ChatJob(request_id="req_bench", request=REQUEST, provider=provider,
-                  stage=OutputStage(guard), record=StreamRecord(started_at=time.monotonic()))
+                  stage=stage, record=StreamRecord(started_at=time.monotonic()))
     send, receive = anyio.create_memory_object_stream[Frame](32)
     first: float | None = None
     with receive:
@@ -77,23 +123,36 @@ async def one_answer(guard: OutputGuard, provider: PacedProvider) -> tuple[float
             async for frame in receive:
                 if first is None and isinstance(frame, TokenFrame):
                     first = time.perf_counter() - started
-    return first or 0.0, time.perf_counter() - started
+    return Run(first or 0.0, time.perf_counter() - started, time.process_time() - cpu_started,
+               stage.spent, len(provider.tokens))
 
 
-async def added_ttft(on: OutputGuard, off: OutputGuard, gap_s: float, runs: int) -> float:
+def us_per_token(runs: list[Run], field: str) -> float:
+    return statistics.median(getattr(run, field) / run.tokens for run in runs) * 1e6
+
+
+async def at_rate(on: OutputGuard, off: OutputGuard, rate: float, runs: int) -> str:
     tokens = model_tokens(ANSWER)
-    deltas = []
+    guarded: list[Run] = []
+    plain: list[Run] = []
     for _ in range(runs):
-        with_guard, _ = await one_answer(on, PacedProvider(tokens, gap_s))
-        without, _ = await one_answer(off, PacedProvider(tokens, gap_s))
-        deltas.append(with_guard - without)
-    return statistics.median(deltas)
+        guarded.append(await one_answer(on, PacedProvider(tokens, 1 / rate)))
+        plain.append(await one_answer(off, PacedProvider(tokens, 1 / rate)))
+    added_ttft = statistics.median(g.ttft_s - p.ttft_s for g, p in zip(guarded, plain,
+                                                                        strict=True))
+    return (f"  {rate:>4.0f} tokens/s: +{added_ttft * 1000:5.1f} ms to first token; "
+            f"the stage {us_per_token(guarded, 'stage_s'):5.1f} us/token; CPU "
+            f"{us_per_token(guarded, 'cpu_s'):5.1f} us/token with the guard, "
+            f"{us_per_token(plain, 'cpu_s'):5.1f} without")
 
 
-async def per_token(guard: OutputGuard, repeat: int, runs: int) -> float:
+async def unpaced(on: OutputGuard, off: OutputGuard, repeat: int, runs: int) -> str:
     tokens = model_tokens(ANSWER) * repeat
-    totals = [(await one_answer(guard, PacedProvider(tokens, 0.0)))[1] for _ in range(runs)]
-    return statistics.median(totals) / len(tokens)
+    guarded = [await one_answer(on, PacedProvider(tokens, 0.0)) for _ in range(runs)]
+    plain = [await one_answer(off, PacedProvider(tokens, 0.0)) for _ in range(runs)]
+    return (f"  zero pacing: the stage {us_per_token(guarded, 'stage_s'):.1f} us/token; CPU "
+            f"{us_per_token(guarded, 'cpu_s'):.1f} us/token with the guard, "
+            f"{us_per_token(plain, 'cpu_s'):.1f} without")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -102,19 +161,14 @@ async def main(args: argparse.Namespace) -> None:
     print(f"answer: {len(ANSWER)} chars, {len(model_tokens(ANSWER))} tokens; "
           f"hold time {default.max_hold_s * 1000:.0f} ms; medians of {args.runs} runs")
     for rate in args.rates:
-        delta = await added_ttft(default, allowed, 1 / rate, args.runs)
-        print(f"  {rate:>4} tokens/s: guard adds {delta * 1000:6.1f} ms to time to first token")
-    on = await per_token(default, args.repeat, args.runs)
-    off = await per_token(allowed, args.repeat, args.runs)
-    print(f"  zero pacing: {on * 1e6:.1f} us/token with the guard, {off * 1e6:.1f} us/token "
-          f"without: {(on - off) * 1e6:+.1f} us/token ({on / off:.2f}x the pipeline alone)")
-
+        print(await at_rate(default, allowed, rate, args.runs), flush=True)
+    print(await unpaced(default, allowed, args.repeat, args.runs))
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", type=int, nargs="+", default=[30, 60, 120],
-                        help="token rates to measure the added TTFT at (tokens/s)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[30, 60, 120],
+                        help="token rates to measure at (tokens/s)")
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--hold-ms", type=float, default=GuardSettings().hold_s * 1000,
                         help="the guard's hold time (GUARD_HOLD_MS)")
