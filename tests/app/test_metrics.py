@@ -196,9 +196,16 @@ def test_inter_token_gaps_are_observed_per_answer() -> None:
     buckets = {dict(labels)["le"]: value for (name, labels), value in samples.items()
                if name == "hello_ship_inter_token_seconds_bucket"
                and ("route", "fake/gaps") in labels}
-    # three gaps between four frames: two of ~30 ms, one of ~150 ms
-    assert (buckets["0.025"], buckets["0.05"], buckets["0.1"], buckets["0.25"],
-            buckets["+Inf"]) == (0, 2, 2, 3, 3)
+    gap_sum = next(value for (name, labels), value in samples.items()
+                   if name == "hello_ship_inter_token_seconds_sum"
+                   and ("route", "fake/gaps") in labels)
+    # Three gaps between four frames: two of at least 30 ms, one of at least 150 ms. A sleep
+    # may overrun on a loaded machine, never undershoot, so only the lower bounds are sure
+    # (test_gap_tally.py holds the bucket arithmetic itself to exact counts).
+    assert buckets["+Inf"] == 3
+    assert buckets["0.025"] == 0
+    assert buckets["0.1"] <= 2
+    assert gap_sum >= 0.21
 
 
 def test_breaker_moves_are_counted_and_its_state_shown() -> None:
