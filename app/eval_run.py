@@ -29,6 +29,7 @@ from app.eval_wire import (
     chat_body,
     envelope_code,
     read_frames,
+    service_client,
 )
 from quota.prices import Price
 
@@ -64,10 +65,12 @@ async def run_cases(cases: Sequence[Case], *, url: str, key: str | None,
                     report: Report | None = None) -> Report:
     """Every case on every route, into `report` as each one ends (so a caller still has the
     rows of a run that stopped). Raises `EvalSetupError` if the service refused the run
-    itself (a key that may not pin routes, an unknown route)."""
+    itself (a key that may not pin routes, an unknown route): the first such refusal cancels
+    the requests in flight and sends no more, whose rows are then left out."""
     report = report if report is not None else Report()
     limiter = anyio.CapacityLimiter(concurrency)
-    async with _client(url, key, timeout_s) as client:
+    async with (service_client(url, key, timeout_s) as client,
+                anyio.create_task_group() as group):
 
         async def one(case: Case, route: str | None) -> None:
             async with limiter:
@@ -83,11 +86,14 @@ async def run_cases(cases: Sequence[Case], *, url: str, key: str | None,
                 except httpx2.HTTPError as exc:
                     answer.error_code = f"transport_error:{type(exc).__name__}"
                 report.runs.append(answer.run(case, route, prices or {}))
+                if answer.error_code in SETUP_REFUSALS:
+                    # Stop before the limiter lets another request go: the rest would be
+                    # refused alike. The refusal is raised below, once the group has ended.
+                    group.cancel_scope.cancel()
 
-        async with anyio.create_task_group() as group:
-            for route in routes:
-                for case in cases:
-                    group.start_soon(one, case, route)
+        for route in routes:
+            for case in cases:
+                group.start_soon(one, case, route)
     order = {case.id: index for index, case in enumerate(cases)}
     route_order = {route: index for index, route in enumerate(routes)}
     report.runs.sort(key=lambda run: (route_order[run.route], order[run.case.id]))
@@ -105,7 +111,7 @@ async def configured_routes(url: str, key: str | None, timeout_s: float) -> Rout
     operator switched them off) are listed apart, as skipped."""
     try:
         with anyio.fail_after(timeout_s):  # the whole call: a trickled body renews each read
-            async with _client(url, key, timeout_s) as client:
+            async with service_client(url, key, timeout_s) as client:
                 response = await client.get("/ready")
     except TimeoutError:
         raise EvalSetupError(f"GET /ready did not answer within {timeout_s:g} s") from None
@@ -123,17 +129,14 @@ async def configured_routes(url: str, key: str | None, timeout_s: float) -> Rout
                      [name for name in names if name in skipped])
 
 
-def _client(url: str, key: str | None, timeout_s: float) -> httpx2.AsyncClient:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
-
-
 @dataclass
 class _Answer:
     """What one request gave, filled in as it arrives, so a request that fails midway still
     reports what it got."""
 
-    started: float
+    asked: float  # the first attempt began: a client_timeout's latency counts from here
+    # This attempt began, after any Retry-After wait: ttft and latency count from here.
+    started: float = field(init=False)
     parts: list[str] = field(default_factory=list)
     status: int = 0
     request_id: str | None = None
@@ -142,6 +145,9 @@ class _Answer:
     error_detail: str | None = None
     model_route: str | None = None
     usage: Usage = field(default_factory=Usage)
+
+    def __post_init__(self) -> None:
+        self.started = self.asked
 
     def frame(self, frame: Frame) -> None:
         if isinstance(frame, Token):
@@ -162,9 +168,12 @@ class _Answer:
         self.model_route = route or self.model_route
 
     def run(self, case: Case, route: str | None, prices: Mapping[str, Price]) -> CaseRun:
+        # A row is judged on its last attempt, so its figures are that attempt's; a timeout
+        # is the whole request's, retries and waits included.
+        since = self.asked if self.error_code == "client_timeout" else self.started
         result = Result(answer="".join(self.parts), http_status=self.status,
                         error_code=self.error_code, ttft_ms=self.ttft_ms,
-                        latency_ms=round((time.monotonic() - self.started) * 1000, 1),
+                        latency_ms=round((time.monotonic() - since) * 1000, 1),
                         request_id=self.request_id, model_route=self.model_route,
                         error_detail=self.error_detail)
         usage = self.usage
@@ -177,6 +186,7 @@ async def _exchange(client: httpx2.AsyncClient, case: Case, route: str | None,
     headers = {"X-Route": route} if route else {}
     path = "/chat/stream" if case.endpoint == "stream" else "/chat"
     while True:
+        answer.started = time.monotonic()
         async with client.stream("POST", path, json=case.body(), headers=headers) as response:
             answer.status = response.status_code
             answer.request_id = response.headers.get("x-request-id")

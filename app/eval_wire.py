@@ -19,6 +19,13 @@ import httpx2
 import orjson
 
 
+def service_client(url: str, key: str | None, timeout_s: float) -> httpx2.AsyncClient:
+    """A client of the service at `url` (its base URL), sending `key`, if any, as a bearer
+    token; `timeout_s` bounds each read, not a whole request."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
+
+
 class MalformedResponse(Exception):
     """The service answered something the HTTP contract does not allow; the message says what."""
 

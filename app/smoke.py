@@ -27,6 +27,7 @@ from app.eval_wire import (
     chat_body,
     envelope_code,
     read_frames,
+    service_client,
 )
 
 SMOKE_MESSAGE = "Smoke test: reply with a short greeting."
@@ -52,12 +53,10 @@ def run_smoke(url: str, *, key: str | None, timeout_s: float, out: TextIO,
 
 
 async def _run(url: str, key: str | None, timeout_s: float, out: TextIO, message: str) -> bool:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
     started = time.monotonic()
     deadline = started + timeout_s
     steps: list[tuple[str, Step]] = [("ready", _ready), ("chat", _chat), ("stream", _stream)]
-    async with httpx2.AsyncClient(base_url=url.rstrip("/"), headers=headers,
-                                  timeout=timeout_s) as client:
+    async with service_client(url, key, timeout_s) as client:
         for name, step in steps:
             step_started = time.monotonic()
             ok, detail = await _timed(step, client, message, deadline - step_started, url,

@@ -59,10 +59,13 @@ class FakeService:
     streams: Mapping[str, Sequence[bytes]] = field(default_factory=dict)
     chats: Mapping[str, bytes] = field(default_factory=dict)
     rate_limited_first: int = 0  # refuse the first N requests of each input with a 429
+    retry_after: str = "0.05"  # the Retry-After of those 429s
+    refusal: tuple[int, str] | None = None  # (status, code) refusing every chat request
     trickle: frozenset[str] = frozenset()  # paths whose body comes a byte every 0.2 s
     answered_route: str = ROUTE  # the route a well-formed answer names, whatever was pinned
     seen: dict[str, int] = field(default_factory=dict)
-    pinned: list[str | None] = field(default_factory=list)
+    pinned: list[str | None] = field(default_factory=list)  # X-Route of each chat request
+    keys: list[str | None] = field(default_factory=list)  # Authorization of each request
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/ready", self._ready),
@@ -70,19 +73,23 @@ class FakeService:
                                  Route("/chat/stream", self._stream, methods=["POST"])])
 
     async def _ready(self, request: Request) -> Response:
+        self.keys.append(request.headers.get("authorization"))
         body = orjson.dumps({"status": "ready", "routes": list(self.routes)})
         return self._body("/ready", body, "application/json")
 
     async def _chat(self, request: Request) -> Response:
         text = await self._text(request)
+        if self.refusal is not None:
+            return self._refused(*self.refusal)
         body = self.chats.get(text, good_chat(self.answered_route))
         return self._body("/chat", body, "application/json")
 
     async def _stream(self, request: Request) -> Response:
         text = await self._text(request)
+        if self.refusal is not None:
+            return self._refused(*self.refusal)
         if self.seen[text] <= self.rate_limited_first:
-            return JSONResponse({"error": {"code": "rate_limited", "message": "Slow down."}},
-                                status_code=429, headers={"Retry-After": "0.05"})
+            return self._refused(429, "rate_limited", {"Retry-After": self.retry_after})
         chunks = self.streams.get(text, good_stream(self.answered_route))
 
         async def body() -> AsyncIterator[bytes]:
@@ -93,11 +100,17 @@ class FakeService:
                                  headers={"X-Request-ID": f"req_fake_{text[:20]}"})
 
     async def _text(self, request: Request) -> str:
+        self.keys.append(request.headers.get("authorization"))
         self.pinned.append(request.headers.get("x-route"))
         payload = await request.json()
         text = payload.get("message") or payload["messages"][-1]["content"]
         self.seen[text] = self.seen.get(text, 0) + 1
         return str(text)
+
+    @staticmethod
+    def _refused(status: int, code: str, headers: Mapping[str, str] | None = None) -> Response:
+        return JSONResponse({"error": {"code": code, "message": "Refused."}},
+                            status_code=status, headers=headers)
 
     def _body(self, path: str, body: bytes, media_type: str) -> Response:
         if path not in self.trickle:

@@ -169,3 +169,52 @@ def test_a_price_file_the_service_would_refuse_stops_the_run(tmp_path: Path) -> 
     assert run.returncode == 2
     assert "prices.'openai/gpt-4o-mini'" in run.stderr
     assert "needs exactly input and output" in run.stderr
+
+
+def test_a_retried_row_times_the_answer_it_is_judged_on_not_the_wait(tmp_path: Path) -> None:
+    cases = write_cases(tmp_path / "cases.jsonl", case_line("slow-down"),
+                        case_line("slow-down-chat", "chat"))
+    report = tmp_path / "report.json"
+    fake = FakeService(rate_limited_first=1, retry_after="1.5")  # /chat/stream only
+    with thread_server(fake.app()) as live:
+        run = hello_ship("eval", str(cases), "--url", live.url, "--report", str(report))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert fake.seen == {"slow-down": 2, "slow-down-chat": 1}  # refused once, waited 1.5 s
+    row = rows_of(report)["slow-down"]
+    assert row["ttft_ms"] is not None and row["ttft_ms"] < 1000, row
+    assert row["latency_ms"] < 1000, row
+
+
+def test_a_refused_key_stops_the_run_at_its_first_refusal(tmp_path: Path) -> None:
+    cases = write_cases(tmp_path / "cases.jsonl",
+                        *(case_line(f"case-{n}", "chat" if n % 2 else "stream")
+                          for n in range(6)))
+    report = tmp_path / "report.json"
+    fake = FakeService(routes=tuple({"route": f"fake/{n}"} for n in range(3)),
+                       refusal=(403, "route_pin_forbidden"))
+    with thread_server(fake.app()) as live:
+        run = hello_ship("eval", str(cases), "--url", live.url, "--key", "tenant-key",
+                         "--concurrency", "2", "--report", str(report))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert 1 <= len(fake.pinned) <= 2  # not 6 cases x 3 routes: the first refusal stopped it
+    (line,) = run.stderr.splitlines()
+    assert line == ("hello-ship: eval: fake/0: evaluating routes one by one takes an admin "
+                    "key (--key), or --route chain")
+    stopped = orjson.loads(report.read_bytes())
+    assert stopped["passed"] is False and "takes an admin key" in stopped["error"]
+    assert 1 <= len(stopped["results"]) <= 2
+    assert {row["error_code"] for row in stopped["results"]} == {"route_pin_forbidden"}
+
+
+def test_a_row_retried_until_its_time_ran_out_reports_the_whole_request(
+        tmp_path: Path) -> None:
+    cases = write_cases(tmp_path / "cases.jsonl", case_line("never"))
+    report = tmp_path / "report.json"
+    fake = FakeService(rate_limited_first=1000, retry_after="0.3")
+    with thread_server(fake.app()) as live:
+        run = hello_ship("eval", str(cases), "--url", live.url, "--timeout", "1.5",
+                         "--report", str(report))
+    assert run.returncode == 1, run.stdout + run.stderr
+    row = rows_of(report)["never"]
+    assert row["error_code"] == "client_timeout" and fake.seen["never"] > 1
+    assert 1400 <= row["latency_ms"] < 3000, row  # the timeout's, not the last attempt's

@@ -6,12 +6,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from app.smoke import SMOKE_MESSAGE
 from providers.types import Finish, Usage
-from tests.eval_fakes import FakeService, good_stream, sse
+from tests.eval_fakes import FakeService, good_stream, hello_ship, sse
 from tests.fakes import ScriptedProvider, Sleep, words
 from tests.servers import app_server, settings_from, thread_server
 
@@ -115,3 +116,16 @@ def test_a_timeout_that_is_not_a_finite_positive_number_is_a_usage_error(value: 
     result = smoke("http://127.0.0.1:9", f"--timeout={value}")
     assert result.returncode == 2
     assert "argument --timeout: must be" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "sent"), [(("--key", "k-123"), "Bearer k-123"), ((), None)])
+def test_smoke_and_eval_send_the_key_as_a_bearer_token(
+        tmp_path: Path, args: tuple[str, ...], sent: str | None) -> None:
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text('{"id": "hi", "input": "hi", "checks": [{"contains": "hello"}]}\n')
+    fake = FakeService()
+    with thread_server(fake.app()) as live:
+        assert smoke(live.url, *args).returncode == 0
+        assert hello_ship("eval", str(cases), "--url", live.url, "--route", "chain",
+                          *args).returncode == 0
+    assert fake.keys == [sent] * 4  # /ready, /chat and /chat/stream, then eval's request
