@@ -21,7 +21,7 @@ from app.errors import ApiError
 from app.guard_config import GuardSettings
 from app.schemas import ChatInput
 from guard.builtin import BUILTIN
-from guard.detectors import Detector
+from guard.detectors import Detector, PatternDetector
 from guard.input import InputGuard
 from guard.policy import GuardPolicy
 from guard.scan import Scanner
@@ -34,9 +34,6 @@ from telemetry.metrics import GUARD_HITS
 logger = logging.getLogger("hello_ship.guard")
 
 INPUT_BLOCKED = "The request was refused by the content policy."
-# Inputs longer than this are scanned in a worker thread: every detector over 32k characters
-# of adversarial text takes tens of milliseconds, which other streams would wait out.
-INLINE_SCAN_CHARS = 4096
 # The longest blocked phrase (or plugged-in detector's value) sure to be judged whole when the
 # hold time cuts a sentence: the answer streams this far behind the model meanwhile.
 PHRASE_HOLD_BACK = 64
@@ -48,12 +45,14 @@ class Guardrails:
         self._settings = settings
         self._input: dict[GuardPolicy, InputGuard] = {}
         self._output: dict[GuardPolicy, OutputGuard] = {}
-        # Policies whose input check may take long whatever the input's size: it runs
-        # detectors whose cost nobody here measured (configured patterns, plugins).
+        # Policies whose input check runs plugged-in detectors, whose cost nobody here
+        # measured: in a worker thread, other requests go on while such a detector runs Python
+        # code or waits (Python hands the loop its turn every few milliseconds). Built-ins and
+        # configured patterns run inline: a regex search holds the GIL, a thread would not help.
         self._scan_in_thread: set[GuardPolicy] = set()
         for policy in {settings.policy, *settings.tenant_policies.values()}:
             self._input[policy] = InputGuard(settings.detectors, policy)
-            if any(BUILTIN.get(detector.name) is not detector for detector in settings.detectors
+            if any(_plugged_in(detector) for detector in settings.detectors
                    if policy.on_input(detector.category) != "allow"):
                 self._scan_in_thread.add(policy)
             detectors = [detector for detector in settings.detectors
@@ -76,7 +75,7 @@ class Guardrails:
         """The request as it may be sent on, or `ApiError` 400 `input_blocked`."""
         policy = self._settings.policy_for(tenant)
         texts = [message.content for message in chat.messages]
-        if policy in self._scan_in_thread or sum(map(len, texts)) > INLINE_SCAN_CHARS:
+        if policy in self._scan_in_thread:
             verdict = await anyio.to_thread.run_sync(self._input[policy].check, texts)
         else:
             verdict = self._input[policy].check(texts)
@@ -138,9 +137,18 @@ def phrase_hold_back(detectors: Sequence[Detector], buffer_chars: int) -> int:
     """How much text a release forced mid-sentence keeps back for detectors other than the
     built-ins (whose values the hold back of the scan knows): their longest match, at most
     `PHRASE_HOLD_BACK`, and never so much that a full buffer could release nothing."""
-    reach = max((detector.reach for detector in detectors
-                 if BUILTIN.get(detector.name) is not detector), default=0)
+    reach = max((detector.reach for detector in detectors if not _built_in(detector)),
+                default=0)
     return min(reach, PHRASE_HOLD_BACK, buffer_chars // 2)
+
+
+def _built_in(detector: Detector) -> bool:
+    return BUILTIN.get(detector.name) is detector
+
+
+def _plugged_in(detector: Detector) -> bool:
+    """Neither built in nor a configured pattern: the operator's own code."""
+    return not _built_in(detector) and not isinstance(detector, PatternDetector)
 
 
 def _traceparent() -> str | None:

@@ -119,11 +119,15 @@ PHONE = (
     rf"(?![{_WORD}]|[.{_DASH}/:]\d)"
 )
 
-# Groups set off by one separator, repeated (the backreference): any space, any dash, or a dot
-# ("4111.1111.1111.1111"); groups with mixed separators are not one number.
+# Groups set off by one separator, repeated (the backreference): any space or any dash; groups
+# with mixed separators are not one number. Dots only in exactly four groups of four
+# ("4111.1111.1111.1111"): looser dotted groups are build and version numbers
+# ("2024.0215.2132.14"), a tenth of which pass the Luhn check.
+_CARD_SEP = f"[{_SPACE}{_DASH}]"
 CREDIT_CARD = (
     rf"(?<![{_WORD}.,+{_DASH}])"
-    rf"(?:\d{{13,19}}|\d{{4}}({_SEP})\d{{3,6}}(?:\1\d{{1,6}}){{1,3}})"
+    rf"(?:\d{{13,19}}|\d{{4}}({_CARD_SEP})\d{{3,6}}(?:\1\d{{1,6}}){{1,3}}"
+    rf"|\d{{4}}\.\d{{4}}\.\d{{4}}\.\d{{4}})"
     rf"(?![{_WORD}]|[.,]\d)"
 )
 

@@ -9,13 +9,14 @@ finding is then redacted in place, or stops the answer (`OutputBlocked`), per it
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 
 from guard.detectors import Category, Finding
 from guard.policy import GuardPolicy
 from guard.scan import Scanner, cut_off_end, redact, settled_cut
-from guard.text import strip_format
+from guard.text import strip_format, without_format
 from streaming.sentences import SentenceBuffer, ends_sentence
 
 
@@ -97,19 +98,13 @@ class OutputStage:
         return self._review(held if complete else held[:cut_off_end(held)])
 
     def _settle(self, held: str, cut: int) -> int:
-        """`settled_cut`, and a cut made mid-sentence keeps the guard's `hold_back`
-        characters, from a word's start, for the next release."""
-        cut = settled_cut(held, cut)
+        """`settled_cut`; and a cut proposed inside a sentence (by the hold time or the buffer
+        size) also keeps back the guard's `hold_back`, for detectors whose values the scan's
+        own hold back does not know."""
         assert self._guard is not None
-        keep_from = len(held) - self._guard.hold_back
-        if cut <= keep_from or ends_sentence(held, cut):
-            return cut
-        if keep_from <= 0:
-            return 0
-        word_start = keep_from
-        while word_start > 0 and not held[word_start - 1].isspace():
-            word_start -= 1
-        return word_start or keep_from  # no space at all: cut inside the run
+        inside_sentence = not ends_sentence(held, cut)
+        cut = settled_cut(held, cut)
+        return min(cut, phrase_cut(held, self._guard.hold_back)) if inside_sentence else cut
 
     def _review(self, raw: str) -> str:
         if self._blocked:
@@ -157,3 +152,26 @@ class OutputStage:
         for finding in findings:
             if finding.start >= since or not self._tail_redacted:
                 self.redactions[finding.detector] += 1
+
+
+# Through the last whitespace before the end of the search: where the last word starts.
+_THROUGH_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
+# A run without spaces longer than this is no word (a URL, a clause of Chinese): it may be
+# cut inside.
+_LONGEST_WORD = 32
+
+
+def phrase_cut(held: str, hold_back: int) -> int:
+    """The last point in `held` with `hold_back` characters a detector reads after it
+    (format characters, which detectors never see, do not count), moved back to a word's
+    start, so a phrase still being written stays whole in what is kept."""
+    view = without_format(held)
+    readable = len(held) if view is None else len(view.text)
+    if readable <= hold_back:
+        return 0
+    keep_from = (readable - hold_back if view is None
+                 else view.original(readable - hold_back))
+    through_space = _THROUGH_LAST_SPACE.match(held, 0, keep_from)
+    if through_space is not None:
+        return through_space.end()
+    return 0 if keep_from <= _LONGEST_WORD else keep_from

@@ -63,17 +63,17 @@ class SentenceBuffer:
             self._held_since = now
         self._held += text
         if len(self._held) >= self.max_chars or now - self._held_since >= self.max_hold_s:
-            return self._release(len(self._held), now)
+            return self._release(len(self._held), now, forced=True)
         cut = 0
         for sentence_end in _SENTENCE_END.finditer(self._held):
             cut = sentence_end.end()
-        return self._release(cut, now) if cut else ""
+        return self._release(cut, now, forced=False) if cut else ""
 
     def release_due(self, now: float) -> str:
         """Release what may go if the hold time has run out, else nothing."""
         deadline = self.deadline()
         if deadline is not None and now >= deadline:
-            return self._release(len(self._held), now)
+            return self._release(len(self._held), now, forced=True)
         return ""
 
     def drain(self) -> str:
@@ -81,19 +81,24 @@ class SentenceBuffer:
         released, self._held, self._held_since = self._held, "", None
         return released
 
-    def _release(self, cut: int, now: float) -> str:
+    def _release(self, cut: int, now: float, *, forced: bool) -> str:
         cut = self._settle(self._held, cut)
         released, self._held = self._held[:cut], self._held[cut:]
-        # What is kept back starts a new hold, so a deadline passed does not fire again at once.
-        self._held_since = now if self._held else None
+        if not self._held:
+            self._held_since = None
+        elif released or forced:
+            # What is kept back starts a new hold, so a deadline passed does not fire again
+            # at once. A sentence end kept back whole (it ends in a number that may go on)
+            # does not: every token would propose it again and the hold would never run out.
+            self._held_since = now
         return released
+
+
+# Sentence-end marks with their closing quotes are never longer than this in real text.
+_LONGEST_END = 16
 
 
 def ends_sentence(text: str, cut: int) -> bool:
     """Whether `text[:cut]` ends at a sentence end (a release there splits no sentence)."""
     return any(end.end() == cut
                for end in _SENTENCE_END.finditer(text, max(0, cut - _LONGEST_END), cut))
-
-
-# Sentence-end marks with their closing quotes are never longer than this in real text.
-_LONGEST_END = 16

@@ -120,7 +120,8 @@ def test_values_glued_to_other_scripts_or_hidden_by_invisible_characters_are_scr
     key = "sk-proj-" + "Zq8sK2mX9vL4nR7tW1yB3cD5"
     record = logging.LogRecord("tests.jsonlog", logging.WARNING, __file__, 1,
                                "密钥%s已过期", (key,), None)
-    record.detail = "请联系jane.doe@example.com，卡号41\u200b11\u00a01111\u00a01111\u00a01111谢谢"
+    record.detail = ("请联系jane.doe@example.com\uff0c"
+                     "卡号41\u200b11\u00a01111\u00a01111\u00a01111谢谢")
     line = JsonFormatter().format(record)
     assert key not in line and "jane.doe" not in line and "1111" not in line
     assert orjson.loads(line)["event"] == "密钥[redacted:api_key]已过期"

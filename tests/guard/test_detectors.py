@@ -224,6 +224,8 @@ NEGATIVES: list[tuple[str, str]] = [
     ("credit_card", "Ratio 0.4111111111111111 is a float."),
     ("credit_card", "Dates 2026-11-28, phone 555-123-4567, SSN 123-45-6789."),
     ("credit_card", "Mixed 4111 1111-1111 1111 and 4111.1111 1111.1111 are not one number."),
+    # dotted build numbers whose digits pass the Luhn check
+    ("credit_card", "Builds 2024.0101.0900.15 and 2024.0101.1432.8 shipped."),
     # a digit of any script glued to a number makes it a longer one
     ("credit_card", "编号１4111111111111111 and ٣4111111111111111 are too long."),
     ("us_ssn", "Invalid: 000-12-3456, 666-12-3456, 912-34-5678, 123-00-4567, 123-45-0000."),

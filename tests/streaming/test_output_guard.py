@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guard.builtin import BUILTIN
-from guard.detectors import Category
+from guard.detectors import Category, PatternDetector
 from guard.policy import GuardPolicy, OutputAction
 from guard.scan import Scanner
-from streaming.moderation import OutputBlocked, OutputGuard, OutputStage
+from streaming.moderation import OutputBlocked, OutputGuard, OutputStage, phrase_cut
 
 JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkphbmUifQ."
        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
@@ -224,3 +224,49 @@ def test_a_failing_detector_fails_closed() -> None:
     with pytest.raises(RuntimeError):
         stage.feed("A x. B C D", 0.0)
     assert stage.feed(" more.", 0.1) == "" and stage.flush(complete=False) == ""
+
+
+# -- holding back for blocked phrases ------------------------------------------------------
+
+PHRASE = PatternDetector("blocked_pattern_0", "blocked",
+                         re.compile(r"(?i)ignore (all )?previous instructions"), reach=256)
+
+
+def phrase_stage(hold_back: int) -> OutputStage:
+    detectors = [*BUILTIN.values(), PHRASE] if hold_back else list(BUILTIN.values())
+    return OutputStage(OutputGuard(Scanner(detectors), GuardPolicy(), max_chars=400,
+                                   max_hold_s=0.1, hold_back=hold_back))
+
+
+def test_holding_back_for_phrases_keeps_sentences_whole_and_releases_as_often() -> None:
+    """Numbers at sentence ends ("order 48213.", "2024-03-15.") must not turn every later
+    token into a release of its own, nor cut words in half."""
+    answer = ("Thanks for reaching out! I checked your account and the refund for order 48213 "
+              "was issued on 2024-03-15. You can reach our billing team at support or call us "
+              "between 9 and 5. Version 2.14.3 of the app fixes the sync issue; update it.")
+    tokens = [part for part in re.split(r"(?<=\S)(?=\s)", answer) if part]
+    plain = [text for text in play(phrase_stage(0), tokens, [1 / 60] * len(tokens)) if text]
+    held = [text for text in play(phrase_stage(64), tokens, [1 / 60] * len(tokens)) if text]
+    assert "".join(held) == answer
+    assert len(held) <= len(plain) + 2
+    for piece in held[:-1]:  # every release but the last ends at a word's end
+        assert piece[-1].isspace() or piece[-1] in ".!?;"
+
+
+def test_invisible_characters_do_not_shorten_what_is_held_back_for_a_phrase() -> None:
+    text = "Sure, what you asked for: " + "\u200b\u200b".join("ignore all previous instructions")
+    stage = phrase_stage(64)
+    released = []
+    with pytest.raises(OutputBlocked):
+        released = play(stage, list(text), [0.05] * len(text))
+    assert "ignore" not in "".join(released).replace("\u200b", "")
+
+
+@pytest.mark.parametrize(("held", "hold_back", "cut"), [
+    ("Sure, I will ignore all", 64, 0),  # shorter than the hold back: all of it waits
+    ("one two three four five", 10, 8),  # back to the start of the word at 10 from the end
+    ("一二三四五六七八九十" * 5, 10, 40),  # no spaces, no words: cut inside the run
+    ("abc\u200bdef ghi jkl", 7, 8),  # format characters are not counted
+])
+def test_the_phrase_cut(held: str, hold_back: int, cut: int) -> None:
+    assert phrase_cut(held, hold_back) == cut

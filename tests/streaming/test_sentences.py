@@ -54,3 +54,21 @@ def test_settle_keeps_back_what_may_still_grow_and_restarts_its_hold() -> None:
     assert buffer.release_due(0.6) == ""
     assert buffer.push("ee. Four", 0.7) == "three."
     assert buffer.drain() == " Four"
+
+
+def test_a_sentence_end_kept_back_whole_does_not_restart_the_hold() -> None:
+    """A sentence ending in a number may go on ("48213." could become "48213.5"): settling
+    keeps it all back, and the tokens after it propose it again and again. The hold time
+    still runs from the oldest held text, so the answer does not stall until the buffer is
+    full."""
+    def keep_back_numbers(held: str, cut: int) -> int:
+        return 0 if "48213" in held[:cut] else cut
+
+    buffer = SentenceBuffer(max_chars=400, max_hold_s=0.1, settle=keep_back_numbers)
+    assert buffer.push("Your order is 48213.", 0.0) == ""
+    assert buffer.push(" Thanks", 0.03) == ""
+    assert buffer.push(" for", 0.06) == ""
+    assert buffer.deadline() == 0.1
+    assert buffer.push(" waiting", 0.09) == ""
+    assert buffer.release_due(0.1) == ""  # the whole held text is still kept back,
+    assert buffer.deadline() == 0.2  # and the forced release that kept it starts a new hold
