@@ -59,7 +59,7 @@ class Guardrails:
                          if policy.on_output(detector.category) != "allow"]
             self._output[policy] = OutputGuard(
                 Scanner(detectors), policy, settings.buffer_chars, settings.hold_s,
-                hold_back=phrase_hold_back(detectors, settings.buffer_chars))
+                phrase_hold_back=phrase_hold_back(detectors, settings.buffer_chars))
         moderation = settings.moderation
         self._moderation = None
         if moderation.backend == "openai" and moderation.api_key is not None:

@@ -60,13 +60,13 @@ class Scanner:
     def __bool__(self) -> bool:
         return bool(self.detectors)
 
-    def findings(self, text: str, since: int = 0, *, format_free: int = 0) -> list[Finding]:
+    def findings(self, text: str, since: int = 0, *, stripped_upto: int = 0) -> list[Finding]:
         """Matches that reach into `text[since:]`, looking back at most each detector's reach;
         sorted by start. Detectors see `text` without its format characters; a finding's span
         runs from the first to the last character of the value as written. A streaming caller
-        that keeps its look-back context stripped of them says so with `format_free` (the
+        that keeps its look-back context stripped of them says so with `stripped_upto` (the
         length of that context): only the text after it is searched for one."""
-        view = without_format(text, format_free)
+        view = without_format(text, stripped_upto)
         if view is None:
             return self._findings(text, since)
         return [Finding(*view.original_span(finding.start, finding.end), finding.detector,

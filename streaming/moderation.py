@@ -43,7 +43,7 @@ class OutputGuard:
     # buffer size), for detectors whose values the hold back of `settled_cut` does not know
     # (blocked phrases, plugged-in detectors): their longest match, so a phrase still being
     # written waits until it is whole.
-    hold_back: int = 0
+    phrase_hold_back: int = 0
 
     @property
     def active(self) -> bool:
@@ -59,7 +59,7 @@ class OutputStage:
         self._guard = guard if guard is not None and guard.active else None
         self._buffer = (None if self._guard is None else SentenceBuffer(
             self._guard.max_chars, self._guard.max_hold_s,
-            self._settle if self._guard.hold_back else settled_cut))
+            self._settle if self._guard.phrase_hold_back else settled_cut))
         self._context = ""  # the end of the text released, less format characters: look-back
         self._tail_redacted = False  # the last release ended inside a redacted value
         self._blocked = False  # a finding stopped the answer: nothing more leaves
@@ -99,12 +99,12 @@ class OutputStage:
 
     def _settle(self, held: str, cut: int) -> int:
         """`settled_cut`; and a cut proposed inside a sentence (by the hold time or the buffer
-        size) also keeps back the guard's `hold_back`, for detectors whose values the scan's
-        own hold back does not know."""
+        size) also keeps back the guard's `phrase_hold_back`, for detectors whose values the
+        scan's own hold back does not know."""
         assert self._guard is not None
         inside_sentence = not ends_sentence(held, cut)
         cut = settled_cut(held, cut)
-        return min(cut, phrase_cut(held, self._guard.hold_back)) if inside_sentence else cut
+        return min(cut, phrase_cut(held, self._guard.phrase_hold_back)) if inside_sentence else cut
 
     def _review(self, raw: str) -> str:
         if self._blocked:
@@ -131,7 +131,7 @@ class OutputStage:
         held = self._buffer.held if self._buffer is not None else ""
         policy = guard.policy
         findings = [finding for finding
-                    in guard.scanner.findings(released + held, since, format_free=since)
+                    in guard.scanner.findings(released + held, since, stripped_upto=since)
                     if finding.start < upto and policy.on_output(finding.category) != "allow"]
         # Kept without format characters, so no release searches the whole look-back for one.
         context, reach = self._context + strip_format(raw), guard.scanner.reach

@@ -73,7 +73,7 @@ def test_a_context_stripped_by_the_caller_is_not_searched_again() -> None:
     scanner = Scanner([DIGITS])
     context, fresh = "Card 4111 1111", " 11\u200b11 1111 ok"
     text = context + fresh
-    findings = scanner.findings(text, since=len(context), format_free=len(context))
+    findings = scanner.findings(text, since=len(context), stripped_upto=len(context))
     assert findings == scanner.findings(text, since=len(context))
     assert [text[f.start:f.end] for f in findings] == ["4111 1111 11\u200b11 1111"]
 

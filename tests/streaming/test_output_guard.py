@@ -235,7 +235,7 @@ PHRASE = PatternDetector("blocked_pattern_0", "blocked",
 def phrase_stage(hold_back: int) -> OutputStage:
     detectors = [*BUILTIN.values(), PHRASE] if hold_back else list(BUILTIN.values())
     return OutputStage(OutputGuard(Scanner(detectors), GuardPolicy(), max_chars=400,
-                                   max_hold_s=0.1, hold_back=hold_back))
+                                   max_hold_s=0.1, phrase_hold_back=hold_back))
 
 
 def test_holding_back_for_phrases_keeps_sentences_whole_and_releases_as_often() -> None:
