@@ -52,8 +52,7 @@ class Guardrails:
         self._scan_in_thread: set[GuardPolicy] = set()
         for policy in {settings.policy, *settings.tenant_policies.values()}:
             self._input[policy] = InputGuard(settings.detectors, policy)
-            if any(_plugged_in(detector) for detector in settings.detectors
-                   if policy.on_input(detector.category) != "allow"):
+            if any(map(_plugged_in, self._input[policy].detectors)):
                 self._scan_in_thread.add(policy)
             detectors = [detector for detector in settings.detectors
                          if policy.on_output(detector.category) != "allow"]

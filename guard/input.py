@@ -32,6 +32,11 @@ class InputGuard:
         self._scanner = Scanner([detector for detector in detectors
                                  if policy.on_input(detector.category) != "allow"])
 
+    @property
+    def detectors(self) -> tuple[Detector, ...]:
+        """The detectors it runs: those of the categories its policy does not allow."""
+        return self._scanner.detectors
+
     def check(self, texts: Sequence[str]) -> InputVerdict:
         if not self._scanner:
             return InputVerdict(tuple(texts))
