@@ -23,8 +23,9 @@ import argparse
 import re
 import statistics
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 
@@ -80,23 +81,18 @@ class TimedStage(OutputStage):
         self.spent = 0.0
 
     def feed(self, text: str, now: float) -> str:
-        started = time.perf_counter()
-        try:
-            return super().feed(text, now)
-        finally:
-            self.spent += time.perf_counter() - started
+        return self._timed(partial(OutputStage.feed, self, text, now))
 
     def release_due(self, now: float) -> str:
-        started = time.perf_counter()
-        try:
-            return super().release_due(now)
-        finally:
-            self.spent += time.perf_counter() - started
+        return self._timed(partial(OutputStage.release_due, self, now))
 
     def flush(self, complete: bool = True) -> str:
+        return self._timed(partial(OutputStage.flush, self, complete))
+
+    def _timed(self, call: Callable[[], str]) -> str:
         started = time.perf_counter()
         try:
-            return super().flush(complete)
+            return call()
         finally:
             self.spent += time.perf_counter() - started
 
