@@ -56,7 +56,8 @@ def demo_answer(messages: tuple[Message, ...], answer_tokens: int) -> str:
     if last_user.startswith(ECHO_PREFIX):
         return last_user[len(ECHO_PREFIX):]
     words = len(last_user.split())
-    sentences = [f"Hello from the hello-ship demo model: you wrote {words} words."]
+    sentences = [f"Hello from the hello-ship demo model: you wrote {words} "
+                 f"{'word' if words == 1 else 'words'}."]
     digest = hashlib.sha256(last_user.encode("utf-8", "surrogatepass")).digest()
     used = count_tokens(sentences[0])
     counter = 0

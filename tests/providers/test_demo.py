@@ -26,6 +26,14 @@ def test_the_answer_is_deterministic_and_depends_on_the_message() -> None:
     assert count_tokens(a) >= 60
 
 
+@pytest.mark.parametrize(("message", "counted"), [
+    ("hi", "you wrote 1 word."), ("hi there", "you wrote 2 words."), ("   ", "you wrote 0 words."),
+])
+def test_the_answer_counts_the_words_in_good_english(message: str, counted: str) -> None:
+    assert demo_answer(ask(message).messages, 60).startswith(
+        f"Hello from the hello-ship demo model: {counted}")
+
+
 def test_echo_answers_verbatim() -> None:
     assert demo_answer(ask("/echo exactly this, please.").messages, 60) == "exactly this, please."
 
