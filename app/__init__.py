@@ -1,1 +1,3 @@
-"""The HTTP edge: routes, validation, request context, logs."""
+"""The HTTP edge: routes, request parsing and validation, responses, middleware, the error
+envelope, lifecycle and readiness.
+"""

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import context
+from telemetry import trace_context
 
 logger = logging.getLogger("hello_ship.edge")
 
@@ -46,8 +46,8 @@ class ApiError(Exception):
 
 
 def current_request_id() -> str:
-    ctx = context.current.get()
-    return ctx.request_id if ctx is not None else context.new_request_id()
+    ctx = trace_context.current.get()
+    return ctx.request_id if ctx is not None else trace_context.new_request_id()
 
 
 def error_response(error: ApiError) -> JSONResponse:

@@ -13,9 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app import metrics, routes, tracing, usage
-from app.admission import Gatekeeper
-from app.chain_setup import build_chain
+from app import metrics, routes, usage
 from app.errors import (
     ApiError,
     handle_api_error,
@@ -23,19 +21,22 @@ from app.errors import (
     handle_unexpected,
 )
 from app.guardrails import Guardrails
-from app.jsonlog import flush_logs
 from app.lifecycle import Lifecycle
 from app.middleware import EdgeMiddleware
 from app.readiness import FIRST_ROUND_WAIT_S, RouteChecks
 from app.request_metrics import counting_rejections
 from app.service import ChatService
-from app.settings import Settings
+from config.chain import build_chain
+from config.settings import Settings
 from providers.base import Provider
-from providers.routes import ProviderOptions, build_provider
+from providers.registry import ProviderOptions, build_provider
 from quota.ledger import QuotaStore
 from quota.memory_store import MemoryStore
 from quota.redis_store import RedisStore
-from telemetry import exposition
+from telemetry import exposition, tracing
+from telemetry.jsonlog import flush_logs
+from telemetry.metrics_port import start_metrics_listener
+from tenancy.admission import Gatekeeper
 
 logger = logging.getLogger("hello_ship.lifecycle")
 
@@ -83,7 +84,8 @@ def create_app(settings: Settings,
         restore_signal_handlers = lifecycle.install()
         _log_access_mode(settings)
         exposition.forget_dead_workers()
-        stop_metrics_listener = metrics.start_metrics_listener(settings)
+        stop_metrics_listener = start_metrics_listener(settings.metrics_port,
+                                                       settings.metrics_host)
         try:
             async with anyio.create_task_group() as background:
                 background.start_soon(checks.run)

@@ -16,10 +16,9 @@ from dataclasses import replace
 
 import anyio
 
-from app import context
 from app.errors import ApiError
-from app.guard_config import GuardSettings
 from app.schemas import ChatInput
+from config.guard import GuardSettings
 from guard.builtin import BUILTIN
 from guard.detectors import Detector, PatternDetector
 from guard.input import InputGuard
@@ -29,6 +28,7 @@ from providers.errors import ProviderError
 from providers.openai_moderation import OpenAIModeration
 from providers.types import Message
 from streaming.moderation import OutputGuard
+from telemetry import trace_context
 from telemetry.metrics import GUARD_HITS
 
 logger = logging.getLogger("hello_ship.guard")
@@ -151,5 +151,5 @@ def _plugged_in(detector: Detector) -> bool:
 
 
 def _traceparent() -> str | None:
-    ctx = context.current.get()
+    ctx = trace_context.current.get()
     return ctx.outgoing_traceparent() if ctx is not None else None

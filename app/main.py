@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from app.cli import load_settings_or_exit
 from app.factory import create_app
-from app.jsonlog import configure_logging
+from config.settings import load_settings_or_exit
+from telemetry.jsonlog import configure_logging
 
 settings = load_settings_or_exit(os.environ)
 configure_logging(settings.log_level)

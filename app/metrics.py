@@ -1,29 +1,20 @@
-"""`GET /metrics`, and the separate metrics port, so the numbers are not public by accident.
+"""`GET /metrics` on the service port, so the numbers are not public by accident.
 
-On the service port the endpoint takes an admin key or a scrape-only `[metrics]` key when
-keys are configured (in open mode, loopback only, it is open like everything else). With
-`METRICS_PORT` set it moves to its own listener on `METRICS_HOST` (127.0.0.1 unless told
-otherwise) and the service port answers 404, so only the network that can reach that port
-can scrape. Under several workers one of them holds the port; if it dies, its replacement
-takes the port over.
+The endpoint takes an admin key or a scrape-only `[metrics]` key when keys are configured
+(in open mode, loopback only, it is open like everything else). With `METRICS_PORT` set the
+numbers move to their own listener (telemetry.metrics_port) and this endpoint answers 404.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
 import anyio.to_thread
-from prometheus_client import start_http_server
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import ApiError
-from app.settings import Settings
-from app.tenants import Tenancy
+from config.settings import Settings
 from telemetry import exposition
-
-logger = logging.getLogger("hello_ship.metrics")
+from tenancy.identity import Tenancy
 
 
 async def metrics(request: Request) -> Response:
@@ -39,35 +30,3 @@ async def metrics(request: Request) -> Response:
     # Off the event loop: reading many workers' files takes milliseconds that streams feel.
     body = await anyio.to_thread.run_sync(exposition.render)
     return Response(body, media_type=exposition.CONTENT_TYPE)
-
-
-def start_metrics_listener(settings: Settings) -> Callable[[], None] | None:
-    """Serve `/metrics` on `METRICS_PORT` from a thread; returns how to stop it.
-
-    Under several workers one of them serves the port (each worker's answer covers them
-    all): the others leave it, and take over when it dies. Failing to bind is fatal.
-    """
-    if settings.metrics_port is None:
-        return None
-    if not exposition.claim_listener():
-        logger.info("metrics_listener_elsewhere", extra={"port": settings.metrics_port})
-        return None
-    try:
-        server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
-                                           registry=exposition.scrape_registry())
-    except OSError as exc:
-        exposition.release_listener()
-        logger.error("metrics_port_unavailable", extra={
-            "host": settings.metrics_host, "port": settings.metrics_port,
-            "error_class": type(exc).__name__, "errno": exc.errno})
-        raise
-    logger.info("metrics_listening", extra={"host": settings.metrics_host,
-                                            "port": server.server_port})
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        exposition.release_listener()
-
-    return stop

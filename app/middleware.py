@@ -13,8 +13,8 @@ import time
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import context
 from app.errors import INTERNAL_ERROR, error_response
+from telemetry import trace_context
 
 access_logger = logging.getLogger("hello_ship.access")
 logger = logging.getLogger("hello_ship.edge")
@@ -29,9 +29,9 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        ctx = context.request_context(headers.get("x-request-id"),
+        ctx = trace_context.request_context(headers.get("x-request-id"),
                                       headers.getlist("traceparent"), time.monotonic())
-        token = context.current.set(ctx)
+        token = trace_context.current.set(ctx)
         id_header = (b"x-request-id", ctx.request_id.encode())
         status = 0
 
@@ -59,4 +59,4 @@ class EdgeMiddleware:
                 "status": status,
                 "duration_ms": round((time.monotonic() - ctx.started_at) * 1000, 1),
             })
-            context.current.reset(token)
+            trace_context.current.reset(token)

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.admission import Bill
 from app.errors import ApiError
 from app.responses import ERROR_STATUS
 from streaming.record import StreamRecord
@@ -22,6 +21,7 @@ from telemetry.metrics import (
     TOKENS,
     TTFT,
 )
+from tenancy.admission import Bill
 
 CHAT_PATHS = {"/chat": "chat", "/chat/stream": "stream"}
 REACHED_PIPELINE = "reached_pipeline"  # set on the request's state by the chat handler

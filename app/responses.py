@@ -19,7 +19,7 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import ApiError, JSONResponse, error_response
-from app.settings import Settings
+from config.settings import Settings
 from streaming.collect import CollectedAnswer, collect_answer
 from streaming.frames import DoneFrame, Frame, SSEEncoder, usage_payload
 from streaming.pipeline import ChatJob, run_pipeline

@@ -6,21 +6,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from app import context, tracing
-from app.admission import Bill, Gatekeeper
 from app.body import read_json_object
 from app.errors import ApiError, JSONResponse
 from app.guardrails import Guardrails
 from app.lifecycle import Lifecycle
 from app.readiness import RouteChecks
+from app.refusals import refusal_error
 from app.request_metrics import REACHED_PIPELINE
 from app.responses import CollectedResponse, StreamResponse
 from app.schemas import parse_chat
 from app.service import ChatService
-from app.tenants import Identity
 from quota.ledger import NOTHING_SPENT
 from streaming.chain import RouteChain
 from streaming.record import StreamRecord
+from telemetry import trace_context, tracing
+from telemetry.spans import ChatSpan
+from tenancy.admission import Bill, Gatekeeper
+from tenancy.errors import TenancyRefusal
+from tenancy.identity import Identity
 
 
 async def health(request: Request) -> Response:
@@ -43,13 +46,16 @@ def identify(request: Request) -> Identity:
     """Who sent the request, from its key; 401 (or 503 in open mode off loopback) if nobody."""
     gate: Gatekeeper = request.app.state.gate
     server = request.scope.get("server")
-    return gate.tenancy.identify(request.headers.get("authorization"),
-                                 server[0] if server and server[1] is not None else None,
-                                 pinning="x-route" in request.headers)
+    try:
+        return gate.tenancy.identify(request.headers.get("authorization"),
+                                     server[0] if server and server[1] is not None else None,
+                                     pinning="x-route" in request.headers)
+    except TenancyRefusal as refusal:
+        raise refusal_error(refusal) from None
 
 
 async def _start(request: Request, *, stream: bool) -> ASGIApp:
-    ctx = context.current.get()
+    ctx = trace_context.current.get()
     assert ctx is not None, "EdgeMiddleware sets the request context"
     span, ctx = tracing.start_chat(ctx, "/chat/stream" if stream else "/chat", stream)
     if span is None:
@@ -57,11 +63,20 @@ async def _start(request: Request, *, stream: bool) -> ASGIApp:
     try:
         return await _open(request, ctx, span, stream=stream)
     except BaseException as exc:  # refused before the answer began: the span ends here
-        tracing.refused(span, exc)
+        span.refused(*_refused_status(exc))
         raise
 
 
-async def _open(request: Request, ctx: context.RequestContext, span: tracing.ChatSpan | None,
+def _refused_status(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code of a request that never reached a provider."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code
+    if isinstance(exc, Exception):
+        return 500, "internal_error"
+    return 499, "cancelled"  # the client left or the server is stopping
+
+
+async def _open(request: Request, ctx: trace_context.RequestContext, span: ChatSpan | None,
                 *, stream: bool) -> ASGIApp:
     service: ChatService = request.app.state.service
     gate: Gatekeeper = request.app.state.gate
@@ -70,7 +85,10 @@ async def _open(request: Request, ctx: context.RequestContext, span: tracing.Cha
     chain = _chain_for(request, service, gate, identity)
     payload = await read_json_object(request, service.settings.max_body_bytes)
     chat = parse_chat(payload, service.input_limits(identity))
-    admitted = await gate.admit(identity, service.prompt(chat), chat.max_tokens)
+    try:
+        admitted = await gate.admit(identity, service.prompt(chat), chat.max_tokens)
+    except TenancyRefusal as refusal:
+        raise refusal_error(refusal) from None
     try:
         # After admission, so refused requests still count against the caller's rate limit.
         chat = await guardrails.check_input(chat, identity.tenant)

@@ -12,13 +12,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from app.admission import Bill
-from app.context import RequestContext
 from app.guardrails import Guardrails
 from app.request_metrics import observe_answer
 from app.schemas import ChatInput, InputLimits
-from app.settings import Settings
-from app.tenants import Identity
+from config.settings import Settings
 from providers.tokens import count_tokens
 from providers.types import CompletionRequest, Message
 from streaming.chain import RouteChain
@@ -27,6 +24,9 @@ from streaming.moderation import OutputStage
 from streaming.pipeline import ChatJob
 from streaming.record import StreamRecord
 from telemetry.metrics import GUARD_HITS
+from telemetry.trace_context import RequestContext
+from tenancy.admission import Bill
+from tenancy.identity import Identity
 
 logger = logging.getLogger("hello_ship.request")
 

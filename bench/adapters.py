@@ -23,7 +23,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from providers.base import Provider
-from providers.routes import ProviderOptions, build_provider
+from providers.registry import ProviderOptions, build_provider
 from providers.types import CompletionRequest, Message
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.pool import UpstreamPool

@@ -29,8 +29,8 @@ from functools import partial
 
 import anyio
 
-from app.guard_config import GuardSettings
 from app.guardrails import Guardrails
+from config.guard import GuardSettings
 from guard.scan import Scanner
 from providers.types import CompletionRequest, Message, ProviderEvent, TextDelta
 from streaming.frames import Frame, TokenFrame

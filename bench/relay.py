@@ -120,7 +120,7 @@ ROOMY_LIMITS = {"RPM_PER_TENANT": "10000000", "STREAMS_PER_TENANT": "1000000",
 
 def start_service(port: int, env: dict[str, str], core: str) -> subprocess.Popen[bytes]:
     env = {**ROOMY_LIMITS, **env}
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
     if shutil.which("taskset"):
         command = ["taskset", "-c", core, *command]
     proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL)

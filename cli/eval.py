@@ -17,11 +17,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from app.eval_cases import Case, CaseFileError, load_cases
-from app.eval_report import Report
-from app.route_config import CONFIG_VAR
-from app.settings import Settings, SettingsError
+from config.file import CONFIG_VAR
+from config.settings import Settings, SettingsError
 from quota.prices import Price
+from tools.eval_cases import Case, CaseFileError, load_cases
+from tools.eval_report import Report
 
 
 class _Stop(Exception):
@@ -60,8 +60,8 @@ def _run(args: argparse.Namespace, report: Report, path: Path | None) -> int:
     if args.url:
         _evaluate(args, cases, args.url, _prices(config), report)
     else:
-        from app.inprocess import ServiceDidNotStart, in_process_env, in_process_service
-        from app.jsonlog import configure_logging
+        from telemetry.jsonlog import configure_logging
+        from tools.inprocess import ServiceDidNotStart, in_process_env, in_process_service
 
         env = in_process_env({**os.environ, **({CONFIG_VAR: config} if config else {})})
         settings = _settings(env)
@@ -83,7 +83,7 @@ def _evaluate(args: argparse.Namespace, cases: Sequence[Case], url: str,
     import anyio
     import httpx2
 
-    from app.eval_run import EvalSetupError, configured_routes, run_cases
+    from tools.eval_run import EvalSetupError, configured_routes, run_cases
 
     async def run() -> None:
         routes: list[str | None]
@@ -113,7 +113,7 @@ def _evaluate(args: argparse.Namespace, cases: Sequence[Case], url: str,
 def _prices(config: str | None) -> Mapping[str, Price]:
     if config is None:
         return {}
-    from app.eval_prices import prices_from_config
+    from tools.eval_prices import prices_from_config
 
     try:
         return prices_from_config(config)

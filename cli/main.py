@@ -3,87 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import NoReturn
+from collections.abc import Callable, Sequence
 
-from app.settings import Settings, SettingsError
-
-
-def load_settings_or_exit(env: Mapping[str, str]) -> Settings:
-    """Settings from `env`, or one clear line on stderr and exit status 2."""
-    try:
-        return Settings.from_env(env)
-    except SettingsError as exc:
-        _refuse(exc)
-
-
-def _refuse(exc: SettingsError) -> NoReturn:
-    sys.stderr.write(f"hello-ship: {exc}\n")  # before logging exists: a plain line
-    raise SystemExit(2) from None
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.jsonlog import configure_logging
-
-    # Flags override the environment; workers re-read it, so the overrides go there too.
-    if args.host is not None:
-        os.environ["HOST"] = args.host
-    if args.port is not None:
-        os.environ["PORT"] = str(args.port)
-    settings = load_settings_or_exit(os.environ)
-    if args.workers > 1 and settings.metrics_port == 0:
-        _refuse(SettingsError("METRICS_PORT", "0 (any free port) would give each worker its "
-                                              "own; choose a port"))
-    chosen = os.environ.get(METRICS_DIR_VAR)
-    if chosen and not (os.path.isdir(chosen) and os.access(chosen, os.W_OK)):
-        _refuse(SettingsError(METRICS_DIR_VAR, f"{chosen} is not a writable directory"))
-    configure_logging(settings.log_level)
-    with _shared_metrics_dir(args.workers):
-        uvicorn.run(
-            "app.main:app",
-            host=settings.host,
-            port=settings.port,
-            workers=args.workers,
-            log_config=None,  # app.main configures JSON logging in every worker
-            access_log=False,
-            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s) + 5,
-        )
-    return 0
-
-
-METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
-
-
-@contextmanager
-def _shared_metrics_dir(workers: int) -> Iterator[None]:
-    """Several workers write their metrics to files in one directory, so `/metrics` on any
-    of them counts them all. The workers inherit the variable; values of an earlier run in a
-    directory the operator chose are wiped, or they would be counted again."""
-    chosen = os.environ.get(METRICS_DIR_VAR)
-    if chosen:
-        for stale in Path(chosen).glob("*.db"):
-            stale.unlink(missing_ok=True)
-        yield
-        return
-    if workers <= 1:
-        yield
-        return
-    path = tempfile.mkdtemp(prefix="hello-ship-metrics-")
-    os.environ[METRICS_DIR_VAR] = path
-    try:
-        yield
-    finally:
-        del os.environ[METRICS_DIR_VAR]
-        shutil.rmtree(path, ignore_errors=True)
+from cli.serve import serve_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                                                 "(env PORT, default 8080)")
     serve.add_argument("--workers", type=int, default=1,
                        help="worker processes (default 1)")
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=serve_command)
     smoke = commands.add_parser(
         "smoke",
         help="check a running service after a deploy",
@@ -172,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _hash_key(args: argparse.Namespace) -> int:
-    from app.tenants import hashed_form, new_key
+    from tenancy.identity import hashed_form, new_key
 
     key = args.key
     if key == "-":
@@ -190,14 +113,14 @@ def _hash_key(args: argparse.Namespace) -> int:
 
 
 def _smoke(args: argparse.Namespace) -> int:
-    from app.smoke import run_smoke
+    from tools.smoke import run_smoke
 
     ok = run_smoke(args.url, key=args.key, timeout_s=args.timeout, out=sys.stdout)
     return 0 if ok else 1
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from app.eval_cli import run_eval
+    from cli.eval import run_eval
 
     return run_eval(args)
 

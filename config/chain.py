@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.settings import Settings
+from config.settings import Settings
 from providers.base import Provider
 from streaming.breaker import CircuitBreaker
 from streaming.chain import ChainLink, RouteChain

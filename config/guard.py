@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from app.env import EnvReader, SettingsError
-from app.route_config import CONFIG_VAR
+from config.env import EnvReader, SettingsError
+from config.file import CONFIG_VAR
 from guard.builtin import BUILTIN
 from guard.detectors import Detector, PatternDetector
 from guard.plugins import DetectorError, load_detector

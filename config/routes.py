@@ -9,16 +9,16 @@ service with one good route of two still serves.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.env import EnvReader, SettingsError
+from config.env import EnvReader, SettingsError
+from config.file import CONFIG_VAR
 from providers.credentials import KeySource, Secret
-from providers.routes import (
+from providers.spec import (
     BASE_URL_ENV,
     DEFAULT_KEY_ENV,
     DEFAULT_MODELS,
@@ -28,30 +28,9 @@ from providers.routes import (
     parse_route,
 )
 
-CONFIG_VAR = "HELLO_SHIP_CONFIG"
 _ROUTE_KEYS = frozenset({"provider", "model", "base_url", "api_key_env", "api_key_file",
                          "max_tokens", "timeout_s", "region", "max_rpm"})
-_TOP_LEVEL_KEYS = frozenset({"routes", "tenants", "admin", "metrics", "prices", "guard"})
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
-
-
-def load_config_file(env: EnvReader) -> dict[str, Any]:
-    """The TOML file `HELLO_SHIP_CONFIG` names, or an empty config when it is unset."""
-    path = env.raw(CONFIG_VAR)
-    if path is None:
-        return {}
-    try:
-        with Path(path).open("rb") as file:
-            data = tomllib.load(file)
-    except OSError as exc:
-        raise SettingsError(CONFIG_VAR, f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(CONFIG_VAR, f"{path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
-    if unknown:
-        raise SettingsError(CONFIG_VAR, f"unknown table or key {unknown[0]!r}; "
-                                        f"this version reads: {', '.join(sorted(_TOP_LEVEL_KEYS))}")
-    return data
 
 
 def read_routes(env: EnvReader, config: Mapping[str, Any]) -> tuple[RouteSpec, ...]:

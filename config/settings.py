@@ -7,29 +7,32 @@ the variable, so a typo fails the deploy instead of the first request.
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import NoReturn
 from urllib.parse import urlsplit
 
-from app.env import EnvReader, SettingsError
-from app.guard_config import GuardSettings, read_guard
-from app.route_config import load_config_file, read_routes
-from app.tenant_config import read_prices, read_tenancy
-from app.tenants import Tenancy, is_loopback
-from app.tracing import TracingSettings, read_tracing
+from config.env import EnvReader, SettingsError
+from config.file import load_config_file
+from config.guard import GuardSettings, read_guard
+from config.routes import read_routes
+from config.tenants import read_prices, read_tenancy
+from config.tracing import read_tracing
 from providers.demo import DemoConfig
-from providers.routes import DEFAULT_MODELS, RouteSpec
+from providers.spec import DEFAULT_MODELS, RouteSpec
 from quota.prices import FREE, Price
 from streaming.chain import RetryPolicy
 from streaming.failures import ERROR_COPY
+from telemetry.spans import TracingSettings
+from tenancy.admission import StorePolicy
+from tenancy.identity import Tenancy, is_loopback
 
 DEGRADED_MESSAGE = ERROR_COPY["provider_unavailable"][0]
 
 __all__ = ["Settings", "SettingsError"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-StorePolicy = Literal["open", "closed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,20 @@ class Settings:
     def route(self) -> RouteSpec:
         """The route that answers: the first of the chain."""
         return self.routes[0]
+
+
+def load_settings_or_exit(env: Mapping[str, str]) -> Settings:
+    """Settings from `env`, or one clear line on stderr and exit status 2."""
+    try:
+        return Settings.from_env(env)
+    except SettingsError as exc:
+        exit_with(exc)
+
+
+def exit_with(exc: SettingsError) -> NoReturn:
+    """A bad setting stops start-up: one clear line on stderr, exit status 2."""
+    sys.stderr.write(f"hello-ship: {exc}\n")  # before logging exists: a plain line
+    raise SystemExit(2) from None
 
 
 def _read(env: EnvReader) -> Settings:

@@ -29,18 +29,18 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from app.env import EnvReader, SettingsError
-from app.route_config import CONFIG_VAR
-from app.tenants import ADMIN, ANONYMOUS, DIGEST_PREFIX, Identity, Tenancy, TenantPolicy
-from providers.routes import RouteSpec
+from config.env import EnvReader, SettingsError
+from config.file import CONFIG_VAR
+from providers.spec import RouteSpec
 from quota.ledger import NANO_USD_PER_USD, Limits
 from quota.prices import FREE, Price
+from tenancy.identity import ADMIN, ANONYMOUS, DIGEST_PREFIX, Identity, Tenancy, TenantPolicy
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TENANT_KEYS = frozenset({"keys", "rpm", "user_rpm", "max_streams", "daily_budget_tokens",
                           "daily_budget_usd", "max_output_tokens",
-                          "guard"})  # the guard table is read by app.guard_config
+                          "guard"})  # the guard table is read by config.guard
 _MAX_COUNT = 1_000_000_000_000
 _Count = TypeVar("_Count", bound=int | None)  # a limit with a default, or an optional one
 

@@ -23,7 +23,7 @@ from providers.errors import (
     ProviderUnavailable,
     error_for_status,
 )
-from providers.routes import RouteSpec, missing_key
+from providers.spec import RouteSpec, missing_key
 from providers.types import (
     CompletionRequest,
     Finish,

@@ -49,7 +49,7 @@ from providers.errors import (
     ProviderUnavailable,
     error_for_status,
 )
-from providers.routes import RouteSpec
+from providers.spec import RouteSpec
 from providers.types import (
     CompletionRequest,
     Finish,

@@ -27,7 +27,7 @@ from providers.errors import (
     error_for_status,
 )
 from providers.openai_client import openai_client
-from providers.routes import RouteSpec, missing_key
+from providers.spec import RouteSpec, missing_key
 from providers.types import (
     CompletionRequest,
     Finish,

@@ -1,13 +1,10 @@
-"""Route names (`provider/model`), their settings, and building a provider for one."""
+"""Route names (`provider/model`) and each route's settings, as the adapters take them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from providers.base import Provider
 from providers.credentials import KeySource
-from providers.demo import DemoConfig, DemoProvider
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -49,44 +46,7 @@ def missing_key(spec: RouteSpec) -> str:
     return f"no API key: {remedy}"
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderOptions:
-    """Per-kind settings the factories need; each kind reads only its own."""
-
-    demo: DemoConfig = DemoConfig()
-
-
-def _demo(spec: RouteSpec, options: ProviderOptions) -> Provider:
-    return DemoProvider(spec.model, options.demo, max_tokens=spec.max_tokens)
-
-
-# The vendor SDKs are imported only when a route uses them: the demo starts without them.
-def _openai(spec: RouteSpec, options: ProviderOptions) -> Provider:
-    from providers.openai_chat import OpenAIChatProvider
-
-    return OpenAIChatProvider(spec)
-
-
-def _anthropic(spec: RouteSpec, options: ProviderOptions) -> Provider:
-    from providers.anthropic_messages import AnthropicMessagesProvider
-
-    return AnthropicMessagesProvider(spec)
-
-
-def _bedrock(spec: RouteSpec, options: ProviderOptions) -> Provider:
-    from providers.bedrock_converse import BedrockConverseProvider
-
-    return BedrockConverseProvider(spec)
-
-
-_FACTORIES: dict[str, Callable[[RouteSpec, ProviderOptions], Provider]] = {
-    "demo": _demo,
-    "openai": _openai,
-    "anthropic": _anthropic,
-    "bedrock": _bedrock,
-}
-
-PROVIDER_KINDS: tuple[str, ...] = tuple(_FACTORIES)
+PROVIDER_KINDS: tuple[str, ...] = ("demo", "openai", "anthropic", "bedrock")
 DEFAULT_MODELS: dict[str, str] = {
     "demo": "hello-1",
     "openai": "gpt-4o-mini",
@@ -112,7 +72,7 @@ def parse_route(text: str, default_provider: str) -> RouteSpec:
     provider, sep, model = text.partition("/")
     if not sep:
         provider, model = default_provider, text
-    if provider not in _FACTORIES:
+    if provider not in PROVIDER_KINDS:
         raise ValueError(
             f"unknown provider {provider!r}; available: {', '.join(PROVIDER_KINDS)}"
             f" (a model id with a slash is written provider/model, e.g. openai/{text})")
@@ -120,6 +80,3 @@ def parse_route(text: str, default_provider: str) -> RouteSpec:
         raise ValueError(f"{text!r} is not a model name")
     return RouteSpec(provider, model)
 
-
-def build_provider(spec: RouteSpec, options: ProviderOptions) -> Provider:
-    return _FACTORIES[spec.provider](spec, options)

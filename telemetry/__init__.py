@@ -1,1 +1,3 @@
-"""What the service counts and times: Prometheus metrics, below every other layer."""
+"""Observability: Prometheus metrics, the JSON logger, request and trace context, and optional
+OpenTelemetry spans.
+"""

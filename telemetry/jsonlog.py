@@ -32,9 +32,9 @@ from typing import IO, Any
 
 import orjson
 
-from app import context
 from guard.builtin import BUILTIN
 from guard.scan import Scanner
+from telemetry import trace_context
 
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime", "request_id", "trace_id", "taskName",
@@ -135,7 +135,7 @@ def stamp_request_context() -> None:
 
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = factory(*args, **kwargs)
-        ctx = context.current.get()
+        ctx = trace_context.current.get()
         if ctx is not None:
             record.request_id = ctx.request_id
             record.trace_id = ctx.trace_id

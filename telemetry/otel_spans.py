@@ -1,4 +1,4 @@
-"""The OpenTelemetry side of `app.tracing`; imported only when spans are on.
+"""The OpenTelemetry side of `telemetry.tracing`; imported only when spans are on.
 
 A tracer provider of the service's own, whose id generator hands out the ids the edge already
 gave the request: a span made when the request reaches its route still carries the trace id of
@@ -25,10 +25,9 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from app.context import RequestContext
-from app.jsonlog import scrubbed
-from app.tracing import Exporter
-from streaming.record import StreamRecord
+from telemetry.jsonlog import scrubbed
+from telemetry.spans import Answer, Exporter
+from telemetry.trace_context import RequestContext
 
 SCOPE = "hello_ship"
 DEFAULT_SERVICE_NAME = "hello-ship"
@@ -68,25 +67,25 @@ class OtelChatSpan:
     def sampled(self) -> bool:
         return self._sampled
 
-    def end(self, record: StreamRecord, http_status: int) -> None:
-        usage = record.usage
+    def end(self, answer: Answer, http_status: int) -> None:
+        usage = answer.usage
         attributes: dict[str, Any] = {
             "http.response.status_code": http_status,
-            "hello_ship.outcome": record.outcome,
-            "hello_ship.model_route": record.model_route,
-            "hello_ship.fallback_tier": record.fallback_tier,
-            "hello_ship.attempts": record.attempts,
-            "hello_ship.ttft_ms": record.ttft_ms(),
-            "hello_ship.tokens_emitted": record.tokens_emitted,
-            "hello_ship.finish_reason": record.finish_reason,
-            "hello_ship.error_code": record.error_code,
-            "error.type": record.error_code,
+            "hello_ship.outcome": answer.outcome,
+            "hello_ship.model_route": answer.model_route,
+            "hello_ship.fallback_tier": answer.fallback_tier,
+            "hello_ship.attempts": answer.attempts,
+            "hello_ship.ttft_ms": answer.ttft_ms(),
+            "hello_ship.tokens_emitted": answer.tokens_emitted,
+            "hello_ship.finish_reason": answer.finish_reason,
+            "hello_ship.error_code": answer.error_code,
+            "error.type": answer.error_code,
             "gen_ai.usage.input_tokens": usage.input_tokens if usage else None,
             "gen_ai.usage.output_tokens": usage.output_tokens if usage else None,
         }
         self._span.set_attributes({k: v for k, v in attributes.items() if v is not None})
-        failed = record.outcome == "error" or http_status >= 500
-        self._finish(failed, record.error_code)
+        failed = answer.outcome == "error" or http_status >= 500
+        self._finish(failed, answer.error_code)
 
     def refused(self, http_status: int, error_code: str) -> None:
         self._span.set_attributes({
@@ -111,7 +110,7 @@ class OtelSpans:
         # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win; else not "unknown_service".
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
-        # Not set as the global provider: see `app.tracing`. Flushed by the app's lifespan,
+        # Not set as the global provider: see `telemetry.tracing`. Flushed by the app's lifespan,
         # since the server's last SIGTERM skips exit handlers.
         self._provider = TracerProvider(resource=resource, id_generator=_RequestIds(),
                                         shutdown_on_exit=False)

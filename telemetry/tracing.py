@@ -1,6 +1,6 @@
 """Optional OpenTelemetry spans: one server span for each chat request.
 
-Off by default. Then nothing of the OpenTelemetry SDK is imported (`app.otel_spans` is
+Off by default. Then nothing of the OpenTelemetry SDK is imported (`telemetry.otel_spans` is
 imported only when spans are turned on) and a request pays one check, `_source is None`.
 
 On (`OTEL_ENABLED=true`, with `pip install 'hello-ship[otel]'`), each `POST /chat` and
@@ -18,75 +18,19 @@ variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER`, `OTEL_SERVICE_N
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, Protocol
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import anyio
 
-from app import context
-from app.context import RequestContext
-from app.env import EnvReader, SettingsError
-from app.errors import ApiError
-from streaming.record import StreamRecord
+from telemetry import trace_context
+from telemetry.spans import ChatSpan, SpanSource, TracingSettings
+from telemetry.trace_context import RequestContext
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
 
-Exporter = Literal["otlp", "console", "none"]
-EXPORTERS: tuple[Exporter, ...] = ("otlp", "console", "none")
-OTLP_PROTOCOL = "http/protobuf"  # the one the `otel` extra installs an exporter for
 FLUSH_TIMEOUT_S = 5.0
-INSTALL_HINT = "pip install 'hello-ship[otel]'"
-
-
-@dataclass(frozen=True, slots=True)
-class TracingSettings:
-    enabled: bool = False
-    exporter: Exporter = "otlp"
-
-
-def read_tracing(env: EnvReader) -> TracingSettings:
-    """`OTEL_ENABLED` and the exporter; the OpenTelemetry SDK reads the rest of `OTEL_*`."""
-    enabled = env.choice("OTEL_ENABLED", "false", ("true", "false", "1", "0")) in ("true", "1")
-    # The standard switch that turns the whole SDK off wins over ours.
-    if not enabled or (env.raw("OTEL_SDK_DISABLED") or "").lower() == "true":
-        return TracingSettings()
-    exporter = env.choice("OTEL_TRACES_EXPORTER", "otlp", EXPORTERS)
-    if importlib.util.find_spec("opentelemetry.sdk") is None:
-        raise SettingsError("OTEL_ENABLED", f"needs the OpenTelemetry SDK: {INSTALL_HINT}")
-    if exporter == "otlp":
-        protocol = env.text("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-                            env.text("OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOL))
-        if protocol != OTLP_PROTOCOL:
-            raise SettingsError("OTEL_EXPORTER_OTLP_PROTOCOL",
-                                f"only {OTLP_PROTOCOL} is supported, got {protocol!r}")
-        if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
-            raise SettingsError("OTEL_TRACES_EXPORTER",
-                                f"otlp needs the OTLP exporter: {INSTALL_HINT}")
-    return TracingSettings(enabled=True, exporter=exporter)  # type: ignore[arg-type]
-
-
-class ChatSpan(Protocol):
-    """The span of one chat request, ended once with how the request went."""
-
-    @property
-    def sampled(self) -> bool: ...
-
-    def end(self, record: StreamRecord, http_status: int) -> None: ...
-
-    def refused(self, http_status: int, error_code: str) -> None: ...
-
-
-class SpanSource(Protocol):
-    def start_chat(self, ctx: RequestContext, route: str, stream: bool) -> ChatSpan: ...
-
-    def add_span_processor(self, processor: SpanProcessor) -> None: ...
-
-    def flush(self, timeout_s: float) -> None: ...
-
-    def shutdown(self) -> None: ...
-
 
 _source: SpanSource | None = None
 
@@ -98,7 +42,7 @@ def configure(settings: TracingSettings) -> None:
     if previous is not None:
         previous.shutdown()
     if settings.enabled:
-        from app import otel_spans  # here only: with spans off, OpenTelemetry stays unloaded
+        from telemetry import otel_spans  # here only: with spans off, OpenTelemetry stays unloaded
 
         _source = otel_spans.OtelSpans(settings.exporter)
 
@@ -120,18 +64,8 @@ def start_chat(ctx: RequestContext, route: str,
     span = source.start_chat(ctx, route, stream)
     if span.sampled != ctx.sampled:
         ctx = replace(ctx, sampled=span.sampled)
-        context.current.set(ctx)
+        trace_context.current.set(ctx)
     return span, ctx
-
-
-def refused(span: ChatSpan, error: BaseException) -> None:
-    """End the span of a request that never reached a provider (or broke on the way)."""
-    if isinstance(error, ApiError):
-        span.refused(error.status, error.code)
-    elif isinstance(error, Exception):
-        span.refused(500, "internal_error")
-    else:  # cancelled: the client left or the server is stopping
-        span.refused(499, "cancelled")
 
 
 async def flush() -> None:

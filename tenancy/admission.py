@@ -16,12 +16,10 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 
-from app.errors import ApiError
-from app.settings import StorePolicy
-from app.tenants import Identity, Tenancy
 from providers.tokens import count_tokens
 from providers.types import Message
 from quota.days import seconds_to_next_day, utc_day
@@ -39,8 +37,14 @@ from quota.ledger import (
 from quota.prices import Price
 from streaming.record import StreamRecord
 from telemetry.metrics import QUOTA_REFUSALS, QUOTA_STORE_ERRORS
+from tenancy.errors import LimitsUnavailable, OverLimit
+from tenancy.identity import Identity, Tenancy
 
 logger = logging.getLogger("hello_ship.limits")
+
+# What admission does while the limit store cannot be reached: let requests through unmetered,
+# or refuse them.
+StorePolicy = Literal["open", "closed"]
 
 # Per message, for the role and framing tokens vendors add around its text.
 MESSAGE_OVERHEAD_TOKENS = 16
@@ -95,7 +99,8 @@ class Gatekeeper:
     async def admit(self, identity: Identity, messages: Sequence[Message],
                     max_tokens: int) -> Pass:
         """Take the request's rate-limit slot, stream slot and worst-case budget, or refuse
-        it with a 429 (or 503 when the store is down and the policy is closed)."""
+        it: `OverLimit`, or `LimitsUnavailable` when the store is down and the policy is
+        closed."""
         limits = self.tenancy.policy(identity.tenant).limits
         now = self._clock()
         input_tokens = input_token_bound(messages)
@@ -108,9 +113,7 @@ class Gatekeeper:
             self._store_failed("admit", exc)
             if self._on_store_error == "open":
                 return Pass(None)
-            raise ApiError(503, "limits_unavailable",
-                           "Usage limits cannot be checked right now; please retry shortly.",
-                           headers={"Retry-After": str(STORE_RETRY_AFTER_S)}) from None
+            raise LimitsUnavailable(STORE_RETRY_AFTER_S) from None
         if verdict.refusal is None:
             return Pass(ask)
         QUOTA_REFUSALS.labels(verdict.refusal.value).inc()
@@ -161,33 +164,16 @@ class Gatekeeper:
                 "policy": self._on_store_error})
 
 
-def _refusal(verdict: Verdict, limits: Limits, ask: Ask, now: float) -> ApiError:
+def _refusal(verdict: Verdict, limits: Limits, ask: Ask, now: float) -> OverLimit:
     refusal = verdict.refusal
     assert refusal is not None, "only refusals are turned into errors"
     if refusal in (Refusal.TENANT_RPM, Refusal.USER_RPM):
-        who, limit = (("This API key's tenant", limits.rpm) if refusal is Refusal.TENANT_RPM
-                      else ("This API key's user", limits.user_rpm))
-        return _too_many("rate_limited", refusal,
-                         f"{who} is over its limit of {limit} requests per minute.",
-                         max(1, math.ceil(verdict.retry_after_s)), ask)
-    if refusal is Refusal.STREAMS:
-        return _too_many("too_many_streams", refusal,
-                         f"This API key's tenant already has {limits.streams} answers in "
-                         "progress; retry when one has finished.", 1, ask)
-    what = "token" if refusal is Refusal.TOKEN_BUDGET else "USD"
-    if verdict.held_by_reservations:
-        return _too_many("budget_exceeded", refusal,
-                         f"Answers in progress hold the rest of today's {what} budget; "
-                         "retry when they have finished.", HELD_BUDGET_RETRY_AFTER_S, ask)
-    return _too_many("budget_exceeded", refusal,
-                     f"Today's {what} budget does not cover this request (its input plus "
-                     f"max_tokens, up to {ask.tokens} tokens); a smaller max_tokens may fit, "
-                     "and the budget renews at 00:00 UTC.", seconds_to_next_day(now), ask)
-
-
-def _too_many(code: str, refusal: Refusal, message: str, retry_after_s: int,
-              ask: Ask) -> ApiError:
-    return ApiError(429, code, message, headers={"Retry-After": str(retry_after_s)},
-                    logged={"tenant_id": ask.tenant, "user_id": ask.user,
-                            "limit": refusal.value, "retry_after_s": retry_after_s},
-                    limit=refusal.value, retry_after_s=retry_after_s)
+        retry_after_s = max(1, math.ceil(verdict.retry_after_s))
+    elif refusal is Refusal.STREAMS:
+        retry_after_s = 1
+    elif verdict.held_by_reservations:
+        retry_after_s = HELD_BUDGET_RETRY_AFTER_S
+    else:
+        retry_after_s = seconds_to_next_day(now)
+    return OverLimit(refusal, retry_after_s, limits, ask,
+                     held_by_reservations=verdict.held_by_reservations)

@@ -13,8 +13,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from app.errors import ApiError
 from quota.ledger import Limits
+from tenancy.errors import OpenModeRefused, Unauthenticated
 
 ANONYMOUS = "anonymous"
 ADMIN = "admin"  # the identity of an admin key calling the chat endpoints
@@ -53,7 +53,7 @@ class Tenancy:
 
     def identify(self, authorization: str | None, server_host: str | None,
                  pinning: bool = False) -> Identity:
-        """The caller's identity from its `Authorization` header, or a 401.
+        """The caller's identity from its `Authorization` header, or `Unauthenticated`.
 
         `server_host` is the address the request came in on (None: a Unix socket). Start-up
         refuses open mode on a public `HOST`, but `uvicorn --host` is never seen there. An
@@ -62,16 +62,14 @@ class Tenancy:
         if self.open_mode:
             if (server_host is not None and not is_loopback(server_host)
                     and not self.open_mode_anywhere):
-                raise ApiError(503, "open_mode_refused",
-                               "This service has no API keys configured, so it only answers "
-                               "on a loopback address.")
+                raise OpenModeRefused()
             return Identity(ANONYMOUS)
         digest = _digest_of_bearer(authorization)
         identity = self.keys.get(digest) if digest is not None else None
         if identity is None:
             if pinning and digest is not None and self._admin_digest(digest):
                 return Identity(ADMIN)
-            raise _unauthorized(authorization)
+            raise Unauthenticated(key_sent=authorization is not None)
         return identity
 
     def may_pin_routes(self, identity: Identity) -> bool:
@@ -128,8 +126,3 @@ def _digest_of_bearer(authorization: str | None) -> bytes | None:
     # which tells an attacker nothing about any configured key.
     return key_digest(key)
 
-
-def _unauthorized(authorization: str | None) -> ApiError:
-    message = ("Send your API key as 'Authorization: Bearer <key>'." if authorization is None
-               else "The API key is not valid.")
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})

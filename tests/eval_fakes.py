@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def hello_ship(*args: str, env: Mapping[str, str] | None = None,
                timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The `hello-ship` command as an operator runs it, from the project root."""
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT,
                           env={**os.environ, **(env or {})})
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from app.jsonlog import JsonFormatter, stamp_request_context
+from telemetry.jsonlog import JsonFormatter, stamp_request_context
 
 
 class CapturedLogs(logging.Handler):

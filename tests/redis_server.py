@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.tools import required_tool
+from tests.programs import required_tool
 
 
 @dataclass

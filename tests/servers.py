@@ -25,7 +25,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from app.factory import create_app
-from app.settings import Settings
+from config.settings import Settings
 from providers.base import Provider
 
 # Tests not about limits send more than the default 60 requests a minute of one tenant.
@@ -148,7 +148,7 @@ def service_process(env: Mapping[str, str] | None = None,
                     args: tuple[str, ...] = ()) -> Iterator[ServiceProcess]:
     full_env = {**os.environ, **FAST_DEMO, "PORT": "0", **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", *args],
+        [sys.executable, "-m", "cli.main", "serve", *args],
         env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     service = ServiceProcess(proc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from app.tenants import hashed_form
+from tenancy.identity import hashed_form
 
 ACME_KEY = "hs_acme_0123456789abcdef"
 ALICE_KEY = "hs_acme_alice_0123456789"

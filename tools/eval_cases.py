@@ -8,7 +8,7 @@ One JSON object per line; blank lines and lines whose first non-blank characters
      "tags": ["smoke"], "max_tokens": 64, "endpoint": "chat"}
 
 Unknown keys, duplicate keys and malformed values fail the whole load with `file:line`, so a
-typo never becomes a check that silently passes. The check syntax is in app.eval_checks. A case
+typo never becomes a check that silently passes. The check syntax is in tools.eval_checks. A case
 without an `error_code` check also gets an implicit blocking `no error` check.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from app.eval_checks import (
+from tools.eval_checks import (
     NO_ERROR,
     Check,
     CheckOutcome,

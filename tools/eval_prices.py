@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from app.env import EnvReader, SettingsError
-from app.eval_wire import Usage
-from app.route_config import CONFIG_VAR, load_config_file
-from app.tenant_config import read_prices, read_tenancy
-from providers.routes import parse_route
+from config.env import EnvReader, SettingsError
+from config.file import CONFIG_VAR, load_config_file
+from config.tenants import read_prices, read_tenancy
+from providers.spec import parse_route
 from quota.ledger import NANO_USD_PER_USD
 from quota.prices import FREE, Price
+from tools.wire import Usage
 
 
 def prices_from_config(path: str) -> dict[str, Price]:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from app.eval_cases import Case, CheckOutcome, Result, case_passed
+from tools.eval_cases import Case, CheckOutcome, Result, case_passed
 
 CONFIGURED = "(configured chain)"
 SKIP_REASON = "disabled (DISABLED_ROUTES)"

@@ -3,7 +3,7 @@
 Each case is sent as a real request (with the key given, and with `X-Route` naming the route
 when routes are evaluated one by one, which takes an admin key), with at most `concurrency`
 requests at a time. The result of every (case, route) pair is checked into a row of the
-report (app.eval_report); a request that fails fails its own row, never the run.
+report (tools.eval_report); a request that fails fails its own row, never the run.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import anyio
 import httpx2
 
-from app.eval_cases import Case, Result
-from app.eval_prices import cost_usd
-from app.eval_report import CaseRun, Report
-from app.eval_wire import (
+from quota.prices import Price
+from tools.eval_cases import Case, Result
+from tools.eval_prices import cost_usd
+from tools.eval_report import CaseRun, Report
+from tools.wire import (
     Done,
     Failed,
     Frame,
@@ -31,7 +32,6 @@ from app.eval_wire import (
     read_frames,
     service_client,
 )
-from quota.prices import Price
 
 
 class EvalSetupError(Exception):

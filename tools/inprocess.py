@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from app.factory import create_app
-from app.settings import Settings
+from config.settings import Settings
 
 START_TIMEOUT_S = 15.0
 _LISTENER_ONLY = ("ALLOW_OPEN_MODE", "METRICS_PORT", "METRICS_HOST")

@@ -6,7 +6,7 @@ failure stops the run with a line saying what was wrong (and the request id to l
 
 Each step runs under the time left of the overall deadline as a whole, not per read: a server
 that trickles its body a byte at a time, or a stream kept alive by heartbeats alone, fails
-when the time is up. Answers are read by app.eval_wire, as `hello-ship eval` reads them.
+when the time is up. Answers are read by tools.wire, as `hello-ship eval` reads them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TextIO
 import anyio
 import httpx2
 
-from app.eval_wire import (
+from tools.wire import (
     Done,
     Failed,
     MalformedResponse,

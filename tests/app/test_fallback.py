@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, ThreadServer, app_server
 from tests.sse import parse_sse

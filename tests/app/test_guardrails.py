@@ -13,11 +13,11 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, ThreadServer, app_server
 from tests.sse import parse_sse
-from tests.tenancy import ACME_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
+from tests.tenant_keys import ACME_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import ANTHROPIC, OPENAI

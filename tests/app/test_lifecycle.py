@@ -7,8 +7,8 @@ import anyio
 import pytest
 from sse_starlette.sse import AppStatus
 
-from app import context
 from app.lifecycle import Lifecycle
+from telemetry import trace_context
 from tests.logcapture import captured_logs
 
 
@@ -29,11 +29,11 @@ async def test_sigterm_drains_then_stops_outside_any_request(server_handler: lis
     restore = lifecycle.install()
     with captured_logs() as logs:
         # the signal lands while a request's task runs: its context must not leak into the log
-        token = context.current.set(context.RequestContext("req_busy", None, 0.0))
+        token = trace_context.current.set(trace_context.RequestContext("req_busy", None, 0.0))
         try:
             signal.raise_signal(signal.SIGTERM)
         finally:
-            context.current.reset(token)
+            trace_context.current.reset(token)
         await anyio.sleep(0.05)
         assert lifecycle.draining and server_handler == []  # still serving during the delay
         assert lifecycle.stopping is not None and not lifecycle.stopping.is_set()

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 
 from app.factory import create_app
-from app.settings import Settings
+from config.settings import Settings
 from providers.errors import ProviderUnavailable
 from tests.fakes import Fail, ScriptedProvider, words
 from tests.servers import FAST_DEMO, thread_server
 from tests.sse import parse_sse
-from tests.tenancy import ACME_KEY, ADMIN_KEY, bearer, config_env, tenants_toml
+from tests.tenant_keys import ACME_KEY, ADMIN_KEY, bearer, config_env, tenants_toml
 
 
 def chain() -> tuple[ScriptedProvider, ScriptedProvider]:

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, app_server
 from tests.sse import parse_sse

@@ -9,14 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.env import SettingsError
-from app.guard_config import GuardSettings
-from app.settings import Settings
+from config.env import SettingsError
+from config.guard import GuardSettings
+from config.settings import Settings
 from guard.builtin import BUILTIN
 from guard.policy import GuardPolicy
 from tests.guard.plugin_detector import SlowEngine
 from tests.servers import FAST_DEMO, app_server
-from tests.tenancy import config_env, tenants_toml
+from tests.tenant_keys import config_env, tenants_toml
 
 
 def guard_from(tmp_path: Path, toml: str = "", **env: str) -> GuardSettings:

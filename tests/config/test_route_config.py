@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings, SettingsError
-from providers.routes import RouteSpec, missing_key
+from config.settings import Settings, SettingsError
+from providers.spec import RouteSpec, missing_key
 
 
 def write_config(tmp_path: Path, text: str) -> dict[str, str]:

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from app.settings import Settings, SettingsError
-from providers.routes import RouteSpec
+from config.settings import Settings, SettingsError
+from providers.spec import RouteSpec
 
 
 def test_nothing_set_runs_the_demo_on_loopback() -> None:
@@ -61,7 +61,7 @@ def test_invalid_values_name_the_variable(env: dict[str, str], variable: str,
 
 
 def test_serve_refuses_to_start_with_one_clear_line() -> None:
-    result = subprocess.run([sys.executable, "-m", "app.cli", "serve"],
+    result = subprocess.run([sys.executable, "-m", "cli.main", "serve"],
                             env={"PATH": "", "HEARTBEAT_S": "soon"},
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
@@ -80,7 +80,7 @@ def test_the_uvicorn_target_refuses_the_same_way() -> None:
 
 
 def test_serve_help_gives_an_example() -> None:
-    result = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--help"],
+    result = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--help"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert "example: hello-ship serve" in result.stdout

@@ -1,6 +1,7 @@
 import pytest
 
-from providers.routes import RouteSpec, parse_route
+from providers.registry import ProviderOptions, build_provider
+from providers.spec import PROVIDER_KINDS, RouteSpec, parse_route
 
 
 def test_bare_model_takes_the_default_provider() -> None:
@@ -21,3 +22,13 @@ def test_provider_slash_model() -> None:
 def test_bad_routes_say_why(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_route(text, "demo")
+
+
+@pytest.mark.parametrize("kind", PROVIDER_KINDS)
+async def test_every_provider_kind_a_route_may_name_has_an_adapter(kind: str) -> None:
+    provider = build_provider(RouteSpec(kind, "some-model", region="us-east-1"),
+                              ProviderOptions())
+    try:
+        assert provider.route == f"{kind}/some-model"
+    finally:
+        await provider.aclose()

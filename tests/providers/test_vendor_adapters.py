@@ -20,7 +20,8 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from providers.routes import ProviderOptions, RouteSpec, build_provider
+from providers.registry import ProviderOptions, build_provider
+from providers.spec import RouteSpec
 from providers.types import (
     CompletionRequest,
     Finish,

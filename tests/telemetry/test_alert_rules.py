@@ -16,9 +16,9 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 import telemetry.metrics as defined
-from tests.tools import required_tool
+from tests.programs import required_tool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
 RULE_TESTS = sorted((ROOT / "ops" / "prometheus").glob("*.test.yml"))
 DASHBOARD_MD = ROOT / "ops" / "grafana" / "dashboard.md"

@@ -7,8 +7,8 @@ import time
 
 import orjson
 
-from app import context
-from app.jsonlog import (
+from telemetry import trace_context
+from telemetry.jsonlog import (
     JsonFormatter,
     configure_logging,
     describe_exception,
@@ -47,14 +47,14 @@ def test_a_record_becomes_one_json_line_with_context_and_extras() -> None:
     logger = logging.getLogger("tests.jsonlog")
     logger.addHandler(handler)
     logger.propagate = False
-    token = context.current.set(context.RequestContext("req_x", "abc", 0.0))
+    token = trace_context.current.set(trace_context.RequestContext("req_x", "abc", 0.0))
     try:
         try:
             failing()
         except RuntimeError:
             logger.exception("boom", extra={"route": "demo/hello-1", "attempt": 2})
     finally:
-        context.current.reset(token)
+        trace_context.current.reset(token)
         logger.removeHandler(handler)
     (line,) = stream.getvalue().splitlines()
     record = orjson.loads(line)

@@ -22,11 +22,11 @@ import httpx
 import orjson
 import pytest
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.logcapture import CapturedLogs, captured_logs
 from tests.servers import FAST_DEMO, FAST_PACING, app_server
 from tests.sse import parse_sse
-from tests.tenancy import ACME_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
+from tests.tenant_keys import ACME_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import OPENAI

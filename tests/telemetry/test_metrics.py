@@ -23,15 +23,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.factory import create_app
-from app.settings import Settings, SettingsError
-from app.tenants import hashed_form
+from config.settings import Settings, SettingsError
 from providers.errors import ProviderUnavailable
+from tenancy.identity import hashed_form
 from tests.fakes import Fail, ScriptedProvider, Sleep
 from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, ServiceProcess, service_process, thread_server
 from tests.sse import parse_sse
-from tests.tenancy import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
-from tests.test_alert_rules import exposed_names
+from tests.tenant_keys import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
+from tests.telemetry.test_alert_rules import exposed_names
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import ANTHROPIC, OPENAI
@@ -398,7 +398,7 @@ def scrape_when_up(url: str) -> dict[Sample, float]:
 def test_serve_refuses_metrics_settings_that_cannot_work(env: dict[str, str],
                                                          message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", "0"],
+        [sys.executable, "-m", "cli.main", "serve", "--workers", "2", "--port", "0"],
         env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr

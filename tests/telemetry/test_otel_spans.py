@@ -29,9 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import tracing
-from app.context import request_context
-from app.settings import Settings, SettingsError
+from config.settings import Settings, SettingsError
+from telemetry import tracing
+from telemetry.spans import TracingSettings
+from telemetry.trace_context import request_context
 from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, ThreadServer, app_server, thread_server
 from tests.upstreams.common import Received, Script, Upstream
@@ -50,7 +51,7 @@ SPANS_ON = {"OTEL_ENABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
 def spans_off_afterwards() -> Iterator[None]:
     """Spans are process-wide: no test leaves them on for the next."""
     yield
-    tracing.configure(tracing.TracingSettings())
+    tracing.configure(TracingSettings())
 
 
 @contextmanager
@@ -230,7 +231,7 @@ def test_spans_reach_an_otlp_collector_named_by_the_standard_variable(
 
 def test_the_console_exporter_writes_one_json_line_per_span_to_stderr(
         capsys: pytest.CaptureFixture[str]) -> None:
-    tracing.configure(tracing.TracingSettings(enabled=True, exporter="console"))
+    tracing.configure(TracingSettings(enabled=True, exporter="console"))
     span, _ = tracing.start_chat(request_context("req_c", [TRACEPARENT], 0.0), "/chat", False)
     assert span is not None
     span.refused(429, "rate_limited")
@@ -246,7 +247,7 @@ def test_the_console_exporter_writes_one_json_line_per_span_to_stderr(
 SPANS_OFF_SCRIPT = """
 import sys
 import httpx
-from app.settings import Settings
+from config.settings import Settings
 from tests.servers import FAST_DEMO, app_server
 from tests.upstreams.anthropic_wire import anthropic_upstream
 from tests.upstreams.vendors import ANTHROPIC
@@ -260,7 +261,7 @@ with anthropic_upstream() as upstream:
             assert response.status_code == 200, response.text
     assert "traceparent" in upstream.last.headers
 print(sorted(name for name in sys.modules if name.startswith((
-    "app.otel_spans", "opentelemetry.sdk.trace", "opentelemetry.exporter",
+    "telemetry.otel_spans", "opentelemetry.sdk.trace", "opentelemetry.exporter",
     "opentelemetry.propagate"))))
 """
 
@@ -278,7 +279,7 @@ def test_with_spans_off_nothing_of_the_tracing_sdk_is_loaded() -> None:
 # -- configuration ---------------------------------------------------------------------------
 
 def test_spans_are_off_unless_asked_for() -> None:
-    assert Settings.from_env({}).tracing == tracing.TracingSettings(enabled=False)
+    assert Settings.from_env({}).tracing == TracingSettings(enabled=False)
     assert Settings.from_env(SPANS_ON).tracing.enabled
     # The SDK's own off switch wins.
     assert not Settings.from_env({**SPANS_ON, "OTEL_SDK_DISABLED": "true"}).tracing.enabled

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.context import parse_traceparent, request_context
-from app.settings import Settings
+from config.settings import Settings
+from telemetry.trace_context import parse_traceparent, request_context
 from tests.logcapture import CapturedLogs, captured_logs
 from tests.servers import FAST_DEMO, app_server
 from tests.upstreams.common import Received, Script, Upstream

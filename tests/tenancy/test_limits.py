@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from app.factory import create_app
-from app.settings import Settings
+from config.settings import Settings
 from providers.errors import ProviderUnavailable
 from providers.types import Usage
 from quota.ledger import Ask, QuotaStore, Spend
@@ -27,7 +27,7 @@ from quota.memory_store import MemoryStore
 from tests.fakes import Fail, ScriptedProvider, Sleep, words
 from tests.logcapture import captured_logs
 from tests.servers import FAST_PACING, ThreadServer, thread_server
-from tests.tenancy import (
+from tests.tenant_keys import (
     ACME_KEY,
     ADMIN_KEY,
     ALICE_KEY,

@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 from app.factory import create_app
-from app.settings import Settings
+from config.settings import Settings
 from providers.types import Usage
 from tests.fakes import ScriptedProvider, Sleep, words
 from tests.logcapture import captured_logs
 from tests.redis_server import RedisServer, redis_server
 from tests.servers import FAST_PACING, ThreadServer, thread_server
-from tests.tenancy import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
+from tests.tenant_keys import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
 
 BODY = {"message": "hi", "max_tokens": 100}
 WORST_CASE = 2 + 16 + 100

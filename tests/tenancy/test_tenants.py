@@ -8,15 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.cli import main
-from app.errors import ApiError
 from app.factory import create_app
-from app.settings import Settings, SettingsError
-from app.tenants import hashed_form
+from app.refusals import refusal_error
+from cli.main import main
+from config.settings import Settings, SettingsError
+from tenancy.errors import OpenModeRefused
+from tenancy.identity import hashed_form
 from tests.fakes import ScriptedProvider, words
 from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, app_server
-from tests.tenancy import (
+from tests.tenant_keys import (
     ACME_KEY,
     ADMIN_KEY,
     ALICE_KEY,
@@ -96,13 +97,14 @@ def test_open_mode_serves_loopback_as_anonymous_and_refuses_other_addresses() ->
 
 def test_open_mode_off_loopback_is_refused_per_request_too() -> None:
     """`uvicorn app.main:app --host 0.0.0.0` never shows its address to start-up."""
-    from app.tenants import Tenancy
+    from tenancy.identity import Tenancy
     tenancy = Settings.from_env({}).tenancy
     assert tenancy.identify(None, "127.0.0.1").tenant == "anonymous"
     assert tenancy.identify(None, None).tenant == "anonymous"  # a Unix socket
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(OpenModeRefused) as caught:
         tenancy.identify(None, "10.1.2.3")
-    assert (caught.value.status, caught.value.code) == (503, "open_mode_refused")
+    answer = refusal_error(caught.value)
+    assert (answer.status, answer.code) == (503, "open_mode_refused")
     allowed = Tenancy(tenancy.default_policy, open_mode_anywhere=True)
     assert allowed.identify(None, "10.1.2.3").tenant == "anonymous"
 

@@ -18,19 +18,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from app.eval_cases import load_cases
-from app.eval_checks import ErrorCodeCheck, SearchCheck
 from app.factory import create_app
-from app.settings import Settings
+from config.settings import Settings
 from providers.demo import DemoProvider
-from providers.routes import ProviderOptions, build_provider
+from providers.registry import ProviderOptions, build_provider
 from quota.prices import Price
 from tests.eval_fakes import ROOT, hello_ship
 from tests.servers import FAST_DEMO, ThreadServer, thread_server
-from tests.tenancy import ACME_KEY, ADMIN_KEY, config_env, tenants_toml
+from tests.tenant_keys import ACME_KEY, ADMIN_KEY, config_env, tenants_toml
 from tests.upstreams.common import Script
 from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import ANTHROPIC, AWS_TEST_ENV, BEDROCK, OPENAI, OPENAI_COMPATIBLE
+from tools.eval_cases import load_cases
+from tools.eval_checks import ErrorCodeCheck, SearchCheck
 
 SMOKE = ROOT / "eval" / "smoke.jsonl"
 # CI keeps this file as the smoke eval's artifact.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.eval_cases import (
+from tools.eval_cases import (
     Case,
     CaseFileError,
     CheckOutcome,

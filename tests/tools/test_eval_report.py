@@ -8,8 +8,8 @@ import io
 import orjson
 import pytest
 
-from app.eval_cases import Result, parse_case
-from app.eval_report import CaseRun, Report, answered_by, percentages
+from tools.eval_cases import Result, parse_case
+from tools.eval_report import CaseRun, Report, answered_by, percentages
 
 CASE = parse_case('{"id": "x", "input": "hi", "checks": [{"contains": "hello"}]}',
                   path="t.jsonl", line=1)

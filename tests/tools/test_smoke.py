@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from app.smoke import SMOKE_MESSAGE
 from providers.types import Finish, Usage
 from tests.eval_fakes import FakeService, good_stream, hello_ship, sse
 from tests.fakes import ScriptedProvider, Sleep, words
 from tests.servers import app_server, settings_from, thread_server
+from tools.smoke import SMOKE_MESSAGE
 
 
 def smoke(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app.cli", "smoke", url, *args],
+    return subprocess.run([sys.executable, "-m", "cli.main", "smoke", url, *args],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 
 from providers.credentials import KeySource, Secret
-from providers.routes import RouteSpec
+from providers.spec import RouteSpec
 from tests.upstreams.anthropic_wire import anthropic_upstream
 from tests.upstreams.bedrock_wire import bedrock_upstream
 from tests.upstreams.common import Upstream

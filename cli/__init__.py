@@ -1,0 +1,1 @@
+"""The `hello-ship` command line: serve, eval, smoke, hash-key."""
