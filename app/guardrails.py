@@ -27,7 +27,7 @@ from guard.scan import Scanner
 from providers.errors import ProviderError
 from providers.openai_moderation import OpenAIModeration
 from providers.types import Message
-from streaming.moderation import OutputGuard
+from streaming.output_guard import OutputGuard
 from telemetry import trace_context
 from telemetry.metrics import GUARD_HITS
 

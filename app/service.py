@@ -20,7 +20,7 @@ from providers.tokens import count_tokens
 from providers.types import CompletionRequest, Message
 from streaming.chain import RouteChain
 from streaming.fallback_budget import FallbackWatch
-from streaming.moderation import OutputStage
+from streaming.output_guard import OutputStage
 from streaming.pipeline import ChatJob
 from streaming.record import StreamRecord
 from telemetry.metrics import GUARD_HITS

@@ -34,7 +34,7 @@ from config.guard import GuardSettings
 from guard.scan import Scanner
 from providers.types import CompletionRequest, Message, ProviderEvent, TextDelta
 from streaming.frames import Frame, TokenFrame
-from streaming.moderation import OutputGuard, OutputStage
+from streaming.output_guard import OutputGuard, OutputStage
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
 

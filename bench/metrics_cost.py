@@ -31,7 +31,7 @@ from guard.scan import Scanner
 from providers.types import CompletionRequest, Message, ProviderEvent, TextDelta
 from streaming import pipeline
 from streaming.frames import Frame
-from streaming.moderation import OutputGuard, OutputStage
+from streaming.output_guard import OutputGuard, OutputStage
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
 from telemetry.metrics import INTER_TOKEN, GapTally

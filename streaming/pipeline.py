@@ -43,7 +43,7 @@ from streaming.frames import (
     TerminalFrame,
     TokenFrame,
 )
-from streaming.moderation import OutputBlocked, OutputStage
+from streaming.output_guard import OutputBlocked, OutputStage
 from streaming.record import StreamRecord
 from streaming.upstream import close_upstream
 from telemetry.metrics import ACTIVE_STREAMS, GapTally

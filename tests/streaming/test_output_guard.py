@@ -14,7 +14,7 @@ from guard.builtin import BUILTIN
 from guard.detectors import Category, PatternDetector
 from guard.policy import GuardPolicy, OutputAction
 from guard.scan import Scanner
-from streaming.moderation import OutputBlocked, OutputGuard, OutputStage, phrase_cut
+from streaming.output_guard import OutputBlocked, OutputGuard, OutputStage, phrase_cut
 
 JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkphbmUifQ."
        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")

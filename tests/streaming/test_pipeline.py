@@ -21,7 +21,7 @@ from streaming.frames import (
     MetaFrame,
     TokenFrame,
 )
-from streaming.moderation import OutputGuard, OutputStage
+from streaming.output_guard import OutputGuard, OutputStage
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
 from tests.fakes import Fail, ScriptedProvider, Sleep, Step, words
