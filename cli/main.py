@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the service",
         description="Run the service with uvicorn. Settings come from the environment "
-                    "(see README); flags override it.",
+                    "(docs/configuration.md); flags override it.",
         epilog="example: hello-ship serve --host 0.0.0.0 --port 8080 --workers 2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval",
         help="run golden cases against the service, once per route",
-        description="Send every case of CASES (JSON lines, see README) to the service and "
+        description="Send every case of CASES (JSON lines, docs/evaluating.md) to the service and "
                     "check the answers, once per route of the chain (pinned with X-Route, "
                     "which takes an admin key), or once through the chain as configured. "
                     "Without --url the service runs in-process from the environment. "

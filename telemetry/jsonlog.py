@@ -2,9 +2,9 @@
 
 Every record becomes one orjson object with `ts`, `level`, `logger`, `event` (the message),
 `pid`, `log_schema`, the `request_id` and `trace_id` of the task that logged it, and the
-record's `extra` fields. The README's "Log schema" documents every event and field of version
-`LOG_SCHEMA`: within a version fields are only added; a rename, a removal or a change of a
-field's type or meaning bumps it.
+record's `extra` fields. The "Log schema" of docs/observability.md documents every event and
+field of version `LOG_SCHEMA`: within a version fields are only added; a rename, a removal or a
+change of a field's type or meaning bumps it.
 
 Exceptions are logged as their types and stack frames only: exception messages are where
 vendors and libraries put request bodies, prompts and keys. As a last line of defence,

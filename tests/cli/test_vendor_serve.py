@@ -1,4 +1,5 @@
-"""`hello-ship serve` pointed at each vendor's protocol by environment alone, as the README says."""
+"""`hello-ship serve` pointed at each vendor's protocol by environment alone, as
+docs/providers.md says."""
 
 from __future__ import annotations
 

@@ -134,7 +134,7 @@ def test_every_alert_has_a_severity_and_a_runbook() -> None:
         assert re.search(r"\n\s+severity: (critical|warning)\n", alert), name
         for annotation in ("summary", "description"):
             assert re.search(rf"\n\s+{annotation}: \S", alert), (name, annotation)
-        assert 'runbook_url: "README.md#metrics-and-alerts"' in alert, name
+        assert 'runbook_url: "docs/observability.md#metrics-and-alerts"' in alert, name
 
 
 def test_the_slo_alerts_exist() -> None:

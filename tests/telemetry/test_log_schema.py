@@ -1,6 +1,6 @@
-"""The README's log schema, held to the lines the service writes.
+"""The documented log schema (docs/observability.md), held to the lines the service writes.
 
-The schema tables are parsed from the README, so the document and the code cannot drift: each
+The schema tables are parsed from that page, so the document and the code cannot drift: each
 line checked here must have exactly the fields its event documents, with the documented types,
 level and logger. The service runs for real in front of a wire-exact fake OpenAI server (both
 routes of the chain are models there, so one upstream plays the whole script in order), and
@@ -67,7 +67,7 @@ class Schema:
 
 
 def _section() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "observability.md").read_text()
     return text.split("## Log schema (version 1)\n", 1)[1].split("\n## ", 1)[0]
 
 
@@ -192,7 +192,7 @@ def test_the_schema_documents_every_event_the_code_logs() -> None:
                 assert name is not None, f"{path.name}: a log call without an event name"
                 logged.add(name[1])
     documented = set(SCHEMA.events) | SCHEMA.process_events
-    assert logged - documented == set(), "logged but not in the README's log schema"
+    assert logged - documented == set(), "logged but not in the documented log schema"
     assert {"request_start", "request_end", "route_attempt_failed", "route_answering",
             "fallback_used", "client_disconnected", "request_rejected"} <= set(SCHEMA.events)
 

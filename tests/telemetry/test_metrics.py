@@ -30,8 +30,8 @@ from tests.fakes import Fail, ScriptedProvider, Sleep
 from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, ServiceProcess, service_process, thread_server
 from tests.sse import parse_sse
-from tests.tenant_keys import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
 from tests.telemetry.test_alert_rules import exposed_names
+from tests.tenant_keys import ACME_KEY, ADMIN_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import ANTHROPIC, OPENAI
@@ -307,9 +307,9 @@ def scrape_registry_now() -> dict[Sample, float]:
             for sample in family.samples}
 
 
-def test_the_readme_table_lists_every_metric() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## Metrics and alerts", 1)[1].split("\n## ", 1)[0]
+def test_the_documented_table_lists_every_metric() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    section = page.split("## Metrics and alerts", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("|")[1].strip().strip("`") for line in section.splitlines()
             if line.startswith("| `hello_ship_")}
     assert rows == exposed_names()
