@@ -5,15 +5,21 @@ Text comes from `content_block_delta` text deltas; input tokens from `message_st
 `message_delta`. The system prompt goes in `system`. The raw event stream is used rather
 than the `messages.stream` helper, which builds a snapshot of the whole message and an extra
 event on every delta: the same stream costs it twice the CPU.
+
+The SDK builds the events without validating them: a field left out reads as None, one of
+another type comes through as it was sent (a `delta` that is a string, a count that is text).
+So each field read is checked here: an event of another shape is a malformed chunk, a vendor
+failure.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import anthropic
 import anyio
-from anthropic import AsyncAnthropic
+from anthropic import AsyncAnthropic, BaseModel
 from anthropic.types import MessageParam
 
 from providers.conversation import Turn, split_system
@@ -36,7 +42,10 @@ from providers.types import (
 from providers.vendor_errors import (
     body_error_field,
     describe,
+    malformed_chunk,
     probe_by_listing,
+    read_count,
+    read_optional,
     retry_after_seconds,
     transport_failure,
 )
@@ -104,30 +113,45 @@ class AnthropicMessagesProvider:
                 extra_headers=request.trace_headers(),
             )
         except Exception as exc:
-            raise vendor_error(exc) from None
+            if (error := vendor_error(exc)) is None:
+                raise  # not the vendor's doing: a bug, for the pipeline to report with its stack
+            raise error from None
         input_counts = _InputCounts()
         output_tokens = 0
         finish: FinishReason | None = None
         stopped = False
         try:
             async for event in stream:
+                # Any JSON object was built into a model; anything else came through as it was.
+                if not isinstance(event, BaseModel):
+                    raise malformed_chunk(VENDOR)
                 if event.type == "content_block_delta":
-                    if event.delta.type == "text_delta" and event.delta.text:
-                        yield TextDelta(event.delta.text)
+                    delta = _model(event.delta)
+                    if delta.type == "text_delta":
+                        text = delta.text
+                        if not isinstance(text, str):
+                            raise malformed_chunk(VENDOR)
+                        if text:
+                            yield TextDelta(text)
                 elif event.type == "message_start":
-                    input_counts.update(event.message.usage)
-                    output_tokens = event.message.usage.output_tokens
+                    usage = _model(_model(event.message).usage)
+                    input_counts.update(usage)
+                    output_tokens = _output_tokens(usage)
                 elif event.type == "message_delta":
-                    output_tokens = event.usage.output_tokens
-                    input_counts.update(event.usage)
-                    if event.delta.stop_reason is not None:
-                        finish = _FINISH.get(event.delta.stop_reason, "stop")
+                    usage = _model(event.usage)
+                    output_tokens = _output_tokens(usage)
+                    input_counts.update(usage)
+                    reason = read_optional(_model(event.delta).stop_reason, str, VENDOR)
+                    if reason is not None:
+                        finish = _FINISH.get(reason, "stop")
                 elif event.type == "message_stop":
                     stopped = True
         except ProviderError:
             raise
         except Exception as exc:
-            raise vendor_error(exc) from None
+            if (error := vendor_error(exc)) is None:
+                raise
+            raise error from None
         finally:
             with anyio.move_on_after(5, shield=True):
                 await stream.close()
@@ -154,6 +178,22 @@ def _message(turn: Turn) -> MessageParam:
     return {"role": "user", "content": turn.text}
 
 
+def _model(value: object) -> Any:
+    """A field that must be a JSON object (which the SDK builds into a model); a missing one,
+    or a string, list or number in its place, is a malformed chunk."""
+    if not isinstance(value, BaseModel):
+        raise malformed_chunk(VENDOR)
+    return value
+
+
+def _output_tokens(usage: Any) -> int:
+    """The running output count, which `message_start` and `message_delta` always carry."""
+    count = read_count(usage.output_tokens, VENDOR)
+    if count is None:
+        raise malformed_chunk(VENDOR)
+    return count
+
+
 class _InputCounts:
     """Anthropic bills cached input apart from `input_tokens`; `message_delta` may repeat any
     of the three counts (cumulative) or leave some out, so each keeps its last known value."""
@@ -161,21 +201,26 @@ class _InputCounts:
     def __init__(self) -> None:
         self.uncached = self.cache_write = self.cache_read = 0
 
-    def update(self, usage: anthropic.types.Usage | anthropic.types.MessageDeltaUsage) -> None:
-        if usage.input_tokens is not None:
-            self.uncached = usage.input_tokens
-        if usage.cache_creation_input_tokens is not None:
-            self.cache_write = usage.cache_creation_input_tokens
-        if usage.cache_read_input_tokens is not None:
-            self.cache_read = usage.cache_read_input_tokens
+    def update(self, usage: Any) -> None:
+        """From a `Usage` or `MessageDeltaUsage`, as the SDK built it, unchecked."""
+        uncached = read_count(usage.input_tokens, VENDOR)
+        if uncached is not None:
+            self.uncached = uncached
+        cache_write = read_count(usage.cache_creation_input_tokens, VENDOR)
+        if cache_write is not None:
+            self.cache_write = cache_write
+        cache_read = read_count(usage.cache_read_input_tokens, VENDOR)
+        if cache_read is not None:
+            self.cache_read = cache_read
 
     @property
     def total(self) -> int:
         return self.uncached + self.cache_write + self.cache_read
 
 
-def vendor_error(exc: BaseException) -> ProviderError:
-    """The project's error for whatever the SDK raised; never keeps the vendor's message."""
+def vendor_error(exc: BaseException) -> ProviderError | None:
+    """The project's error for a vendor failure the SDK raised, never keeping the vendor's
+    message; None for anything else (a bug here or in the SDK), which is not translated."""
     failure = transport_failure(VENDOR, exc, anthropic.APITimeoutError,
                                 anthropic.APIConnectionError)
     if failure is not None:
@@ -188,4 +233,6 @@ def vendor_error(exc: BaseException) -> ProviderError:
             return error_for_status(status, describe(VENDOR + " stream error", None, error_type))
         return error_for_status(status, describe(VENDOR, status, error_type),
                                 retry_after_seconds(exc.response.headers))
-    return ProviderError(f"{VENDOR}: {type(exc).__name__}")
+    if isinstance(exc, anthropic.APIError):  # another of the SDK's errors about the answer
+        return ProviderError(f"{VENDOR}: {type(exc).__name__}")
+    return None

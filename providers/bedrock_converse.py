@@ -5,6 +5,10 @@ closing `metadata` event. Credentials come from the normal AWS chain (environmen
 container or instance role); the endpoint from `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` when set.
 The client, and so its connection pool, is made on first use and kept for the route's life.
 
+botocore checks each event's framing, and parses its payload by the API's shapes without
+checking the values (a count may arrive as text, a field may be missing), so each field read
+is checked here: an event of another shape is a malformed chunk, a vendor failure.
+
 The request's `traceparent` is added to the HTTP request by a botocore `before-send` handler,
 registered once on the client and reading the value of the call in progress from a context
 variable. `before-send` comes after SigV4 signing, so the header is not signed: a proxy or
@@ -40,6 +44,7 @@ from botocore.exceptions import (
     SSOError,
     TokenRetrievalError,
 )
+from botocore.parsers import ResponseParserError
 
 from providers.conversation import split_system
 from providers.errors import (
@@ -59,7 +64,14 @@ from providers.types import (
     TextDelta,
     Usage,
 )
-from providers.vendor_errors import describe, retry_after_seconds, safe_code
+from providers.vendor_errors import (
+    describe,
+    malformed_chunk,
+    read_optional,
+    read_usage,
+    retry_after_seconds,
+    safe_code,
+)
 
 VENDOR = "bedrock"
 PROBE_TIMEOUT_S = 5.0
@@ -159,27 +171,29 @@ class BedrockConverseProvider:
             finally:
                 _TRACEPARENT.reset(trace_token)
         except Exception as exc:
-            raise vendor_error(exc) from None
+            if (error := vendor_error(exc)) is None:
+                raise  # not the vendor's doing: a bug, for the pipeline to report with its stack
+            raise error from None
         events = response["stream"]
         finish: FinishReason | None = None
         usage: Usage | None = None
         try:
             async for event in events:
-                delta = event.get("contentBlockDelta")
-                if delta is not None:
-                    text = delta.get("delta", {}).get("text")
+                block_delta = event.get("contentBlockDelta")
+                if block_delta is not None:
+                    text = _text(block_delta)
                     if text:
                         yield TextDelta(text)
                 elif "messageStop" in event:
-                    finish = _FINISH.get(event["messageStop"].get("stopReason", ""), "stop")
+                    finish = _FINISH.get(_stop_reason(event["messageStop"]), "stop")
                 elif "metadata" in event:
-                    counts = event["metadata"].get("usage", {})
-                    # Cached input is counted apart from inputTokens; it is input all the same.
-                    input_tokens = sum(int(counts.get(name) or 0) for name in (
-                        "inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"))
-                    usage = Usage(input_tokens, int(counts.get("outputTokens") or 0))
+                    usage = _usage(event["metadata"])
+        except ProviderError:
+            raise
         except Exception as exc:
-            raise vendor_error(exc) from None
+            if (error := vendor_error(exc)) is None:
+                raise
+            raise error from None
         finally:
             # Closes the connection itself: the only way to stop an event stream mid-answer.
             events.close()
@@ -226,10 +240,31 @@ class BedrockConverseProvider:
         self._client = None
 
 
-def vendor_error(exc: BaseException) -> ProviderError:
-    """The project's error for whatever botocore or aiohttp raised, without vendor text."""
-    if isinstance(exc, ProviderError):
-        return exc
+def _text(block_delta: object) -> str | None:
+    """The text of a `contentBlockDelta`; None for another kind of delta (a tool call's)."""
+    delta = block_delta.get("delta") if isinstance(block_delta, dict) else None
+    if not isinstance(delta, dict):
+        raise malformed_chunk(VENDOR)
+    return read_optional(delta.get("text"), str, VENDOR)
+
+
+def _stop_reason(message_stop: object) -> str:
+    reason = message_stop.get("stopReason") if isinstance(message_stop, dict) else None
+    if not isinstance(reason, str):
+        raise malformed_chunk(VENDOR)
+    return reason
+
+
+def _usage(metadata: object) -> Usage:
+    """Cached input is counted apart from `inputTokens`; it is input all the same."""
+    counts = metadata.get("usage") if isinstance(metadata, dict) else None
+    return read_usage(counts, VENDOR, ("inputTokens", "cacheReadInputTokens",
+                                       "cacheWriteInputTokens"), "outputTokens")
+
+
+def vendor_error(exc: BaseException) -> ProviderError | None:
+    """The project's error for a failure botocore or aiohttp raised, without vendor text;
+    None for anything else (a bug here or in the SDK), which is not translated."""
     if isinstance(exc, NoCredentialsError):
         return ProviderMisconfigured(f"{VENDOR}: no AWS credentials found")
     if isinstance(exc, _CREDENTIAL_ERRORS):
@@ -246,15 +281,17 @@ def vendor_error(exc: BaseException) -> ProviderError:
                                 retry_after_seconds(metadata.get("HTTPHeaders")))
     if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
         return ProviderUnavailable(f"{VENDOR}: timed out")
-    if isinstance(exc, ParserError):
+    if isinstance(exc, ParserError):  # the framing: a length or checksum that does not match
         return ProviderUnavailable(f"{VENDOR}: malformed event stream frame")
+    if isinstance(exc, ResponseParserError | UnicodeDecodeError):  # an event's payload
+        return malformed_chunk(VENDOR)
     if isinstance(exc, _NETWORK_ERRORS):
         return ProviderUnavailable(f"{VENDOR}: connection failed ({type(exc).__name__})")
     if isinstance(exc, ParamValidationError):
         return ProviderRejected(f"{VENDOR}: request refused by the SDK (ParamValidationError)")
     if isinstance(exc, BotoCoreError):  # the rest is local AWS configuration (profiles, region)
         return ProviderMisconfigured(f"{VENDOR}: AWS configuration error ({type(exc).__name__})")
-    return ProviderError(f"{VENDOR}: {type(exc).__name__}")
+    return None
 
 
 _CREDENTIAL_ERRORS = (PartialCredentialsError, CredentialRetrievalError, SSOError,

@@ -7,13 +7,13 @@ The request goes through the client's own `post` (its auth, HTTP stack, status e
 SSE decoding), asking for each chunk as the decoded JSON rather than a typed model: building
 the models costs about 285 µs a chunk, four times the rest of the path, and the relay reads
 three fields. Reading dicts also tolerates the shapes compatible servers take liberties with
-(`choices` or `delta` null, no `index`).
+(`choices` or `delta` null, no `index`). Nothing checks those dicts for us, so each field read
+is checked here: a chunk of another shape is a malformed chunk, a vendor failure.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator
 from urllib.parse import urlsplit
 
 import anyio
@@ -40,7 +40,10 @@ from providers.types import (
 from providers.vendor_errors import (
     body_error_field,
     describe,
+    malformed_chunk,
     probe_by_listing,
+    read_optional,
+    read_usage,
     retry_after_seconds,
     transport_failure,
 )
@@ -95,29 +98,37 @@ class OpenAIChatProvider:
                                          options={"headers": headers} if headers else {},
                                          stream=True, stream_cls=AsyncStream[object])
         except Exception as exc:
-            raise vendor_error(exc) from None
+            if (error := vendor_error(exc)) is None:
+                raise  # not the vendor's doing: a bug, for the pipeline to report with its stack
+            raise error from None
         finish: FinishReason | None = None
         usage: Usage | None = None
         try:
             async for chunk in response:
                 if not isinstance(chunk, dict):
-                    raise ProviderUnavailable(f"{VENDOR}: malformed stream chunk")
+                    raise malformed_chunk(VENDOR)
                 counts = chunk.get("usage")
-                if counts:
+                if counts:  # null on every chunk but the last
                     usage = _usage(counts)
-                for choice in chunk.get("choices") or ():
+                for choice in read_optional(chunk.get("choices"), list, VENDOR) or ():
+                    if not isinstance(choice, dict):
+                        raise malformed_chunk(VENDOR)
                     if choice.get("index") not in (0, None):
                         continue
-                    text = (choice.get("delta") or {}).get("content")
-                    if text and isinstance(text, str):
-                        yield TextDelta(text)
-                    reason = choice.get("finish_reason")
+                    delta = read_optional(choice.get("delta"), dict, VENDOR)
+                    if delta:
+                        text = read_optional(delta.get("content"), str, VENDOR)
+                        if text:
+                            yield TextDelta(text)
+                    reason = read_optional(choice.get("finish_reason"), str, VENDOR)
                     if reason:
                         finish = _FINISH.get(reason, "stop")
         except ProviderError:
             raise
         except Exception as exc:
-            raise vendor_error(exc) from None
+            if (error := vendor_error(exc)) is None:
+                raise
+            raise error from None
         finally:
             with anyio.move_on_after(5, shield=True):
                 await response.close()
@@ -139,13 +150,14 @@ class OpenAIChatProvider:
             await self._client.close()
 
 
-def _usage(counts: Mapping[str, Any]) -> Usage:
+def _usage(counts: object) -> Usage:
     """`prompt_tokens` already includes the cached ones, unlike Anthropic's and Bedrock's."""
-    return Usage(int(counts.get("prompt_tokens") or 0), int(counts.get("completion_tokens") or 0))
+    return read_usage(counts, VENDOR, ("prompt_tokens",), "completion_tokens")
 
 
-def vendor_error(exc: BaseException) -> ProviderError:
-    """The project's error for whatever the SDK raised; never keeps the vendor's message."""
+def vendor_error(exc: BaseException) -> ProviderError | None:
+    """The project's error for a vendor failure the SDK raised, never keeping the vendor's
+    message; None for anything else (a bug here or in the SDK), which is not translated."""
     failure = transport_failure(VENDOR, exc, openai.APITimeoutError, openai.APIConnectionError)
     if failure is not None:
         return failure
@@ -160,7 +172,7 @@ def vendor_error(exc: BaseException) -> ProviderError:
         # An error sent inside a 200 stream: the vendor failed mid-answer.
         return ProviderUnavailable(describe(VENDOR + " stream error", None,
                                             _error_code(exc.body)))
-    return ProviderError(f"{VENDOR}: {type(exc).__name__}")
+    return None
 
 
 def _error_code(body: object) -> str | None:

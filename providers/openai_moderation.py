@@ -1,8 +1,10 @@
 """Input moderation by OpenAI's moderation endpoint (`POST /v1/moderations`).
 
 One request per check, every text in its `input` list; the verdict is flagged when any
-text is. Failures are the project's `ProviderError`s, mapped as the chat adapter maps them,
-so a caller decides itself whether an unanswered check lets the input through.
+text is. The vendor's failures are the project's `ProviderError`s, mapped as the chat adapter
+maps them (an answer of a shape that cannot be read included), so a caller decides itself
+whether an unanswered check lets the input through. Anything else (a bug here or in the SDK)
+is raised as it is: no policy lets input through on it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from openai import BaseModel
+from openai.types import ModerationCreateResponse
+
 from providers.credentials import Secret
-from providers.errors import ProviderError, ProviderUnavailable
+from providers.errors import ProviderUnavailable
 from providers.openai_chat import VENDOR, vendor_error
 from providers.openai_client import openai_client
 from providers.types import trace_headers
@@ -50,13 +55,13 @@ class OpenAIModeration:
                 model=self._model, input=list(texts),
                 extra_headers=trace_headers(traceparent))
         except Exception as exc:
-            raise vendor_error(exc) from None
-        try:
-            return _verdict(response.results, len(texts))
-        except ProviderError:
-            raise
-        except Exception:
-            raise ProviderUnavailable(f"{VENDOR}: malformed moderation response") from None
+            if (error := vendor_error(exc)) is None:
+                raise  # not the vendor's doing: a bug, for the caller to report with its stack
+            raise error from None
+        # The SDK builds any JSON object into the response model, unchecked, and passes
+        # anything else through as it was sent.
+        results = response.results if isinstance(response, ModerationCreateResponse) else None
+        return _verdict(results, len(texts))
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -83,8 +88,10 @@ def _flagged_categories(result: Any) -> list[str]:
     """Wire names ("self-harm/intent") of the categories set, including ones newer than this
     SDK; none when the vendor sent them in another shape."""
     raw: Any = getattr(result, "categories", None)
-    try:
-        items = (raw.to_dict(warnings=False) if hasattr(raw, "to_dict") else dict(raw)).items()
-    except (TypeError, ValueError):
+    if isinstance(raw, BaseModel):  # what the SDK builds from a JSON object
+        items = raw.to_dict(warnings=False).items()
+    elif isinstance(raw, dict):
+        items = raw.items()
+    else:  # left out, null, a list: no names to give
         return []
     return [name for name, value in items if isinstance(name, str) and value is True]

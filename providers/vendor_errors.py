@@ -1,4 +1,13 @@
-"""Helpers the adapters share to turn a vendor's failure into a safe `ProviderError`."""
+"""Helpers the adapters share to turn a vendor's failure into a safe `ProviderError`.
+
+Only wire problems are the vendor's failures: an HTTP status, an error event inside the
+stream, a timeout, a broken connection, bytes that do not decode, and a chunk whose shape the
+adapter cannot use (which the adapter checks for, field by field, with the `read_*` helpers
+here). Anything else an adapter raises (a `TypeError` from a bug, an `AttributeError` from a
+changed SDK) is not translated: each adapter's `vendor_error` answers None for it and the
+exception goes on unchanged, for the pipeline to report as an internal error with its stack,
+with no retry and no count against the route's breaker.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +17,15 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 import anyio
 import httpx2
 
 from providers.errors import ProviderError, ProviderUnavailable
-from providers.types import RouteHealth
+from providers.types import RouteHealth, Usage
+
+T = TypeVar("T")
 
 _SAFE_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 _MAX_RETRY_AFTER_S = 3600.0
@@ -62,17 +74,52 @@ def safe_code(value: object) -> str | None:
 def transport_failure(vendor: str, exc: BaseException,
                       sdk_timeout: type[Exception],
                       sdk_connection: type[Exception]) -> ProviderError | None:
-    """Timeouts, broken connections and undecodable chunks, as the SDKs built on httpx2
-    raise them (their own classes, or the transport's, which they let through mid-stream);
-    None for anything else."""
+    """Timeouts, broken connections and undecodable bytes (not JSON, not UTF-8), as the SDKs
+    built on httpx2 raise them (their own classes, or the transport's, which they let through
+    mid-stream); None for anything else: a `ValueError`, `TypeError` or `AttributeError` is
+    no proof that the vendor's bytes were at fault."""
     if isinstance(exc, sdk_timeout | httpx2.TimeoutException):
         return ProviderUnavailable(f"{vendor}: timed out")
     if isinstance(exc, sdk_connection | httpx2.RequestError | ssl.SSLError | OSError
                   | anyio.EndOfStream):
         return ProviderUnavailable(f"{vendor}: connection failed")
-    if isinstance(exc, json.JSONDecodeError | ValueError | TypeError | AttributeError):
-        return ProviderUnavailable(f"{vendor}: malformed stream chunk")
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return malformed_chunk(vendor)
     return None
+
+
+def malformed_chunk(vendor: str) -> ProviderUnavailable:
+    """A chunk the vendor sent in a shape the adapter cannot use: a wire problem, so the
+    route chain may retry it."""
+    return ProviderUnavailable(f"{vendor}: malformed stream chunk")
+
+
+# The per-chunk checks below are one call and an isinstance or two each: they run for every
+# token (`make bench-adapters`).
+
+def read_optional(value: object, kind: type[T], vendor: str) -> T | None:
+    """A field of a vendor's chunk that is either left out (None) or of type `kind`."""
+    if value is None or isinstance(value, kind):
+        return value
+    raise malformed_chunk(vendor)
+
+
+def read_count(value: object, vendor: str) -> int | None:
+    """A token count as the vendor sent it: None when left out, else a non-negative int
+    (not a bool, a float or a numeric string, which `int()` would have let through)."""
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    raise malformed_chunk(vendor)
+
+
+def read_usage(counts: object, vendor: str, input_fields: tuple[str, ...],
+               output_field: str) -> Usage:
+    """`Usage` from a vendor's JSON object of counts: the input fields summed (cached input
+    is input all the same), a count left out as 0, any other shape a malformed chunk."""
+    if not isinstance(counts, dict):
+        raise malformed_chunk(vendor)
+    return Usage(sum(read_count(counts.get(name), vendor) or 0 for name in input_fields),
+                 read_count(counts.get(output_field), vendor) or 0)
 
 
 def body_error_field(body: object, field: str) -> str | None:
@@ -95,14 +142,18 @@ def describe(vendor: str, status: int | None, code: str | None) -> str:
 
 
 async def probe_by_listing(list_models: Awaitable[object],
-                           to_error: Callable[[BaseException], ProviderError]) -> RouteHealth:
+                           to_error: Callable[[BaseException], ProviderError | None]
+                           ) -> RouteHealth:
     """A route check that lists the vendor's models with the route's key: free, and a
     refused key shows. A 4xx still proves the vendor up (some compatible servers have no
-    model list); a 5xx, a timeout or a refused connection does not."""
+    model list); a 5xx, a timeout or a refused connection does not. What `to_error` does not
+    know as a vendor failure is raised as it is: readiness logs it with its stack."""
     try:
         await list_models
     except Exception as exc:
         error = to_error(exc)
+        if error is None:
+            raise
         if error.status_code in (401, 403):
             return RouteHealth("refused", True, f"key refused (HTTP {error.status_code})")
         if error.status_code is not None and error.status_code < 500:

@@ -131,7 +131,9 @@ class RouteChain:
                         break
                     await anyio.sleep(delay)
                     continue
-                except BaseException:  # cancelled: the client left while it was tried
+                except BaseException:
+                    # Cancelled (the client left) or a bug, not the route's doing: its breaker
+                    # counts nothing.
                     link.breaker.release(admission)
                     await close_upstream(events, link.provider.route)
                     raise

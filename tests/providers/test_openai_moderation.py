@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import httpx
@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from providers import openai_moderation
 from providers.credentials import Secret
 from providers.errors import (
     ProviderError,
@@ -204,3 +205,41 @@ async def test_an_oddly_shaped_answer_never_unflags_a_flagged_text(
         assert verdict == expected
     else:
         assert type(verdict) is expected
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param([], id="a-list"),
+    pytest.param("flagged", id="a-string"),
+    pytest.param({"id": "modr-odd", "results": {"flagged": True}}, id="results-an-object"),
+    pytest.param({"id": "modr-odd"}, id="no-results"),
+])
+async def test_an_answer_that_is_not_a_moderation_result_is_unavailable(body: object) -> None:
+    async def moderations(request: Request) -> JSONResponse:
+        return JSONResponse(body)
+
+    app = Starlette(routes=[Route("/v1/moderations", moderations, methods=["POST"])])
+    with thread_server(app) as live:
+        moderation = OpenAIModeration(api_key=Secret("sk-test"), base_url=live.url + "/v1")
+        try:
+            with pytest.raises(ProviderUnavailable,
+                               match=r"^openai: malformed moderation response$"):
+                await moderation.check([CLEAN])
+        finally:
+            await moderation.aclose()
+
+
+async def test_a_bug_in_the_backend_is_raised_as_it_is(
+        upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not an unanswered check, which a policy may let through: a bug, with its stack."""
+    def verdict(*args: object) -> NoReturn:
+        raise TypeError("a backend bug")
+
+    monkeypatch.setattr(openai_moderation, "_verdict", verdict)
+    moderation = OpenAIModeration(api_key=Secret(upstream.api_key),
+                                  base_url=upstream.url + "/v1")
+    try:
+        with pytest.raises(TypeError, match="a backend bug"):
+            await moderation.check([CLEAN])
+    finally:
+        await moderation.aclose()
+    assert len(upstream.requests) == 1  # the vendor answered; nothing went wrong there

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
+import anthropic
 import anyio
 import botocore.exceptions
+import openai
 import pytest
+from botocore.eventstream import ParserError
+from botocore.parsers import ResponseParserError
 
-from providers import bedrock_converse
+from providers import anthropic_messages, bedrock_converse, openai_chat
 from providers.base import Provider
 from providers.credentials import KeySource
 from providers.errors import (
@@ -31,7 +38,9 @@ from providers.types import (
     TextDelta,
     Usage,
 )
+from tests.upstreams import anthropic_wire, bedrock_wire, openai_wire
 from tests.upstreams.common import Script, Upstream
+from tests.upstreams.eventstream import encode_message
 from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import (
     ANTHROPIC,
@@ -426,3 +435,199 @@ async def test_bedrock_without_aws_credentials_is_reported_not_tried(
     # The route is broken, not the request: no vendor call, no vendor status.
     assert isinstance(error, ProviderMisconfigured) and error.status_code is None
     assert upstream.requests == []
+
+
+def _openai_chunk(**fields: object) -> bytes:
+    return openai_wire.chunk_frame({"id": "chatcmpl-AZfake0001", "object": "chat.completion.chunk",
+                                    "created": openai_wire.CREATED, "model": "gpt-4o-mini",
+                                    **fields})
+
+
+def _openai_choice(delta: object = None, finish_reason: object = None) -> bytes:
+    return _openai_chunk(choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                   "finish_reason": finish_reason}])
+
+
+def _openai_usage(**counts: object) -> bytes:
+    return _openai_chunk(choices=[], usage={"prompt_tokens": 17, "completion_tokens": 9,
+                                            "total_tokens": 26, **counts})
+
+
+def _anthropic_text_delta(delta: object) -> bytes:
+    return anthropic_wire.event_frame("content_block_delta", {
+        "type": "content_block_delta", "index": 0, "delta": delta})
+
+
+def _anthropic_message_delta(usage: object, stop_reason: object = None) -> bytes:
+    return anthropic_wire.event_frame("message_delta", {
+        "type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+        "usage": usage})
+
+
+def _bedrock_usage(**counts: object) -> bytes:
+    return bedrock_wire.event_frame("metadata", {
+        "usage": {"inputTokens": 17, "outputTokens": 9, "totalTokens": 26, **counts},
+        "metrics": {"latencyMs": 412}})
+
+
+# Chunks of a shape the adapter cannot use, sent after the first token, the answer then going
+# on as normal: each must end the stream as a malformed chunk, a retryable vendor failure.
+# Many were let through before the adapters checked each field they read (a count `int()`
+# accepted, a text or reason of another type, a missing field read as empty), and Bedrock's
+# undecodable payloads were a failure not worth retrying.
+WRONG_SHAPES = [
+    pytest.param(OPENAI, _openai_chunk(choices=["x"]), id="openai-choice-not-an-object"),
+    pytest.param(OPENAI, _openai_chunk(choices={"0": {"delta": {"content": "x"}}}),
+                 id="openai-choices-not-a-list"),
+    pytest.param(OPENAI, _openai_choice(delta="x"), id="openai-delta-not-an-object"),
+    pytest.param(OPENAI, _openai_choice(delta={"content": 5}), id="openai-content-a-number"),
+    pytest.param(OPENAI, _openai_choice(delta={}, finish_reason=5),
+                 id="openai-finish-reason-a-number"),
+    pytest.param(OPENAI, _openai_usage(completion_tokens="9"), id="openai-count-a-string"),
+    pytest.param(OPENAI, _openai_usage(prompt_tokens=1.5), id="openai-count-a-float"),
+    pytest.param(OPENAI, _openai_usage(prompt_tokens=-3), id="openai-count-negative"),
+    pytest.param(OPENAI, _openai_chunk(choices=[], usage="17"), id="openai-usage-a-string"),
+    pytest.param(OPENAI, openai_wire.chunk_frame(["x"]), id="openai-chunk-a-list"),
+    pytest.param(OPENAI, b'data: {"choices": [], "id": "\xff"}\n\n', id="openai-not-utf-8"),
+    pytest.param(ANTHROPIC, anthropic_wire.event_frame("content_block_delta", {
+        "type": "content_block_delta", "index": 0}), id="anthropic-delta-missing"),
+    pytest.param(ANTHROPIC, _anthropic_text_delta("x"), id="anthropic-delta-a-string"),
+    pytest.param(ANTHROPIC, _anthropic_text_delta({"type": "text_delta", "text": 5}),
+                 id="anthropic-text-a-number"),
+    pytest.param(ANTHROPIC, _anthropic_text_delta({"type": "text_delta"}),
+                 id="anthropic-text-missing"),
+    # (The SDK itself turns a numeric string or a bool into an int, as pydantic's lax mode.)
+    pytest.param(ANTHROPIC, _anthropic_message_delta({"output_tokens": "nine"}),
+                 id="anthropic-count-a-word"),
+    pytest.param(ANTHROPIC, _anthropic_message_delta({"output_tokens": 9, "input_tokens": 2.5}),
+                 id="anthropic-count-a-float"),
+    pytest.param(ANTHROPIC, _anthropic_message_delta({"input_tokens": 17}),
+                 id="anthropic-output-count-missing"),
+    pytest.param(ANTHROPIC, _anthropic_message_delta(None), id="anthropic-usage-missing"),
+    pytest.param(ANTHROPIC, _anthropic_message_delta({"output_tokens": 9}, stop_reason=5),
+                 id="anthropic-stop-reason-a-number"),
+    pytest.param(ANTHROPIC, anthropic_wire.event_frame("message_start", {
+        "type": "message_start", "message": "x"}), id="anthropic-message-a-string"),
+    pytest.param(ANTHROPIC, anthropic_wire.event_frame("content_block_delta", ["x"]),
+                 id="anthropic-event-a-list"),
+    pytest.param(ANTHROPIC, b'event: content_block_delta\ndata: {"type": "\xff"}\n\n',
+                 id="anthropic-not-utf-8"),
+    pytest.param(BEDROCK, _bedrock_usage(outputTokens="x"), id="bedrock-count-a-word"),
+    pytest.param(BEDROCK, _bedrock_usage(outputTokens="9"), id="bedrock-count-a-string"),
+    pytest.param(BEDROCK, _bedrock_usage(cacheReadInputTokens=2.5), id="bedrock-count-a-float"),
+    pytest.param(BEDROCK, bedrock_wire.event_frame("metadata", {"metrics": {"latencyMs": 1}}),
+                 id="bedrock-usage-missing"),
+    pytest.param(BEDROCK, bedrock_wire.event_frame("contentBlockDelta", {
+        "contentBlockIndex": 0, "delta": {"text": 5}}), id="bedrock-text-a-number"),
+    pytest.param(BEDROCK, bedrock_wire.event_frame("contentBlockDelta", {
+        "contentBlockIndex": 0}), id="bedrock-delta-missing"),
+    pytest.param(BEDROCK, bedrock_wire.event_frame("contentBlockDelta", {
+        "contentBlockIndex": 0, "delta": {}}), id="bedrock-delta-empty"),
+    pytest.param(BEDROCK, bedrock_wire.event_frame("messageStop", {"stopReason": 5}),
+                 id="bedrock-stop-reason-a-number"),
+    pytest.param(BEDROCK, bedrock_wire.event_frame("messageStop", {}),
+                 id="bedrock-stop-reason-missing"),
+    pytest.param(BEDROCK, encode_message({":event-type": "contentBlockDelta",
+                                          ":content-type": "application/json",
+                                          ":message-type": "event"}, b'{"delta": "\xff"}'),
+                 id="bedrock-not-utf-8"),
+]
+
+
+@pytest.mark.parametrize(("vendor", "chunk"), WRONG_SHAPES, indirect=["vendor"])
+async def test_a_wrongly_shaped_chunk_is_a_retryable_malformed_chunk(
+        vendor: Vendor, upstream: Upstream, chunk: bytes) -> None:
+    upstream.script = Script(raw_chunk=chunk, raw_after=1)
+    events, error = await play(build_provider(vendor.spec(upstream), ProviderOptions()))
+    assert type(error) is ProviderUnavailable and error.retryable
+    assert error.message == f"{vendor.provider}: malformed stream chunk"
+    # Nothing the vendor sent chained to it, for a log to print.
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+    assert texts(events) == ["Hello"]  # what came before it, and nothing after
+    assert not [event for event in events if isinstance(event, Usage | Finish)]
+
+
+def _raise_type_error(*args: object, **kwargs: object) -> NoReturn:
+    raise TypeError("an adapter bug")
+
+
+async def _raise_type_error_when_awaited(*args: object, **kwargs: object) -> NoReturn:
+    raise TypeError("an adapter bug")
+
+
+ADAPTERS: dict[str, ModuleType] = {"openai": openai_chat, "anthropic": anthropic_messages,
+                                   "bedrock": bedrock_converse}
+# Where a bug is planted: building the first text delta, or reading the closing usage.
+BUG_SITES: dict[str, dict[str, tuple[object, str]]] = {
+    "openai": {"text": (openai_chat, "TextDelta"), "usage": (openai_chat, "_usage")},
+    "anthropic": {"text": (anthropic_messages, "TextDelta"),
+                  "usage": (anthropic_messages._InputCounts, "update")},
+    "bedrock": {"text": (bedrock_converse, "TextDelta"), "usage": (bedrock_converse, "_usage")},
+}
+
+
+@pytest.mark.parametrize("site", ["text", "usage"])
+@pytest.mark.parametrize("vendor", [OPENAI, ANTHROPIC, BEDROCK], ids=lambda vendor: vendor.name,
+                         indirect=True)
+async def test_a_bug_in_an_adapter_is_raised_as_it_is_not_as_a_vendor_failure(
+        vendor: Vendor, upstream: Upstream, site: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    owner, name = BUG_SITES[vendor.name][site]
+    # raising=False: a site the old code lacked leaves the test failing, not erroring.
+    monkeypatch.setattr(owner, name, _raise_type_error, raising=False)
+    provider = build_provider(vendor.spec(upstream), ProviderOptions())
+    with pytest.raises(TypeError, match="an adapter bug") as raised:
+        await play(provider)
+    # Unchanged: the very exception, raised through the adapter's own frames.
+    assert not isinstance(raised.value, ProviderError)
+    adapter_file = ADAPTERS[vendor.name].__file__
+    assert any(str(entry.path) == adapter_file for entry in raised.traceback)
+    assert await anyio.to_thread.run_sync(upstream.wait_for_outcomes)  # the response ended
+
+
+@pytest.mark.parametrize(("module", "error"), [
+    pytest.param(openai_chat, TypeError("x"), id="openai-TypeError"),
+    pytest.param(openai_chat, AttributeError("x"), id="openai-AttributeError"),
+    pytest.param(openai_chat, ValueError("x"), id="openai-ValueError"),
+    pytest.param(openai_chat, KeyError("x"), id="openai-KeyError"),
+    pytest.param(openai_chat, RuntimeError("x"), id="openai-RuntimeError"),
+    pytest.param(anthropic_messages, TypeError("x"), id="anthropic-TypeError"),
+    pytest.param(anthropic_messages, AttributeError("x"), id="anthropic-AttributeError"),
+    pytest.param(anthropic_messages, ValueError("x"), id="anthropic-ValueError"),
+    pytest.param(bedrock_converse, TypeError("x"), id="bedrock-TypeError"),
+    pytest.param(bedrock_converse, AttributeError("x"), id="bedrock-AttributeError"),
+    pytest.param(bedrock_converse, ValueError("x"), id="bedrock-ValueError"),
+    pytest.param(bedrock_converse, KeyError("x"), id="bedrock-KeyError"),
+])
+def test_an_exception_that_is_no_wire_problem_is_not_translated(
+        module: ModuleType, error: Exception) -> None:
+    assert module.vendor_error(error) is None
+
+
+@pytest.mark.parametrize(("module", "error", "message"), [
+    pytest.param(openai_chat, json.JSONDecodeError("x", "{", 1),
+                 "openai: malformed stream chunk", id="openai-not-json"),
+    pytest.param(openai_chat, UnicodeDecodeError("utf-8", b"\xff", 0, 1, "x"),
+                 "openai: malformed stream chunk", id="openai-not-utf-8"),
+    pytest.param(anthropic_messages, json.JSONDecodeError("x", "{", 1),
+                 "anthropic: malformed stream chunk", id="anthropic-not-json"),
+    pytest.param(bedrock_converse, ParserError("checksum"),
+                 "bedrock: malformed event stream frame", id="bedrock-bad-frame"),
+    pytest.param(bedrock_converse, ResponseParserError("one member"),
+                 "bedrock: malformed stream chunk", id="bedrock-bad-payload"),
+])
+def test_bytes_that_do_not_decode_are_a_retryable_vendor_failure(
+        module: ModuleType, error: Exception, message: str) -> None:
+    mapped = module.vendor_error(error)
+    assert type(mapped) is ProviderUnavailable and mapped.message == message
+
+
+@pytest.mark.parametrize("keyed", [OPENAI, ANTHROPIC], ids=lambda vendor: vendor.name)
+async def test_a_route_check_failing_on_a_bug_raises_it_rather_than_report_the_vendor(
+        keyed: Vendor, upstream_pool: UpstreamPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readiness logs what a check raises with its stack; a vendor status would hide it."""
+    models = openai.resources.models.AsyncModels if keyed is OPENAI else (
+        anthropic.resources.models.AsyncModels)
+    monkeypatch.setattr(models, "list", _raise_type_error_when_awaited)  # a changed SDK, say
+    with pytest.raises(TypeError, match="an adapter bug"):
+        await probe(keyed.spec(upstream_pool.get(keyed)))

@@ -70,6 +70,11 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
+def event_frame(name: str, payload: Any) -> bytes:
+    """One named event holding `payload` as it is, for a test's own (wrongly shaped) event."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
 class AnthropicWire:
     media_type = "text/event-stream"
     auth_status = 401

@@ -36,6 +36,11 @@ _ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
+def event_frame(event_type: str, payload: Any) -> bytes:
+    """One event message holding `payload` as it is, for a test's own (wrongly shaped) event."""
+    return event(event_type, orjson.dumps(payload))
+
+
 def _padded(payload: dict[str, Any]) -> bytes:
     # Bedrock pads each event with a random `p` field so sizes do not leak content.
     return orjson.dumps({**payload, "p": secrets.token_hex(4)})

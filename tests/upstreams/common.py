@@ -58,6 +58,10 @@ class Script:
     stream_error: str | None = None  # that event's error type; else the vendor's usual
     end_after: int | None = None  # end the body cleanly, unfinished
     drop_before_last: bool = False  # cut the connection before the closing sequence's last frame
+    # A frame of the test's own making (a wrongly shaped chunk), sent as it is before token
+    # `raw_after` (len(tokens): before the closing sequence); the answer then goes on.
+    raw_chunk: bytes | None = None
+    raw_after: int = 0
 
 
 @dataclass
@@ -225,6 +229,8 @@ def _plan(wire: Wire, script: Script, model: str) -> Iterator[bytes]:
     if script.stall_s:
         yield _STALL
     for index in range(len(script.tokens) + 1):
+        if script.raw_chunk is not None and index == script.raw_after:
+            yield script.raw_chunk
         if index == script.drop_after:
             yield _DROP
         if index == script.malformed_after:

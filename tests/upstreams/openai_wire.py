@@ -43,6 +43,11 @@ def _data(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+def chunk_frame(payload: Any) -> bytes:
+    """One `data:` frame holding `payload` as it is, for a test's own (wrongly shaped) chunk."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
 class OpenAIWire:
     media_type = "text/event-stream"
     auth_status = 401
