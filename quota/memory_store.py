@@ -95,7 +95,8 @@ class MemoryStore:
 
     async def finish(self, ask: Ask, spent: Spend) -> None:
         """A reservation is settled once: here, or (released unbilled) by an admission that
-        found its lease lapsed. Run again for the same ticket, this does nothing."""
+        found its lease lapsed. Run again for the same ticket, or for one never admitted,
+        this changes nothing."""
         self._streams.get(ask.tenant, {}).pop(ask.ticket, None)
         if self._holds.pop(ask.ticket, None) is None:
             return

@@ -84,7 +84,8 @@ QUOTA_REFUSALS = Counter(
 )
 QUOTA_STORE_ERRORS = Counter(
     "hello_ship_quota_store_errors",
-    "Calls to the quota store (Redis) that failed, and the policy applied.",
+    "Calls to the quota store (Redis) that failed, and the policy applied; operation "
+    "admit_released counts admissions whose reply was lost, given back at once.",
     ["operation", "policy"],
 )
 DISCONNECTS = Counter(

@@ -92,6 +92,7 @@ class Gatekeeper:
         self._on_store_error = on_store_error
         self._clock = clock
         self._last_store_error_log = -math.inf
+        self._last_release_log = -math.inf
 
     def now(self) -> float:
         return self._clock()
@@ -100,7 +101,8 @@ class Gatekeeper:
                     max_tokens: int) -> Pass:
         """Take the request's rate-limit slot, stream slot and worst-case budget, or refuse
         it: `OverLimit`, or `LimitsUnavailable` when the store is down and the policy is
-        closed."""
+        closed. An admission whose answer is lost gives back at once what the store may have
+        taken for it."""
         limits = self.tenancy.policy(identity.tenant).limits
         now = self._clock()
         input_tokens = input_token_bound(messages)
@@ -111,9 +113,14 @@ class Gatekeeper:
             verdict = await self.store.admit(ask, limits, now)
         except StoreUnavailable as exc:
             self._store_failed("admit", exc)
+            await self._release_lost_admission(ask, str(exc) or type(exc).__name__)
             if self._on_store_error == "open":
                 return Pass(None)
             raise LimitsUnavailable(STORE_RETRY_AFTER_S) from None
+        except anyio.get_cancelled_exc_class():
+            # Cancelled while the store may already have taken the request's slots.
+            await self._release_lost_admission(ask, "cancelled")
+            raise
         if verdict.refusal is None:
             return Pass(ask)
         QUOTA_REFUSALS.labels(verdict.refusal.value).inc()
@@ -153,6 +160,25 @@ class Gatekeeper:
             # The slot and the reservation are given back when the request's lease lapses;
             # what it spent goes unrecorded.
             self._store_failed("settle", exc)
+
+    async def _release_lost_admission(self, ask: Ask, error: str) -> None:
+        """The admission's answer was lost (a timeout, a broken connection, a cancellation),
+        but the store may have taken its stream slot and reservation all the same: settle the
+        ticket as nothing spent, so they come back now rather than when its lease lapses.
+        Settling a ticket the store never admitted changes nothing. Best effort: if this
+        fails too, the lease gives them back."""
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(SETTLE_TIMEOUT_S):
+                await self.store.finish(ask, NOTHING_SPENT)
+        except (StoreUnavailable, TimeoutError) as exc:
+            self._store_failed("release", exc)
+            return
+        QUOTA_STORE_ERRORS.labels("admit_released", self._on_store_error).inc()
+        now = time.monotonic()
+        if now - self._last_release_log >= STORE_ERROR_LOG_EVERY_S:
+            self._last_release_log = now
+            logger.warning("limits_admission_released", extra={
+                "error": error, "policy": self._on_store_error})
 
     def _store_failed(self, operation: str, exc: Exception) -> None:
         QUOTA_STORE_ERRORS.labels(operation, self._on_store_error).inc()

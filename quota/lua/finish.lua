@@ -3,7 +3,8 @@
 -- ARGV: ticket, ask_tokens, ask_nano_usd, input_tokens, output_tokens, spent_nano_usd,
 --       ledger_ttl_s
 -- A reservation is settled once: by this, or (released unbilled) by an admission that found
--- its lease lapsed. Run again for the same ticket, this does nothing.
+-- its lease lapsed. Run again for the same ticket, or for a ticket that was never admitted
+-- (an admission whose reply was lost may or may not have run), this changes nothing.
 local held = redis.call('HDEL', KEYS[3], ARGV[1]) == 1
 redis.call('ZREM', KEYS[1], ARGV[1])
 if not held then return 0 end

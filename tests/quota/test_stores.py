@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quota.ledger import Ask, DayUsage, Limits, QuotaStore, Refusal, Spend
+from quota.ledger import NOTHING_SPENT, Ask, DayUsage, Limits, QuotaStore, Refusal, Spend
 from quota.memory_store import MemoryStore
 from quota.redis_store import RedisStore
 from tests.redis_server import RedisServer
@@ -150,6 +150,107 @@ def test_the_same_request_admitted_or_settled_twice_counts_once(
     day = run(make_store, scenario)
     assert (day.reserved_tokens, day.spent_tokens, day.spent_nano_usd, day.requests) == (
         0, 15, 7, 1)
+
+
+def test_finishing_a_ticket_never_admitted_changes_nothing(make_store: StoreFactory) -> None:
+    """An admission whose reply was lost is settled as nothing spent, whether or not it ran:
+    for a ticket the store never admitted that must free no one's slot, refund no one's
+    reservation, count no request and drive nothing negative."""
+    limits = Limits(100, None, 1, daily_tokens=1000, daily_nano_usd=10**6)
+
+    async def scenario(store: QuotaStore) -> None:
+        holder = ask(tokens=300, nano_usd=500)
+        assert (await store.admit(holder, limits, T0)).admitted
+        [before] = await store.usage("acme", [DAY])
+        stranger = ask(tokens=300, nano_usd=500)  # same tenant, day and size; never admitted
+        for spent in (NOTHING_SPENT, Spend(10, 5, 7), NOTHING_SPENT):
+            await store.finish(stranger, spent)
+        assert await store.usage("acme", [DAY]) == [before]
+        assert before == DayUsage(DAY, reserved_tokens=300, reserved_nano_usd=500)
+        # `holder` still has the one stream slot
+        assert (await store.admit(ask(), limits, T0 + 1)).refusal is Refusal.STREAMS
+        # a tenant with nothing recorded stays at nothing
+        await store.finish(ask("nobody", tokens=50, nano_usd=9), Spend(1, 1, 1))
+        assert await store.usage("nobody", [DAY]) == [DayUsage(DAY)]
+
+    run(make_store, scenario)
+
+
+def test_releasing_a_lost_admission_twice_gives_back_only_its_own(
+        make_store: StoreFactory) -> None:
+    limits = Limits(100, None, 2, daily_tokens=1000, daily_nano_usd=None)
+
+    async def scenario(store: QuotaStore) -> DayUsage:
+        lost, other = ask(tokens=300), ask(tokens=400)
+        for each in (lost, other):
+            assert (await store.admit(each, limits, T0)).admitted
+        for _ in range(2):
+            await store.finish(lost, NOTHING_SPENT)
+        # one slot came back, not two: `other` keeps its own
+        assert (await store.admit(ask(tokens=1), limits, T0 + 1)).admitted
+        assert (await store.admit(ask(tokens=1), limits, T0 + 1)).refusal is Refusal.STREAMS
+        [day] = await store.usage("acme", [DAY])
+        return day
+
+    day = run(make_store, scenario)
+    assert (day.reserved_tokens, day.spent_tokens, day.spent_nano_usd, day.requests) == (
+        401, 0, 0, 1)
+
+
+def test_a_ticket_whose_lease_already_lapsed_settles_to_nothing(
+        make_store: StoreFactory) -> None:
+    """The lease gave the reservation back unbilled; a late finish must not give it back
+    again (out of a later request's share) nor count the request."""
+    limits = Limits(100, None, 1, daily_tokens=1000, daily_nano_usd=None)
+
+    async def scenario(store: QuotaStore) -> DayUsage:
+        late = ask(tokens=600)
+        assert (await store.admit(late, limits, T0)).admitted
+        later = ask(tokens=300)
+        assert (await store.admit(later, limits, T0 + 301)).admitted  # `late`'s lease lapsed
+        await store.finish(late, Spend(100, 100, 0))
+        assert (await store.admit(ask(), limits, T0 + 302)).refusal is Refusal.STREAMS
+        [day] = await store.usage("acme", [DAY])
+        return day
+
+    day = run(make_store, scenario)
+    assert day == DayUsage(DAY, reserved_tokens=300)
+
+
+def test_the_finish_script_writes_nothing_for_a_ticket_it_does_not_hold(
+        shared_redis: RedisServer) -> None:
+    """Down to the keys: finishing an unknown ticket leaves every key of the tenant as it was
+    (no key made, no expiry moved), and a tenant with no keys gets none."""
+    import redis
+
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    limits = Limits(100, 10, 5, daily_tokens=1000, daily_nano_usd=10**6)
+
+    def snapshot() -> dict[bytes, tuple[bytes | None, int]]:
+        with redis.Redis(port=shared_redis.port) as direct:
+            # the value and the absolute expiry (PEXPIRETIME: Redis 7), in ms
+            return {key: (direct.dump(key), direct.pexpiretime(key))
+                    for key in direct.scan_iter(match=f"{prefix}:*")}
+
+    async def scenario() -> tuple[dict[bytes, tuple[bytes | None, int]], ...]:
+        store = RedisStore(shared_redis.url, prefix=prefix, timeout_s=2, lease_s=300,
+                           retention_days=35)
+        try:
+            await store.finish(ask("nobody", user="u"), Spend(1, 1, 1))
+            empty = snapshot()
+            assert (await store.admit(ask(user="alice", tokens=300, nano_usd=5), limits,
+                                      T0)).admitted
+            before = snapshot()
+            stranger = ask(user="alice", tokens=300, nano_usd=5)
+            await store.finish(stranger, NOTHING_SPENT)
+            await store.finish(stranger, Spend(10, 5, 7))
+            return empty, before, snapshot()
+        finally:
+            await store.aclose()
+
+    empty, before, after = asyncio.run(scenario())
+    assert empty == {}
+    assert len(before) == 5 and after == before
 
 
 def test_budgets_count_reservations_and_settle_to_what_was_spent(
