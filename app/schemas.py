@@ -1,7 +1,9 @@
 """Validating a chat request body into the vendor-neutral messages the pipeline takes.
 
 The tenant is never read from the body. Unknown fields are refused rather than ignored, so a
-typo such as `max_token` fails loudly instead of silently running with the default.
+typo such as `max_token` fails loudly instead of silently running with the default. The
+caller's own `system` messages are sent on, dropped here, or refused, as the tenant's policy
+says (`system_messages`, by default CALLER_SYSTEM_MESSAGES).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from app.errors import ApiError
 from providers.types import Message, Role
+from tenancy.identity import SystemMessages
 
 ROLES: tuple[Role, ...] = ("user", "assistant", "system")
 _FIELDS = frozenset({"message", "messages", "max_tokens", "feature"})
@@ -23,13 +26,17 @@ class InputLimits:
     max_input_chars: int
     max_messages: int
     max_output_tokens: int
+    # The caller's own `system` messages (the tenant's `system_messages`, by default
+    # CALLER_SYSTEM_MESSAGES): "allow" them, "drop" them here, or "refuse" the request.
+    system_messages: SystemMessages = "allow"
 
 
 @dataclass(frozen=True, slots=True)
 class ChatInput:
-    messages: tuple[Message, ...]
+    messages: tuple[Message, ...]  # without the `system` ones the tenant's policy dropped
     max_tokens: int  # already clamped to the server's limit
     feature: str
+    dropped_system_messages: int = 0  # counted for the log, never kept
 
     @property
     def input_chars(self) -> int:
@@ -48,12 +55,13 @@ def _content(value: Any, where: str) -> str:
     return value
 
 
-def _messages(payload: dict[str, Any], limits: InputLimits) -> tuple[Message, ...]:
+def _messages(payload: dict[str, Any], limits: InputLimits) -> tuple[tuple[Message, ...], int]:
+    """The messages to send on, and how many `system` ones the caller's policy dropped."""
     has_one, has_many = "message" in payload, "messages" in payload
     if has_one == has_many:
         raise _invalid("Send exactly one of 'message' (a string) or 'messages' (a list).")
     if has_one:
-        return (Message("user", _content(payload["message"], "'message'")),)
+        return (Message("user", _content(payload["message"], "'message'")),), 0
     raw = payload["messages"]
     if not isinstance(raw, list) or not raw:
         raise _invalid("'messages' must be a non-empty list.")
@@ -61,6 +69,7 @@ def _messages(payload: dict[str, Any], limits: InputLimits) -> tuple[Message, ..
         raise ApiError(413, "input_too_large",
                        f"At most {limits.max_messages} messages are accepted.")
     messages = []
+    dropped = 0
     for index, item in enumerate(raw):
         where = f"messages[{index}]"
         if not isinstance(item, dict):
@@ -70,10 +79,18 @@ def _messages(payload: dict[str, Any], limits: InputLimits) -> tuple[Message, ..
         role = item.get("role")
         if role not in ROLES:
             raise _invalid(f"{where}.role must be one of: {', '.join(ROLES)}.")
-        messages.append(Message(role, _content(item.get("content"), f"{where}.content")))
+        message = Message(role, _content(item.get("content"), f"{where}.content"))
+        if role == "system" and limits.system_messages == "refuse":
+            raise ApiError(422, "system_messages_refused",
+                           f"{where} has role 'system', which this service does not accept "
+                           f"from callers; send only 'user' and 'assistant' messages.")
+        if role == "system" and limits.system_messages == "drop":
+            dropped += 1  # gone before the guard, the limits or any vendor sees it
+            continue
+        messages.append(message)
     if not any(m.role == "user" for m in messages):
         raise _invalid("'messages' must contain at least one message with role 'user'.")
-    return tuple(messages)
+    return tuple(messages), dropped
 
 
 def _max_tokens(value: Any, limits: InputLimits) -> int:
@@ -91,11 +108,12 @@ def parse_chat(payload: dict[str, Any], limits: InputLimits) -> ChatInput:
     if unknown:  # named by count only: a field name is caller input like any other
         raise _invalid(f"{len(unknown)} unknown field(s); the accepted fields are "
                        f"{', '.join(sorted(_FIELDS))}.")
-    messages = _messages(payload, limits)
+    messages, dropped = _messages(payload, limits)
     if sum(len(m.content) for m in messages) > limits.max_input_chars:
         raise ApiError(413, "input_too_large",
                        f"The input is longer than {limits.max_input_chars} characters.")
     feature = payload.get("feature", "default")
     if not isinstance(feature, str) or not _FEATURE.fullmatch(feature):
         raise _invalid("'feature' must be 1-64 characters of letters, digits and _ . : -")
-    return ChatInput(messages, _max_tokens(payload.get("max_tokens"), limits), feature)
+    return ChatInput(messages, _max_tokens(payload.get("max_tokens"), limits), feature,
+                     dropped_system_messages=dropped)

@@ -41,11 +41,14 @@ class ChatService:
             (Message("system", settings.system_prompt),) if settings.system_prompt else ())
 
     def input_limits(self, identity: Identity) -> InputLimits:
-        """The request limits for the caller: its tenant may have its own output cap."""
+        """The request limits for the caller: its tenant may have its own output cap and its
+        own policy on the caller's `system` messages."""
+        policy = self.settings.tenancy.policy(identity.tenant)
         return InputLimits(
             max_input_chars=self.settings.max_input_chars,
             max_messages=self.settings.max_messages,
-            max_output_tokens=self.settings.tenancy.policy(identity.tenant).max_output_tokens,
+            max_output_tokens=policy.max_output_tokens,
+            system_messages=policy.system_messages,
         )
 
     def prompt(self, chat: ChatInput) -> tuple[Message, ...]:
@@ -83,6 +86,9 @@ class ChatService:
             "input_hash": self._text_hash(chat.messages),
             "input_tokens_est": sum(count_tokens(m.content) for m in messages),
             "max_tokens": chat.max_tokens,
+            # The count only, and only when there were any: their text is gone.
+            **({"system_messages_dropped": chat.dropped_system_messages}
+               if chat.dropped_system_messages else {}),
         })
         return job
 

@@ -6,10 +6,12 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from config.env import SettingsError
 from config.settings import exit_with, load_settings_or_exit
@@ -34,7 +36,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if chosen and not (os.path.isdir(chosen) and os.access(chosen, os.W_OK)):
         exit_with(SettingsError(MULTIPROC_DIR_VAR, f"{chosen} is not a writable directory"))
     configure_logging(settings.log_level)
-    with _shared_metrics_dir(args.workers):
+    with _shared_metrics_dir(args.workers), _stop_signals_exit_cleanly():
         uvicorn.run(
             "app.main:app",
             host=settings.host,
@@ -46,6 +48,34 @@ def serve_command(args: argparse.Namespace) -> int:
         )
     return 0
 
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+@contextmanager
+def _stop_signals_exit_cleanly() -> Iterator[None]:
+    """A stop signal ends the process with status 0 once uvicorn has shut down cleanly.
+
+    uvicorn's server handles SIGTERM and SIGINT itself while it runs (`app/lifecycle.py`
+    drains around that) and, after a graceful shutdown, puts back the handlers it found and
+    raises the signal again. With the default SIGTERM handler that re-raise killed the
+    process after `shutdown_complete`, and a supervisor saw status 143 for a clean stop.
+    uvicorn finds the handlers installed here instead, so the re-raised signal becomes
+    `SystemExit(0)`, which unwinds the event loop and runs the exit handlers (the last log
+    lines) as any clean exit does. A crash raises an exception and never reaches the re-raise,
+    so it still exits non-zero. Under `--workers N` the supervisor process is the one that
+    exits: it handles the signals itself and returns once its workers have stopped.
+    """
+    previous = {signum: signal.signal(signum, _exit_cleanly) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextmanager

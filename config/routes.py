@@ -2,8 +2,8 @@
 
 Keys are read here, once, from the variable or file each route names; the spec carries the
 key as a `Secret`, and everything an operator sees names only where the key came from.
-A missing key is not a start-up error: the route is reported unusable by `/ready`, so a
-service with one good route of two still serves.
+A missing key is not a start-up error, nor is a key file that cannot be read: the route is
+reported unusable by `/ready`, so a service with one good route of two still serves.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def _complete(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | No
     if spec.provider in DEFAULT_KEY_ENV:
         if key_env and key_file:
             raise SettingsError(where, "give api_key_env or api_key_file, not both")
-        credentials = (_key_from_file(key_file, where) if key_file
+        credentials = (_key_from_file(key_file) if key_file
                        else _key_from_env(env, key_env or DEFAULT_KEY_ENV[spec.provider]))
     if spec.provider == "bedrock":
         region_source = f"{where}.region"
@@ -199,14 +199,18 @@ def _key_from_env(env: EnvReader, name: str) -> KeySource:
     return KeySource(name, Secret(value) if value else None, f"set {name}")
 
 
-def _key_from_file(path: str, where: str) -> KeySource:
+def _key_from_file(path: str) -> KeySource:
+    """The key in `path`. A file that cannot be read is a missing key, as an unset variable
+    is: the route starts unusable and `/ready` names the file and why (never its content)."""
+    description = f"the file {path}"
     try:
         value = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise SettingsError(f"{where}.api_key_file", f"cannot read {path}: {reason}") from None
-    return KeySource(f"the file {path}", Secret(value) if value else None,
-                     f"{path} is empty")
+    except UnicodeDecodeError:  # before ValueError: it is one
+        return KeySource(description, None, f"cannot read {path}: not UTF-8 text")
+    except (OSError, ValueError) as exc:  # missing, a directory, no permission, a NUL in it
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
+        return KeySource(description, None, f"cannot read {path}: {reason}")
+    return KeySource(description, Secret(value) if value else None, f"{path} is empty")
 
 
 def _text(entry: Mapping[str, object], key: str, where: str) -> str | None:

@@ -8,6 +8,7 @@
     daily_budget_tokens = 200000
     daily_budget_usd = 5.0
     max_output_tokens = 512
+    system_messages = "drop"       # the caller's system messages: allow, drop or refuse
 
     [admin]
     keys = ["sha256:<hex>"]
@@ -20,26 +21,36 @@
     output = 0.60
 
 What a tenant leaves out comes from the environment (`RPM_PER_TENANT`, `RPM_PER_USER`,
-`STREAMS_PER_TENANT`, `DAILY_BUDGET_TOKENS`, `DAILY_BUDGET_USD`, `MAX_OUTPUT_TOKENS`).
+`STREAMS_PER_TENANT`, `DAILY_BUDGET_TOKENS`, `DAILY_BUDGET_USD`, `MAX_OUTPUT_TOKENS`,
+`CALLER_SYSTEM_MESSAGES`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from config.env import EnvReader, SettingsError
 from config.file import CONFIG_VAR
 from providers.spec import RouteSpec
 from quota.ledger import NANO_USD_PER_USD, Limits
 from quota.prices import FREE, Price
-from tenancy.identity import ADMIN, ANONYMOUS, DIGEST_PREFIX, Identity, Tenancy, TenantPolicy
+from tenancy.identity import (
+    ADMIN,
+    ANONYMOUS,
+    DIGEST_PREFIX,
+    SYSTEM_MESSAGE_POLICIES,
+    Identity,
+    SystemMessages,
+    Tenancy,
+    TenantPolicy,
+)
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TENANT_KEYS = frozenset({"keys", "rpm", "user_rpm", "max_streams", "daily_budget_tokens",
-                          "daily_budget_usd", "max_output_tokens",
+                          "daily_budget_usd", "max_output_tokens", "system_messages",
                           "guard"})  # the guard table is read by config.guard
 _MAX_COUNT = 1_000_000_000_000
 _Count = TypeVar("_Count", bound=int | None)  # a limit with a default, or an optional one
@@ -129,6 +140,8 @@ def _env_policy(env: EnvReader, max_output_tokens: int) -> TenantPolicy:
                 env.number("DAILY_BUDGET_USD", 0.0, float, 0.0, 1e9)),
         ),
         max_output_tokens,
+        cast(SystemMessages, env.choice("CALLER_SYSTEM_MESSAGES", "allow",
+                                        SYSTEM_MESSAGE_POLICIES)),
     )
 
 
@@ -143,6 +156,11 @@ def _tenant_policy(entry: Mapping[str, Any], default: TenantPolicy, where: str) 
     usd = entry.get("daily_budget_usd")
     if usd is not None and (type(usd) not in (int, float) or not 0 <= usd <= 1e9):
         raise SettingsError(f"{where}.daily_budget_usd", "must be a number of USD")
+    system_messages = entry.get("system_messages", default.system_messages)
+    if system_messages not in SYSTEM_MESSAGE_POLICIES:
+        raise SettingsError(f"{where}.system_messages",
+                            f"must be one of {', '.join(SYSTEM_MESSAGE_POLICIES)}, "
+                            f"got {system_messages!r}")
     return TenantPolicy(
         Limits(
             rpm=count("rpm", limits.rpm),
@@ -152,6 +170,7 @@ def _tenant_policy(entry: Mapping[str, Any], default: TenantPolicy, where: str) 
             daily_nano_usd=limits.daily_nano_usd if usd is None else _nano_usd(usd),
         ),
         count("max_output_tokens", default.max_output_tokens, 1_000_000),
+        system_messages,
     )
 
 

@@ -12,6 +12,7 @@ import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from quota.ledger import Limits
 from tenancy.errors import OpenModeRefused, Unauthenticated
@@ -19,6 +20,8 @@ from tenancy.errors import OpenModeRefused, Unauthenticated
 ANONYMOUS = "anonymous"
 ADMIN = "admin"  # the identity of an admin key calling the chat endpoints
 DIGEST_PREFIX = "sha256:"
+SystemMessages = Literal["allow", "drop", "refuse"]
+SYSTEM_MESSAGE_POLICIES: tuple[SystemMessages, ...] = ("allow", "drop", "refuse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,9 @@ class Identity:
 class TenantPolicy:
     limits: Limits
     max_output_tokens: int
+    # The caller's own `system` messages: "allow" (sent on), "drop" (removed before anything
+    # sees them) or "refuse" (the request is refused); CALLER_SYSTEM_MESSAGES by default.
+    system_messages: SystemMessages = "allow"
 
 
 @dataclass(frozen=True, slots=True)

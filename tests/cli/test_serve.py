@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
+import pytest
 
-from tests.servers import service_process
+from tests.servers import FAST_DEMO, service_process
 
 
 def test_serve_answers_health_ready_and_a_streamed_demo_answer() -> None:
@@ -79,3 +84,53 @@ def test_sigterm_drains_ready_goes_503_while_chat_still_answers() -> None:
         assert client.post(running.url + "/chat", json={"message": "still?"}).json()["answer"]
         assert running.proc.poll() is None
         assert running.proc.wait(timeout=10) in (0, -signal.SIGTERM)
+
+
+@pytest.mark.parametrize(("args", "stop"), [
+    ((), signal.SIGTERM),
+    ((), signal.SIGINT),
+    (("--workers", "2"), signal.SIGTERM),
+], ids=["sigterm", "sigint", "sigterm-two-workers"])
+def test_a_clean_shutdown_on_a_stop_signal_exits_0(args: tuple[str, ...],
+                                                   stop: signal.Signals) -> None:
+    """uvicorn re-raises the signal after its graceful shutdown; a supervisor (Kubernetes,
+    systemd, a CI job) must not see a clean stop as status 143. With workers, the
+    supervisor process is the one that exits."""
+    with service_process(args=args) as running, httpx.Client(timeout=10) as client:
+        deadline = time.monotonic() + 20
+        while len({r["pid"] for r in running.log_records()  # every worker is serving
+                   if r["event"] == "Application startup complete."}) < (2 if args else 1):
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
+        answer = client.post(running.url + "/chat", json={"message": "hello"},
+                             headers={"X-Request-ID": "before-stop"})
+        assert answer.status_code == 200
+        running.wait_for_log("request_end", request_id="before-stop")
+        running.proc.send_signal(stop)
+        status = running.proc.wait(timeout=30)
+        assert running._reader is not None
+        running._reader.join(timeout=5)  # every line the processes wrote
+        stderr = running.proc.stderr.read() if running.proc.stderr else ""
+        records = running.log_records()
+    assert status == 0, stderr
+    assert "Traceback" not in stderr
+    serving = {r["pid"] for r in records if r["event"] == "http_access"}
+    workers = {r["pid"] for r in records if r["event"] == "shutdown_complete"}
+    assert serving <= workers and len(workers) == (2 if args else 1)
+    for pid in workers:  # each server process's last line of its own
+        own = [r for r in records if r["pid"] == pid and r["logger"].startswith("hello_ship.")]
+        assert own[-1]["event"] == "shutdown_complete", own[-1]
+        assert own[-1]["signal"] == ("SIGTERM" if args else stop.name)
+
+
+def test_a_start_up_failure_still_exits_non_zero() -> None:
+    """Stop signals exit 0; a server that cannot start does not."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**os.environ, **FAST_DEMO, "PORT": "0",
+               "METRICS_PORT": str(taken.getsockname()[1])}
+        done = subprocess.run([sys.executable, "-m", "cli.main", "serve"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode not in (0, -signal.SIGTERM), done.stderr
+    assert '"metrics_port_unavailable"' in done.stdout

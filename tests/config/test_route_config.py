@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from config.settings import Settings, SettingsError
 from providers.spec import RouteSpec, missing_key
+from tests.servers import FAST_DEMO, app_server
 
 
 def write_config(tmp_path: Path, text: str) -> dict[str, str]:
@@ -120,6 +122,59 @@ def test_an_empty_key_file_says_so_in_readiness(tmp_path: Path) -> None:
     assert missing_key(route) == f"no API key: {tmp_path / 'key'} is empty"
 
 
+def _unreadable_key_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / "key"
+    if kind == "a directory":
+        path.mkdir()
+    elif kind == "not UTF-8":
+        path.write_bytes(b"sk-\xff\xfeSECRET-MARKER\n")
+    return path  # "missing": nothing there
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("missing", "No such file or directory"),
+    ("a directory", "Is a directory"),
+    ("not UTF-8", "not UTF-8 text"),
+])
+def test_a_key_file_that_cannot_be_read_is_a_missing_key_not_a_start_up_error(
+        tmp_path: Path, kind: str, reason: str) -> None:
+    path = _unreadable_key_file(tmp_path, kind)
+    env = write_config(tmp_path, f'[[routes]]\nprovider = "openai"\nmodel = "x"\n'
+                                 f'api_key_file = "{path}"\n')
+    route = Settings.from_env(env).route
+    assert route.credentials is not None and not route.credentials.present
+    assert route.credentials.description == f"the file {path}"
+    assert missing_key(route) == f"no API key: cannot read {path}: {reason}"
+    assert "SECRET-MARKER" not in missing_key(route)
+
+
+def test_a_route_whose_key_file_is_missing_starts_and_ready_names_it(tmp_path: Path) -> None:
+    """The documented promise: one bad route of two does not take the service down."""
+    path = tmp_path / "absent-key"
+    env = write_config(tmp_path, f"""
+[[routes]]
+provider = "openai"
+model = "gpt-4o-mini"
+api_key_file = "{path}"
+
+[[routes]]
+provider = "demo"
+model = "backup"
+""")
+    settings = Settings.from_env({**FAST_DEMO, **env})
+    with app_server(settings) as live, httpx.Client(timeout=10) as client:
+        ready = client.get(live.url + "/ready")
+        answer = client.post(live.url + "/chat", json={"message": "hello"})
+    assert ready.status_code == 200, ready.text  # the demo route is usable
+    first, second = ready.json()["routes"]
+    assert first["route"] == "openai/gpt-4o-mini" and first["usable"] is False
+    assert first["credentials"] == "missing"
+    assert first["problem"] == f"no API key: cannot read {path}: No such file or directory"
+    assert second["route"] == "demo/backup" and second["usable"] is True
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_route"] == "demo/backup" and answer.json()["answer"]
+
+
 @pytest.mark.parametrize(("config", "variable", "reason"), [
     ("routes = [", "HELLO_SHIP_CONFIG", "not valid TOML"),
     ("[tenant.acme]\nrpm = 5\n", "HELLO_SHIP_CONFIG", "unknown table or key 'tenant'"),
@@ -145,8 +200,9 @@ def test_an_empty_key_file_says_so_in_readiness(tmp_path: Path) -> None:
      "HELLO_SHIP_CONFIG: routes[0].timeout_s", "number of seconds"),
     ('[[routes]]\nprovider = "openai"\nmodel = "x"\nbase_url = "localhost:4000"\n',
      "HELLO_SHIP_CONFIG: routes[0].base_url", "http(s) URL"),
-    ('[[routes]]\nprovider = "openai"\nmodel = "x"\napi_key_file = "/nonexistent/key"\n',
-     "HELLO_SHIP_CONFIG: routes[0].api_key_file", "cannot read /nonexistent/key"),
+    ('[[routes]]\nprovider = "openai"\nmodel = "x"\napi_key_env = "K"\n'
+     'api_key_file = "/run/secrets/k"\n',
+     "HELLO_SHIP_CONFIG: routes[0]", "give api_key_env or api_key_file, not both"),
     ('[[routes]]\nprovider = "bedrock"\nmodel = "x"\n', "AWS_REGION", "must be set"),
     ('[[routes]]\nprovider = "demo"\nmodel = "a"\n[[routes]]\nprovider = "demo"\nmodel = "a"\n',
      "HELLO_SHIP_CONFIG", "route demo/a appears twice in the chain"),

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from config.settings import Settings, SettingsError
 from providers.spec import RouteSpec
+from tests.tenant_keys import tenants_toml
 
 
 def test_nothing_set_runs_the_demo_on_loopback() -> None:
@@ -51,6 +53,8 @@ def test_blank_values_count_as_unset() -> None:
     ({"TTFT_TIMEOUT_S": "0"}, "TTFT_TIMEOUT_S", "between"),
     ({"MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS", "between"),
     ({"LOG_HASH_KEY": "short"}, "LOG_HASH_KEY", "at least 32 characters"),
+    ({"CALLER_SYSTEM_MESSAGES": "strip"}, "CALLER_SYSTEM_MESSAGES",
+     "must be one of allow, drop, refuse, got 'strip'"),
 ])
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str,
                                           reason: str) -> None:
@@ -85,3 +89,36 @@ def test_serve_help_gives_an_example() -> None:
     assert result.returncode == 0
     assert "example: hello-ship serve" in result.stdout
     assert "--workers" in result.stdout
+
+
+def test_caller_system_messages_is_global_and_per_tenant(tmp_path: Path) -> None:
+    assert Settings.from_env({}).tenancy.default_policy.system_messages == "allow"
+    path = tmp_path / "hello-ship.toml"
+    path.write_text(tenants_toml(acme={"system_messages": "refuse"}))
+    settings = Settings.from_env({"HELLO_SHIP_CONFIG": str(path),
+                                  "CALLER_SYSTEM_MESSAGES": "drop"})
+    assert settings.tenancy.policy("acme").system_messages == "refuse"
+    assert settings.tenancy.policy("globex").system_messages == "drop"  # the global one
+    assert settings.tenancy.default_policy.system_messages == "drop"
+
+
+@pytest.mark.parametrize("value", ['"strip"', "true", '"Drop"'])
+def test_a_bad_tenant_system_messages_stops_start_up_naming_the_key(
+        tmp_path: Path, value: str) -> None:
+    path = tmp_path / "hello-ship.toml"
+    path.write_text(tenants_toml().replace("[tenants.acme]\n",
+                                           f"[tenants.acme]\nsystem_messages = {value}\n"))
+    with pytest.raises(SettingsError, match="must be one of allow, drop, refuse") as caught:
+        Settings.from_env({"HELLO_SHIP_CONFIG": str(path)})
+    assert caught.value.variable == "HELLO_SHIP_CONFIG: tenants.acme.system_messages"
+    assert "\n" not in str(caught.value)  # one line
+
+
+def test_serve_refuses_a_bad_caller_system_messages_with_one_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "cli.main", "serve"],
+                            env={"PATH": "", "CALLER_SYSTEM_MESSAGES": "strip"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "hello-ship: invalid configuration: CALLER_SYSTEM_MESSAGES: must be one of allow, "
+        "drop, refuse, got 'strip'"]
