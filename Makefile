@@ -22,7 +22,7 @@ $(VENV)/.test: $(VENV)/.runtime
 serve: $(VENV)/.runtime
 	$(BIN)/hello-ship serve
 
-# Tools the tests run for real (redis-server, promtool), installed when missing.
+# Tools the tests run for real (redis-server, nginx, promtool), installed when missing.
 test-tools:
 	./scripts/install-test-tools
 

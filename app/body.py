@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
@@ -22,7 +23,10 @@ def _check_content_type(value: str | None) -> None:
                        "Content-Type must be application/json (UTF-8).")
 
 
-async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+async def read_json_object(request: Request, max_bytes: int,
+                           timeout_s: float) -> dict[str, Any]:
+    """The body as a JSON object, read within `max_bytes` and `timeout_s` (BODY_TIMEOUT_S: a
+    client trickling its body a byte at a time holds a connection no longer than that)."""
     _check_content_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -30,12 +34,16 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
                        f"The request body is larger than {max_bytes} bytes.", headers=_CLOSE)
     body = bytearray()
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_bytes:
-                raise ApiError(413, "body_too_large",
-                               f"The request body is larger than {max_bytes} bytes.",
-                               headers=_CLOSE)
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ApiError(413, "body_too_large",
+                                   f"The request body is larger than {max_bytes} bytes.",
+                                   headers=_CLOSE)
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"The request body did not arrive within "
+                                            f"{timeout_s:g} seconds.", headers=_CLOSE) from None
     except ClientDisconnect:
         # Nobody will read this answer; it gives the access log a status (nginx's 499).
         raise ApiError(499, "client_closed_request",

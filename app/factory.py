@@ -140,7 +140,7 @@ def create_app(settings: Settings,
     app.state.lifecycle = lifecycle
     app.state.checks = checks
     app.state.gate = gate
-    return EdgeMiddleware(app)
+    return EdgeMiddleware(app, settings.trusted_proxies)
 
 
 def _log_access_mode(settings: Settings) -> None:

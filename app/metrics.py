@@ -1,8 +1,9 @@
 """`GET /metrics` on the service port, so the numbers are not public by accident.
 
-The endpoint takes an admin key or a scrape-only `[metrics]` key when keys are configured
-(in open mode, loopback only, it is open like everything else). With `METRICS_PORT` set the
-numbers move to their own listener (telemetry.metrics_port) and this endpoint answers 404.
+The endpoint takes an admin key or a scrape-only `[metrics]` key when keys are configured (in
+open mode it is open like everything else, to local callers only: app.callers). With
+`METRICS_PORT` set the numbers move to their own listener (telemetry.metrics_port) and this
+endpoint answers 404.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.callers import authorization
 from app.errors import ApiError
+from app.routes import identify
 from config.settings import Settings
 from telemetry import exposition
 from tenancy.identity import Tenancy
@@ -23,7 +26,9 @@ async def metrics(request: Request) -> Response:
         raise ApiError(404, "not_found", "Metrics are served on the metrics port "
                                          "(METRICS_PORT), not here.")
     tenancy: Tenancy = settings.tenancy
-    if not tenancy.open_mode and not tenancy.may_scrape(request.headers.get("authorization")):
+    if tenancy.open_mode:
+        identify(request)  # the same rule as chat: local callers only
+    elif not tenancy.may_scrape(authorization(request.scope)):
         raise ApiError(401, "unauthorized", "Scraping takes an admin key or a [metrics] key "
                                             "as 'Authorization: Bearer <key>'.",
                        headers={"WWW-Authenticate": "Bearer"})

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.callers import client_address
 from app.errors import INTERNAL_ERROR, error_response
+from config.connections import IPNetwork
 from telemetry import trace_context
 
 access_logger = logging.getLogger("hello_ship.access")
@@ -21,8 +24,9 @@ logger = logging.getLogger("hello_ship.edge")
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: Sequence[IPNetwork] = ()) -> None:
         self.app = app
+        self.trusted_proxies = tuple(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,5 +62,6 @@ class EdgeMiddleware:
                 "path": scope["path"] if "endpoint" in scope else "<unmatched>",
                 "status": status,
                 "duration_ms": round((time.monotonic() - ctx.started_at) * 1000, 1),
+                "client_ip": client_address(scope, self.trusted_proxies),
             })
             trace_context.current.reset(token)

@@ -20,7 +20,7 @@ def refusal_error(refusal: TenancyRefusal) -> ApiError:
         return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
     if isinstance(refusal, OpenModeRefused):
         return ApiError(503, "open_mode_refused", "This service has no API keys configured, "
-                                                  "so it only answers on a loopback address.")
+                                                  "so it only answers callers on this host.")
     if isinstance(refusal, LimitsUnavailable):
         return ApiError(503, "limits_unavailable",
                         "Usage limits cannot be checked right now; please retry shortly.",

@@ -18,6 +18,7 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
+from app.connections import ABORT
 from app.errors import ApiError, JSONResponse, error_response
 from config.settings import Settings
 from streaming.collect import CollectedAnswer, collect_answer
@@ -137,10 +138,14 @@ class StreamResponse(_PipelineResponse):
                 await response(scope, receive, send)
         except SendTimeoutError:
             # The client stopped reading for SEND_TIMEOUT_S: the pipeline and the provider
-            # call are already cancelled; returning lets the server drop the connection.
+            # call are already cancelled. The connection is dropped as for a client gone
+            # (under plain uvicorn, by returning: it logs an error, and drops it).
             if job.record.outcome != "client_disconnected":  # one line per client gone
                 _log_client_gone(job.record, "/chat/stream", "stalled")
             job.record.outcome = "client_stalled"
+            drop = scope.get("extensions", {}).get(ABORT, {}).get("drop")
+            if drop is not None:
+                drop()
         except BaseException:
             if job.record.outcome == "pending":
                 job.record.outcome = "cancelled"

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from app.body import read_json_object
+from app.callers import authorization, is_local
 from app.errors import ApiError, JSONResponse
 from app.guardrails import Guardrails
 from app.lifecycle import Lifecycle
@@ -43,12 +44,11 @@ async def ready(request: Request) -> Response:
 
 
 def identify(request: Request) -> Identity:
-    """Who sent the request, from its key; 401 (or 503 in open mode off loopback) if nobody."""
+    """Who sent the request, from its key; 401 (or 503 in open mode for a caller not on this
+    host) if nobody."""
     gate: Gatekeeper = request.app.state.gate
-    server = request.scope.get("server")
     try:
-        return gate.tenancy.identify(request.headers.get("authorization"),
-                                     server[0] if server and server[1] is not None else None,
+        return gate.tenancy.identify(authorization(request.scope), is_local(request.scope),
                                      pinning="x-route" in request.headers)
     except TenancyRefusal as refusal:
         raise refusal_error(refusal) from None
@@ -83,7 +83,9 @@ async def _open(request: Request, ctx: trace_context.RequestContext, span: ChatS
     guardrails: Guardrails = request.app.state.guardrails
     identity = identify(request)
     chain = _chain_for(request, service, gate, identity)
-    payload = await read_json_object(request, service.settings.max_body_bytes)
+    settings = service.settings
+    payload = await read_json_object(request, settings.max_body_bytes,
+                                     settings.connections.body_timeout_s)
     chat = parse_chat(payload, service.input_limits(identity))
     try:
         admitted = await gate.admit(identity, service.prompt(chat), chat.max_tokens)

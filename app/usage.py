@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.callers import authorization
 from app.errors import ApiError, JSONResponse
 from app.routes import identify
 from quota.days import recent_days
@@ -28,7 +29,7 @@ async def own_usage(request: Request) -> Response:
 
 async def tenant_usage(request: Request) -> Response:
     gate: Gatekeeper = request.app.state.gate
-    if not gate.tenancy.is_admin(request.headers.get("authorization")):
+    if not gate.tenancy.is_admin(authorization(request.scope)):
         raise ApiError(401, "unauthorized", "This read-out needs an admin key.",
                        headers={"WWW-Authenticate": "Bearer"})
     tenant = request.path_params["tenant"]

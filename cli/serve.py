@@ -44,6 +44,10 @@ def serve_command(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_config=None,  # app.main configures JSON logging in every worker
             access_log=False,
+            # Bounded connections (app/connections.py); forwarding headers are read by the
+            # app itself (app/callers.py, TRUSTED_PROXIES), never by the server.
+            http="app.connections:EdgeProtocol",
+            proxy_headers=False,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s) + 5,
         )
     return 0

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field, replace
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+from config.connections import (
+    ConnectionLimits,
+    IPNetwork,
+    read_connection_limits,
+    read_trusted_proxies,
+)
 from config.env import EnvReader, SettingsError
 from config.file import load_config_file
 from config.guard import GuardSettings, read_guard
@@ -85,6 +91,8 @@ class Settings:
     tracing: TracingSettings = TracingSettings()
     metrics_port: int | None = None  # /metrics on its own listener instead of PORT
     metrics_host: str = "127.0.0.1"
+    connections: ConnectionLimits = ConnectionLimits()
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -183,6 +191,8 @@ def _read(env: EnvReader) -> Settings:
         tracing=read_tracing(env),
         metrics_port=_metrics_port(env, port),
         metrics_host=env.text("METRICS_HOST", "127.0.0.1"),
+        connections=read_connection_limits(env),
+        trusted_proxies=read_trusted_proxies(env),
     )
 
 

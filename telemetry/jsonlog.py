@@ -64,10 +64,10 @@ def describe_exception(error: BaseException) -> str:
 # The version of the log schema every line is written in (see the module docstring).
 LOG_SCHEMA = 1
 
-# Fields the service itself fills with times, names and digests: nothing to scrub there.
-# (`request_id` is scrubbed: a client may send its own.)
+# Fields the service itself fills with times, names, digests and addresses it checked to be
+# IP addresses: nothing to scrub there. (`request_id` is scrubbed: a client may send its own.)
 _OWN_FIELDS = frozenset({"ts", "level", "logger", "pid", "log_schema", "trace_id",
-                         "input_hash"})
+                         "input_hash", "client_ip"})
 _LOG_SCRUBBER = Scanner(list(BUILTIN.values()))
 
 

@@ -94,6 +94,12 @@ DISCONNECTS = Counter(
     "(before_first_token, after_first_token).",
     ["endpoint", "phase"],
 )
+CONNECTIONS_REFUSED = Counter(
+    "hello_ship_connections_refused",
+    "Connections closed before a request reached the service, by reason (header_too_large, "
+    "header_timeout, idle, max_connections).",
+    ["reason"],
+)
 STREAM_ERRORS = Counter(
     "hello_ship_stream_errors",
     "Answers that failed after their first token reached the client.",

@@ -57,17 +57,16 @@ class Tenancy:
     def policy(self, tenant: str) -> TenantPolicy:
         return self.policies.get(tenant, self.default_policy)
 
-    def identify(self, authorization: str | None, server_host: str | None,
+    def identify(self, authorization: str | None, local: bool,
                  pinning: bool = False) -> Identity:
         """The caller's identity from its `Authorization` header, or `Unauthenticated`.
 
-        `server_host` is the address the request came in on (None: a Unix socket). Start-up
-        refuses open mode on a public `HOST`, but `uvicorn --host` is never seen there. An
-        admin key is no tenant's: it may only chat `pinning` a route, to evaluate it.
+        `local`: the caller is on this host (not merely its connection: a proxy on the same
+        host forwards anyone's). Open mode serves nobody else unless ALLOW_OPEN_MODE says so.
+        An admin key is no tenant's: it may only chat `pinning` a route, to evaluate it.
         """
         if self.open_mode:
-            if (server_host is not None and not is_loopback(server_host)
-                    and not self.open_mode_anywhere):
+            if not local and not self.open_mode_anywhere:
                 raise OpenModeRefused()
             return Identity(ANONYMOUS)
         digest = _digest_of_bearer(authorization)

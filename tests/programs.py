@@ -1,4 +1,4 @@
-"""Programs the tests run for real (redis-server, promtool), installed by `make test`."""
+"""Programs the tests run for real (redis-server, nginx, promtool), installed by `make test`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 def required_tool(name: str) -> str:
     """The program's path. Missing, its tests skip on a developer's machine and fail under
     CI=true, where a skip would hide that they never ran."""
-    binary = shutil.which(name)
+    # Debian puts daemons in /usr/sbin, which is not on every user's PATH.
+    binary = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if binary is None:
         reason = f"{name} is not installed (make test installs it)"
         if os.environ.get("CI") == "true":

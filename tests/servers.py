@@ -24,7 +24,9 @@ import orjson
 import uvicorn
 from starlette.types import ASGIApp
 
+from app.connections import EdgeProtocol
 from app.factory import create_app
+from config.connections import ConnectionLimits
 from config.settings import Settings
 from providers.base import Provider
 
@@ -57,12 +59,14 @@ class ThreadServer:
 
 
 @contextmanager
-def thread_server(app: ASGIApp) -> Iterator[ThreadServer]:
+def thread_server(app: ASGIApp, limits: ConnectionLimits | None = None) -> Iterator[ThreadServer]:
+    """`limits`: serve with the service's own connection protocol, as `hello-ship serve`."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    protocol = {"http": EdgeProtocol.with_limits(limits)} if limits is not None else {}
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=2)
+                            timeout_graceful_shutdown=2, proxy_headers=False, **protocol)
     server = uvicorn.Server(config)
     live = ThreadServer(server, f"http://127.0.0.1:{port}", threading.Thread())
 
@@ -90,7 +94,8 @@ def thread_server(app: ASGIApp) -> Iterator[ThreadServer]:
 @contextmanager
 def app_server(settings: Settings | None = None,
                provider: Provider | None = None) -> Iterator[ThreadServer]:
-    with thread_server(create_app(settings or settings_from(), provider)) as live:
+    settings = settings or settings_from()
+    with thread_server(create_app(settings, provider), settings.connections) as live:
         yield live
 
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
+from app.connections import EdgeProtocol
 from app.factory import create_app
 from config.settings import Settings
 
@@ -41,8 +42,9 @@ def in_process_service(settings: Settings) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None,
-                                           access_log=False, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(settings), log_config=None, access_log=False, lifespan="on",
+        http=EdgeProtocol.with_limits(settings.connections), proxy_headers=False))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
                               daemon=True)
     thread.start()

@@ -99,14 +99,13 @@ def test_open_mode_off_loopback_is_refused_per_request_too() -> None:
     """`uvicorn app.main:app --host 0.0.0.0` never shows its address to start-up."""
     from tenancy.identity import Tenancy
     tenancy = Settings.from_env({}).tenancy
-    assert tenancy.identify(None, "127.0.0.1").tenant == "anonymous"
-    assert tenancy.identify(None, None).tenant == "anonymous"  # a Unix socket
+    assert tenancy.identify(None, local=True).tenant == "anonymous"
     with pytest.raises(OpenModeRefused) as caught:
-        tenancy.identify(None, "10.1.2.3")
+        tenancy.identify(None, local=False)
     answer = refusal_error(caught.value)
     assert (answer.status, answer.code) == (503, "open_mode_refused")
     allowed = Tenancy(tenancy.default_policy, open_mode_anywhere=True)
-    assert allowed.identify(None, "10.1.2.3").tenant == "anonymous"
+    assert allowed.identify(None, local=False).tenant == "anonymous"
 
 
 @pytest.mark.parametrize("path", ["/chat", "/chat/stream"])
@@ -114,15 +113,15 @@ async def test_open_mode_reached_on_a_public_address_answers_with_the_envelope(
         path: str) -> None:
     provider = ScriptedProvider(words("never sent"))
     app = create_app(Settings.from_env(FAST_DEMO), provider)
-    # As `uvicorn app.main:app --host 0.0.0.0` would deliver it: the server's own address.
-    transport = httpx.ASGITransport(app=app)
+    # A caller on another host, as `uvicorn app.main:app --host 0.0.0.0` would deliver it.
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 50123))
     async with httpx.AsyncClient(transport=transport, base_url="http://10.1.2.3:8080") as client:
         response = await client.post(path, json=BODY)
     assert response.status_code == 503
     assert response.json()["error"] == {
         "code": "open_mode_refused", "request_id": response.headers["x-request-id"],
-        "message": "This service has no API keys configured, so it only answers on a "
-                   "loopback address."}
+        "message": "This service has no API keys configured, so it only answers callers "
+                   "on this host."}
     assert provider.started == 0
 
 

@@ -1,0 +1,261 @@
+"""The HTTP/1.1 connection, bounded whether or not a proxy is in front.
+
+uvicorn's httptools protocol, with what it leaves to a proxy done here (config.connections):
+
+- the request head (request line and headers) may be `MAX_HEADER_BYTES` long: beyond that it
+  is answered 431 and the connection closed, counted as it arrives, so a 32 MB header is never
+  held;
+- the head must be complete `HEADER_TIMEOUT_S` after the connection opened or the next request
+  began: a connection that sent nothing by then is closed, one that sent part of a head is
+  answered 408 first; the app bounds its reads of a body (`BODY_TIMEOUT_S`, app.body), and a
+  body the app did not want (it answered first) is not waited for: the connection closes;
+- at most `MAX_CONNECTIONS` connections are open in this process; one more is answered 503;
+- a response to an HTTP/1.0 request is never chunked (RFC 9112 forbids it): a body of unknown
+  length ends when the connection closes;
+- writes wait in small buffers: `WRITE_BUFFER_BYTES` in the process, and as much not yet sent
+  in the kernel (`TCP_NOTSENT_LOWAT`), not the megabytes its send buffer would grow to. Data
+  in flight is not limited, so a reader that keeps up is not slowed; one that stops reading
+  holds up its stream's sends once its own receive window and these 32 KB are full, and
+  `SEND_TIMEOUT_S` then means what it says. A stream the app drops for that (`ABORT`, an ASGI
+  extension) is closed without the server's error line.
+
+All of it leans on uvicorn's protocol and request cycle (uvicorn is pinned below 1.0); the
+tests run it through real sockets. `hello-ship serve` runs with it; plain uvicorn takes it with
+`--http app.connections:EdgeProtocol`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import http
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from typing import Any, ClassVar, cast
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from config.connections import ConnectionLimits, read_connection_limits
+from config.env import EnvReader
+from telemetry.metrics import CONNECTIONS_REFUSED
+from telemetry.trace_context import new_request_id
+
+logger = logging.getLogger("hello_ship.edge")
+
+# scope["extensions"][ABORT]["drop"](): drop the connection mid-response, quietly.
+ABORT = "hello_ship.abort"
+WRITE_BUFFER_BYTES = 16_384
+REFUSALS_LOG_EVERY_S = 10.0
+_UNBOUNDED = 1 << 62  # the "content length" of a body delimited by closing the connection
+
+
+@functools.cache
+def _limits_from_environment() -> ConnectionLimits:
+    """Read once per process; start-up has already refused a bad value (config.settings)."""
+    return read_connection_limits(EnvReader(os.environ))
+
+
+class _RefusalLog:
+    """One line every few seconds with what was refused since the last: a flood of bad
+    connections must not become a flood of log lines."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._last = -REFUSALS_LOG_EVERY_S
+
+    def add(self, reason: str) -> None:
+        CONNECTIONS_REFUSED.labels(reason).inc()
+        self._counts[reason] += 1
+        now = time.monotonic()
+        if now - self._last >= REFUSALS_LOG_EVERY_S:
+            logger.info("connections_refused", extra={"reasons": dict(self._counts)})
+            self._counts.clear()
+            self._last = now
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    limits: ClassVar[ConnectionLimits | None] = None  # None: from the environment
+    refusals: ClassVar[_RefusalLog] = _RefusalLog()
+
+    @classmethod
+    def with_limits(cls, limits: ConnectionLimits) -> type[EdgeProtocol]:
+        """The protocol with these limits (servers made in-process: the eval command, tests)."""
+        return cast(type[EdgeProtocol], type(cls.__name__, (cls,), {"limits": limits}))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = type(self).limits or _limits_from_environment()
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = True  # between requests, or inside a request line and its headers
+        self._head_bytes = 0  # of the head being read, as far as it came
+        self._heads_parsed = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self._limits.max_connections:
+            self._refuse(503, "too_many_connections", "The server has too many open "
+                         "connections; retry shortly.", "max_connections", (b"retry-after", b"1"))
+            return
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux, macOS
+            with contextlib.suppress(OSError):  # not TCP (a Unix socket)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, WRITE_BUFFER_BYTES)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():  # refused: what else comes is not read
+            return
+        if self._in_head and self._head_timer is None:  # the next request's first bytes
+            self._arm_head_timer()
+        heads = self._heads_parsed
+        super().data_received(data)
+        if self._in_head and heads == self._heads_parsed and not self.transport.is_closing():
+            # No head ended in this read, and one is still open: all of it was head, which
+            # the parser holds. (A head that began after another ended in the same read is
+            # counted from the next read on, and measured exactly when it ends.)
+            self._head_bytes += len(data)
+            if self._head_bytes > self._limits.max_header_bytes:
+                self._refuse(*self._too_large())
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        self._in_head = False
+        self._heads_parsed += 1
+        # A head that came in one read was never counted as it arrived: its exact size.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size <= self._limits.max_header_bytes:
+            super().on_headers_complete()
+            return
+        status, code, message, reason = self._too_large()
+        self.refusals.add(reason)
+        # The request goes its way through uvicorn's cycle (its body, if any, is parsed and
+        # dropped), answered by the refusal instead of the service.
+        app, self.app = self.app, _answer(status, code, message)
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle.response_complete and cycle.more_body and not self.transport.is_closing():
+            self.transport.close()  # answered without its body: nobody waits for the rest
+            return
+        super().on_response_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        cycle.scope["extensions"] = {**cycle.scope.get("extensions", {}),
+                                     ABORT: {"drop": functools.partial(_abort, cycle)}}
+        if cycle.scope["http_version"] == "1.0":
+            app = _close_delimited(app, cycle)
+        super()._start_asgi_task(cycle, app)
+
+    def _too_large(self) -> tuple[int, str, str, str]:
+        return (431, "headers_too_large", f"The request line and headers are larger than "
+                f"{self._limits.max_header_bytes} bytes.", "header_too_large")
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self._limits.header_timeout_s, self._head_late)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self._head_bytes:
+            self._refuse(408, "request_timeout", "The request head took too long to arrive.",
+                         "header_timeout")
+        else:  # not a byte of a request: an idle connection, nobody to answer
+            self.refusals.add("idle")
+            self.transport.close()
+
+    def _refuse(self, status: int, code: str, message: str, reason: str,
+                *extra: tuple[bytes, bytes]) -> None:
+        """Answer in the JSON envelope and close, unless a response is on the wire already.
+        Written directly: no request has reached the app."""
+        self.refusals.add(reason)
+        self._cancel_head_timer()
+        if self.cycle is None or self.cycle.response_complete:
+            body, headers = _envelope(status, code, message)
+            phrase = http.HTTPStatus(status).phrase.encode()
+            self.transport.write(b"".join([
+                b"HTTP/1.1 %d %s\r\n" % (status, phrase),
+                *(name + b": " + value + b"\r\n"
+                  for name, value in [*self.server_state.default_headers, *headers, *extra]),
+                b"\r\n", body]))
+        self.transport.close()
+
+
+def _envelope(status: int, code: str, message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    request_id = new_request_id()
+    body = orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+    return body, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                  (b"connection", b"close"), (b"x-request-id", request_id.encode())]
+
+
+def _answer(status: int, code: str, message: str) -> ASGI3Application:
+    """An app that answers every request with this error (a head refused once parsed)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body, headers = _envelope(status, code, message)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return cast(ASGI3Application, app)
+
+
+def _abort(cycle: RequestResponseCycle) -> None:
+    """Drop the connection mid-response, as for a client gone: the server has nothing to add."""
+    cycle.disconnected = True
+    cycle.transport.close()
+
+
+def _close_delimited(app: ASGI3Application, cycle: RequestResponseCycle) -> ASGI3Application:
+    """The app as an HTTP/1.0 client may be answered: a response without a length is sent as
+    it is and ends with the connection (uvicorn would chunk it), with one `Connection: close`."""
+
+    async def run(scope: Scope, receive: Receive, send: Send) -> None:
+        delimited = False
+
+        async def send_10(message: Message) -> None:
+            nonlocal delimited
+            if message["type"] == "http.response.start":
+                headers = [(name, value) for name, value in message.get("headers", ())
+                           if name.lower() != b"connection"]
+                if (scope["method"] != "HEAD" and message["status"] not in (204, 304)
+                        and not any(name.lower() == b"content-length" for name, _ in headers)):
+                    delimited = True
+                    cycle.chunked_encoding = False
+                    cycle.expected_content_length = _UNBOUNDED
+                message = {**message, "headers": headers}
+            elif delimited and not message.get("more_body", False):
+                cycle.expected_content_length = len(message.get("body", b""))
+            await send(message)
+
+        await app(scope, receive, send_10)  # type: ignore[arg-type]
+
+    return cast(ASGI3Application, run)
