@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import http
 import logging
 import os
 import socket
@@ -37,15 +36,13 @@ import time
 from collections import Counter
 from typing import Any, ClassVar, cast
 
-import orjson
-from starlette.types import Message, Receive, Scope, Send
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from app.http1 import close_delimited, drop, error_app, error_bytes
 from config.connections import ConnectionLimits, read_connection_limits
 from config.env import EnvReader
 from telemetry.metrics import CONNECTIONS_REFUSED
-from telemetry.trace_context import new_request_id
 
 logger = logging.getLogger("hello_ship.edge")
 
@@ -53,7 +50,6 @@ logger = logging.getLogger("hello_ship.edge")
 ABORT = "hello_ship.abort"
 WRITE_BUFFER_BYTES = 16_384
 REFUSALS_LOG_EVERY_S = 10.0
-_UNBOUNDED = 1 << 62  # the "content length" of a body delimited by closing the connection
 
 
 @functools.cache
@@ -158,7 +154,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self.refusals.add(reason)
         # The request goes its way through uvicorn's cycle (its body, if any, is parsed and
         # dropped), answered by the refusal instead of the service.
-        app, self.app = self.app, _answer(status, code, message)
+        app, self.app = self.app, error_app(status, code, message)
         try:
             super().on_headers_complete()
         finally:
@@ -177,9 +173,9 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         cycle.scope["extensions"] = {**cycle.scope.get("extensions", {}),
-                                     ABORT: {"drop": functools.partial(_abort, cycle)}}
+                                     ABORT: {"drop": functools.partial(drop, cycle)}}
         if cycle.scope["http_version"] == "1.0":
-            app = _close_delimited(app, cycle)
+            app = close_delimited(app, cycle)
         super()._start_asgi_task(cycle, app)
 
     def _too_large(self) -> tuple[int, str, str, str]:
@@ -213,62 +209,6 @@ class EdgeProtocol(HttpToolsProtocol):
         self.refusals.add(reason)
         self._cancel_head_timer()
         if self.cycle is None or self.cycle.response_complete:
-            body, headers = _envelope(status, code, message)
-            phrase = http.HTTPStatus(status).phrase.encode()
-            self.transport.write(b"".join([
-                b"HTTP/1.1 %d %s\r\n" % (status, phrase),
-                *(name + b": " + value + b"\r\n"
-                  for name, value in [*self.server_state.default_headers, *headers, *extra]),
-                b"\r\n", body]))
+            self.transport.write(error_bytes(status, code, message,
+                                             [*self.server_state.default_headers, *extra]))
         self.transport.close()
-
-
-def _envelope(status: int, code: str, message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    request_id = new_request_id()
-    body = orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
-    return body, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-                  (b"connection", b"close"), (b"x-request-id", request_id.encode())]
-
-
-def _answer(status: int, code: str, message: str) -> ASGI3Application:
-    """An app that answers every request with this error (a head refused once parsed)."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        body, headers = _envelope(status, code, message)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return cast(ASGI3Application, app)
-
-
-def _abort(cycle: RequestResponseCycle) -> None:
-    """Drop the connection mid-response, as for a client gone: the server has nothing to add."""
-    cycle.disconnected = True
-    cycle.transport.close()
-
-
-def _close_delimited(app: ASGI3Application, cycle: RequestResponseCycle) -> ASGI3Application:
-    """The app as an HTTP/1.0 client may be answered: a response without a length is sent as
-    it is and ends with the connection (uvicorn would chunk it), with one `Connection: close`."""
-
-    async def run(scope: Scope, receive: Receive, send: Send) -> None:
-        delimited = False
-
-        async def send_10(message: Message) -> None:
-            nonlocal delimited
-            if message["type"] == "http.response.start":
-                headers = [(name, value) for name, value in message.get("headers", ())
-                           if name.lower() != b"connection"]
-                if (scope["method"] != "HEAD" and message["status"] not in (204, 304)
-                        and not any(name.lower() == b"content-length" for name, _ in headers)):
-                    delimited = True
-                    cycle.chunked_encoding = False
-                    cycle.expected_content_length = _UNBOUNDED
-                message = {**message, "headers": headers}
-            elif delimited and not message.get("more_body", False):
-                cycle.expected_content_length = len(message.get("body", b""))
-            await send(message)
-
-        await app(scope, receive, send_10)  # type: ignore[arg-type]
-
-    return cast(ASGI3Application, run)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.programs import required_tool
+from tests.programs import required_tool, stop
 
 CONFIG = """
 daemon off;
@@ -86,11 +86,4 @@ def nginx_proxy(upstream_url: str, workdir: Path) -> Iterator[Nginx]:
                 time.sleep(0.02)
         yield Nginx(proc, f"http://127.0.0.1:{port}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        stop(proc)

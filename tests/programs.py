@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -19,3 +20,16 @@ def required_tool(name: str) -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     return binary
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a program the tests started, killing it if it does not stop within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.programs import required_tool
+from tests.programs import required_tool, stop
 
 
 @dataclass
@@ -73,15 +73,7 @@ def redis_server(port: int | None = None) -> Iterator[RedisServer]:
             time.sleep(0.02)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        stop(proc)
 
 
 @pytest.fixture(scope="session")
