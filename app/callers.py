@@ -56,7 +56,8 @@ def client_address(scope: Scope, trusted: Sequence[IPNetwork]) -> str | None:
                  for address in forwarded_for(name, value.decode("latin-1"))]
     chosen = next((address for address in reversed(forwarded) if not _in(address, trusted)),
                   forwarded[0] if forwarded else peer)
-    return chosen if _ip(chosen) is not None else peer
+    ip = _ip(chosen)
+    return str(ip) if ip is not None else peer
 
 
 def forwarded_for(name: bytes, value: str) -> Iterator[str]:
@@ -85,10 +86,13 @@ def _host(node: str) -> str:
 
 
 def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, if it is one; not with an IPv6 zone (`fe80::1%<any text>`), whose text
+    would otherwise reach the logs."""
     try:
-        return ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    return None if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id else ip
 
 
 def _in(address: str, networks: Sequence[IPNetwork]) -> bool:

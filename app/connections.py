@@ -29,27 +29,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import os
 import socket
-import time
-from collections import Counter
 from typing import Any, ClassVar, cast
 
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from app.connection_refusals import RefusalLog, count_malformed_requests
 from app.http1 import close_delimited, drop, error_app, error_bytes
 from config.connections import ConnectionLimits, read_connection_limits
 from config.env import EnvReader
-from telemetry.metrics import CONNECTIONS_REFUSED
-
-logger = logging.getLogger("hello_ship.edge")
 
 # scope["extensions"][ABORT]["drop"](): drop the connection mid-response, quietly.
 ABORT = "hello_ship.abort"
 WRITE_BUFFER_BYTES = 16_384
-REFUSALS_LOG_EVERY_S = 10.0
 
 
 @functools.cache
@@ -58,40 +52,23 @@ def _limits_from_environment() -> ConnectionLimits:
     return read_connection_limits(EnvReader(os.environ))
 
 
-class _RefusalLog:
-    """One line every few seconds with what was refused since the last: a flood of bad
-    connections must not become a flood of log lines."""
-
-    def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
-        self._last = -REFUSALS_LOG_EVERY_S
-
-    def add(self, reason: str) -> None:
-        CONNECTIONS_REFUSED.labels(reason).inc()
-        self._counts[reason] += 1
-        now = time.monotonic()
-        if now - self._last >= REFUSALS_LOG_EVERY_S:
-            logger.info("connections_refused", extra={"reasons": dict(self._counts)})
-            self._counts.clear()
-            self._last = now
-
-
 class _Head:
     """Where a connection's request head stands: its deadline and its size so far."""
 
-    __slots__ = ("limits", "parsed", "reading", "size", "timer")
+    __slots__ = ("begun", "limits", "parsed", "reading", "size", "timer")
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self.timer: asyncio.TimerHandle | None = None
         self.reading = True  # between requests, or inside a request line and its headers
-        self.size = 0  # of the head being read, as far as it came
+        self.size = 0  # of the head being read as far as it came (then of its trailers)
+        self.begun = 0  # requests begun on this connection
         self.parsed = 0  # heads complete on this connection
 
 
 class EdgeProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits | None] = None  # None: from the environment
-    refusals: ClassVar[_RefusalLog] = _RefusalLog()
+    refusals: ClassVar[RefusalLog] = RefusalLog()
 
     @classmethod
     def with_limits(cls, limits: ConnectionLimits) -> type[EdgeProtocol]:
@@ -103,6 +80,7 @@ class EdgeProtocol(HttpToolsProtocol):
         # One attribute, not five: past 30 attributes an instance's dict stops sharing its
         # keys with the others' and takes 1.3 KB more, on every open connection.
         self._head = _Head(type(self).limits or _limits_from_environment())
+        count_malformed_requests(self.refusals)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -125,29 +103,46 @@ class EdgeProtocol(HttpToolsProtocol):
         if self.transport.is_closing():  # refused: what else comes is not read
             return
         head = self._head
-        if head.reading and head.timer is None:  # the next request's first bytes
-            self._arm_head_timer()
-        parsed = head.parsed
+        if head.reading and head.timer is None and not self._answering():
+            self._arm_head_timer()  # the next request's first bytes, on a kept-alive connection
+        parsed, begun = head.parsed, head.begun
         super().data_received(data)
-        if head.reading and head.parsed == parsed and not self.transport.is_closing():
-            # No head ended in this read, and one is still open: all of it was head, which
-            # the parser holds. (A head that began after another ended in the same read is
-            # counted from the next read on, and measured exactly when it ends.)
+        if (head.reading and head.parsed == parsed and head.begun == begun
+                and not self.transport.is_closing()):
+            # A head was open before this read and still is: all of the read was head, which
+            # the parser holds. (Of a read where a request began, the part before it may be
+            # the last of another's body: that head is counted from its next read on, and
+            # measured exactly when it ends.)
             head.size += len(data)
             if head.size > head.limits.max_header_bytes:
                 self._refuse(*self._too_large())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head.reading, self._head.size = True, 0
+        head = self._head
+        head.reading, head.size, head.begun = True, 0, head.begun + 1
+        if head.timer is None:
+            self._arm_head_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if not head.reading:  # a trailer, after a chunked body: counted with the head
+            if self.transport.is_closing():
+                return
+            head.size += len(name) + len(value) + 4
+            if head.size > head.limits.max_header_bytes:
+                self._refuse(*self._too_large())
+                return
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        head = self._head
         self._cancel_head_timer()
-        self._head.reading = False
-        self._head.parsed += 1
+        head.reading, head.parsed = False, head.parsed + 1
         # A head that came in one read was never counted as it arrived: its exact size.
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size <= self._head.limits.max_header_bytes:
+        head.size = len(self.url) + sum(len(name) + len(value) + 4
+                                        for name, value in self.headers)
+        if head.size <= head.limits.max_header_bytes:
             super().on_headers_complete()
             return
         status, code, message, reason = self._too_large()
@@ -167,9 +162,15 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         cycle = self.cycle
         if cycle.response_complete and cycle.more_body and not self.transport.is_closing():
-            self.transport.close()  # answered without its body: nobody waits for the rest
+            self._close()  # answered without its body: nobody waits for the rest
             return
+        if self.transport.is_closing():  # closed by the cycle (Connection: close)
+            self._close()
         super().on_response_complete()
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            self._close()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         cycle.scope["extensions"] = {**cycle.scope.get("extensions", {}),
@@ -177,6 +178,9 @@ class EdgeProtocol(HttpToolsProtocol):
         if cycle.scope["http_version"] == "1.0":
             app = close_delimited(app, cycle)
         super()._start_asgi_task(cycle, app)
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def _too_large(self) -> tuple[int, str, str, str]:
         return (431, "headers_too_large", f"The request line and headers are larger than "
@@ -192,15 +196,18 @@ class EdgeProtocol(HttpToolsProtocol):
             self._head.timer = None
 
     def _head_late(self) -> None:
-        self._head.timer = None
+        head = self._head
+        head.timer = None
         if self.transport.is_closing():
             return
-        if self._head.size:
+        if self._answering():  # a head sent ahead while an answer streams: not cut for it
+            self._arm_head_timer()
+        elif head.begun > head.parsed:
             self._refuse(408, "request_timeout", "The request head took too long to arrive.",
                          "header_timeout")
-        else:  # not a byte of a request: an idle connection, nobody to answer
+        else:  # not a request begun: an idle connection, nobody to answer
             self.refusals.add("idle")
-            self.transport.close()
+            self._close()
 
     def _refuse(self, status: int, code: str, message: str, reason: str,
                 *extra: tuple[bytes, bytes]) -> None:
@@ -208,7 +215,15 @@ class EdgeProtocol(HttpToolsProtocol):
         Written directly: no request has reached the app."""
         self.refusals.add(reason)
         self._cancel_head_timer()
-        if self.cycle is None or self.cycle.response_complete:
+        if not self._answering():
             self.transport.write(error_bytes(status, code, message,
                                              [*self.server_state.default_headers, *extra]))
-        self.transport.close()
+        self._close()
+
+    def _close(self) -> None:
+        """Close once what was written has gone out; a client that takes none of it for
+        SEND_TIMEOUT_S (the close waits on it) is cut off, so it frees its connection."""
+        transport = self.transport
+        transport.close()
+        if transport.get_write_buffer_size():
+            self.loop.call_later(self._head.limits.send_timeout_s, transport.abort)

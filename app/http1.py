@@ -49,9 +49,11 @@ def error_app(status: int, code: str, message: str) -> ASGI3Application:
 
 
 def drop(cycle: RequestResponseCycle) -> None:
-    """Drop the connection mid-response, as for a client gone: the server has nothing to add."""
+    """Drop the connection mid-response, as for a client gone: the server has nothing to add,
+    and what is still buffered for a reader that stopped reading would never go out (a close
+    would wait for it, and hold the connection, forever)."""
     cycle.disconnected = True
-    cycle.transport.close()
+    cycle.transport.abort()
 
 
 def close_delimited(app: ASGI3Application, cycle: RequestResponseCycle) -> ASGI3Application:

@@ -127,7 +127,7 @@ class StreamResponse(_PipelineResponse):
             ping=0,  # the pipeline sends heartbeats, and only when the stream is quiet
             sep="\n",
             data_sender_callable=partial(self._run_pipeline, frames_in),
-            send_timeout=settings.send_timeout_s,
+            send_timeout=settings.connections.send_timeout_s,
             client_close_handler_callable=on_disconnect,
             # The pipeline cuts the answer with an error frame at the grace; sse-starlette's
             # own shutdown cancel is the backstop, after it.

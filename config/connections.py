@@ -22,6 +22,9 @@ class ConnectionLimits:
     header_timeout_s: float = 5.0  # to send the request head, from the first byte or connect
     body_timeout_s: float = 30.0  # to send the whole body, from the end of the head
     max_connections: int = 1000  # open at once in this process; one more is answered 503
+    # A client that takes no data for this long is dropped: mid-stream, or when its
+    # connection closes with the end of its answer still unsent.
+    send_timeout_s: float = 30.0
 
 
 def read_connection_limits(env: EnvReader) -> ConnectionLimits:
@@ -30,6 +33,7 @@ def read_connection_limits(env: EnvReader) -> ConnectionLimits:
         header_timeout_s=env.number("HEADER_TIMEOUT_S", 5.0, float, 0.1, 3600.0),
         body_timeout_s=env.number("BODY_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
         max_connections=env.number("MAX_CONNECTIONS", 1000, int, 1, 1_000_000),
+        send_timeout_s=env.number("SEND_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
     )
 
 

@@ -65,7 +65,6 @@ class Settings:
     max_body_bytes: int = 1_048_576
     heartbeat_s: float = 15.0
     sse_retry_ms: int = 3000
-    send_timeout_s: float = 30.0
     shutdown_grace_s: float = 10.0
     drain_delay_s: float = 0.0
     ready_check_s: float = 30.0
@@ -149,7 +148,6 @@ def _read(env: EnvReader) -> Settings:
         max_body_bytes=env.number("MAX_BODY_BYTES", 1_048_576, int, 1024, 100 * 2**20),
         heartbeat_s=env.number("HEARTBEAT_S", 15.0, float, 0.01, 3600.0),
         sse_retry_ms=env.number("SSE_RETRY_MS", 3000, int, 0, 3_600_000),
-        send_timeout_s=env.number("SEND_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
         shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10.0, float, 0.0, 3600.0),
         drain_delay_s=env.number("DRAIN_DELAY_S", 0.0, float, 0.0, 3600.0),
         ready_check_s=env.number("READY_CHECK_S", 30.0, float, 0.5, 3600.0),

@@ -97,7 +97,7 @@ DISCONNECTS = Counter(
 CONNECTIONS_REFUSED = Counter(
     "hello_ship_connections_refused",
     "Connections closed before a request reached the service, by reason (header_too_large, "
-    "header_timeout, idle, max_connections).",
+    "header_timeout, idle, max_connections, bad_request, upgrade).",
     ["reason"],
 )
 STREAM_ERRORS = Counter(

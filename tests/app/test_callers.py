@@ -139,6 +139,11 @@ def test_the_client_address_is_believed_only_from_a_trusted_proxy() -> None:
     assert client_address(scope(("127.0.0.1", 1), ("X-Forwarded-For", "sk-not-an-ip")),
                           trusted) == "127.0.0.1"
     assert client_address(scope(None), trusted) is None
+    # An IPv6 zone may hold any text: not an address to log.
+    zoned = ("X-Forwarded-For", "fe80::1%\x1b[31m DROP TABLE users, 127.0.0.1")
+    assert client_address(scope(("127.0.0.1", 1), zoned), trusted) == "127.0.0.1"
+    assert client_address(scope(("127.0.0.1", 1), ("X-Forwarded-For", "2001:DB8::0:1")),
+                          trusted) == "2001:db8::1"
 
 
 def test_trusted_proxies_must_be_addresses_or_cidrs() -> None:

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import httpx
 import orjson
+import pytest
 
 from tests.servers import ServiceProcess, service_process
 
@@ -250,3 +251,91 @@ def test_a_stalled_reader_is_dropped_at_send_timeout_without_an_error_line() -> 
     assert 1 <= elapsed < 4, elapsed
     errors = [r for r in records if r["level"] in ("error", "critical")]
     assert errors == []
+
+
+def stalled_stream(service: ServiceProcess, answer_tokens: int) -> socket.socket:
+    """A client with a modest receive window that asks for a long answer and never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)
+    address = urlparse(service.url)
+    sock.connect((address.hostname, address.port))
+    body = orjson.dumps({"message": "hi", "max_tokens": answer_tokens})
+    sock.sendall(b"POST /chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    return sock
+
+
+def test_a_dropped_stalled_stream_frees_its_connection_at_once() -> None:
+    """The drop cuts the connection rather than waiting to send what the reader never takes:
+    two stalled readers do not keep a cap of two connections full."""
+    env = {"SEND_TIMEOUT_S": "1", "MAX_CONNECTIONS": "2", "DEMO_TTFT_MS": "0",
+           "DEMO_TOKEN_DELAY_MS": "0", "DEMO_ANSWER_TOKENS": "6000",
+           "MAX_OUTPUT_TOKENS": "6000"}
+    with serving(**env) as service, ExitStack() as held:
+        for _ in range(2):
+            held.enter_context(stalled_stream(service, 6000))
+        deadline = time.monotonic() + 10
+        while len([r for r in service.log_records() if r.get("event") == "request_end"]) < 2:
+            assert time.monotonic() < deadline, "the stalled streams were never dropped"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert [health(service) for _ in range(3)] == [200, 200, 200]
+
+
+def test_trailers_count_against_the_head_cap() -> None:
+    """Trailers after a chunked body are headers too: endless ones end the connection."""
+    with serving() as service, connect(service) as sock:
+        sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n")
+        sent = 0
+        with pytest.raises(OSError):  # reset or broken pipe: the server cut it off
+            for _ in range(256):
+                sock.sendall(b"X-T: " + b"a" * 65_000 + b"\r\n")
+                sent += 65_000
+                time.sleep(0.001)
+        assert sent < 4 * 1024 * 1024
+        assert health(service) == 200
+
+
+def test_a_body_tail_read_with_the_next_head_is_no_head() -> None:
+    """Pipelined: the last 20 KB of one request's body arrive in one read with the start of
+    the next request's head; both are answered."""
+    with serving() as service, connect(service) as sock:
+        body = orjson.dumps({"message": "a" * 30_000, "max_tokens": 5})
+        sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%b" % (len(body), body[:-20_000]))
+        time.sleep(0.2)
+        sock.sendall(body[-20_000:] + b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.2)
+        sock.sendall(b"Connection: close\r\n\r\n")
+        responses = read_until_closed(sock)
+    assert responses.count(b"HTTP/1.1 200 OK\r\n") == 2, responses[:300]
+
+
+def test_stray_line_ends_between_requests_do_not_cut_an_answer() -> None:
+    """RFC 9112 says to ignore empty lines before a request: one sent while an answer
+    streams starts no head deadline that could cut it."""
+    env = {"HEADER_TIMEOUT_S": "1", "DEMO_TTFT_MS": "0", "DEMO_TOKEN_DELAY_MS": "80",
+           "DEMO_ANSWER_TOKENS": "30"}
+    with serving(**env) as service, connect(service) as sock:
+        body = orjson.dumps({"message": "hello", "max_tokens": 30})
+        sock.sendall(b"POST /chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+        time.sleep(0.2)
+        sock.sendall(b"\r\n")
+        stream = read_until_closed(sock)
+        end = service.wait_for_log("request_end")
+    assert b"event: done" in stream
+    assert end["status"] == "ok" and end["latency_ms"] > 1500
+
+
+def test_malformed_requests_are_counted_not_each_logged() -> None:
+    with serving() as service:
+        for _ in range(5):
+            with connect(service) as sock:
+                sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n")
+                assert read_until_closed(sock).startswith(b"HTTP/1.1 400 ")
+        assert health(service) == 200
+        service.wait_for_log("connections_refused", reasons={"bad_request": 1})
+        records = service.log_records()
+    assert not [r for r in records if r["event"] == "Invalid HTTP request received."]
