@@ -6,12 +6,14 @@ for the dates, versions, prices and identifiers that merely look alike."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
-from guard.builtin import BUILTIN, SECRET_PREFIXES
-from guard.checksums import iban_valid, luhn_valid, ssn_plausible
+from guard.builtin import BUILTIN, CREDIT_CARD, SECRET_PREFIXES, TrimmingDetector
+from guard.checksums import card_number_valid, iban_valid, luhn_valid, ssn_plausible
+from guard.detectors import PatternDetector
 from guard.scan import Scanner
 
 PII = ("email", "phone", "credit_card", "us_ssn", "iban", "ip_address")
@@ -397,3 +399,36 @@ def test_format_characters_are_taken_out_in_linear_time(text: str) -> None:
     scanner.findings(text)
     elapsed = time.perf_counter() - began
     assert elapsed < 0.5, f"{elapsed * 1000:.0f} ms"
+
+
+def test_a_pattern_detector_is_its_pattern_confirmed_by_its_check() -> None:
+    orders = PatternDetector("order", "pii", r"ORD-\d+", reach=12,
+                             validate=lambda value: value.endswith("7"), hints=("ORD-",))
+    assert (orders.name, orders.category, orders.reach) == ("order", "pii", 12)
+    assert list(orders.find("ORD-17 ORD-18 ORD-27")) == [(0, 6), (14, 20)]
+    assert list(orders.find("no orders today")) == []
+    compiled = PatternDetector("order", "blocked", re.compile(r"ORD-\d+"), reach=8)
+    assert list(compiled.find("see ORD-1")) == [(4, 9)]
+
+
+def test_a_trimming_detector_built_from_a_builtin_pattern_finds_what_the_builtin_does() -> None:
+    cards = TrimmingDetector("card", "pii", CREDIT_CARD, reach=64,
+                             validate=card_number_valid, cuts=" -")
+    assert (cards.name, cards.category, cards.reach) == ("card", "pii", 64)
+    text = "Pay with 4111 1111 1111 1111 123 or 5555-5555-5555-4444, not 1234 5678 9012 3456."
+    assert [text[start:end] for start, end in cards.find(text)] == found("credit_card", text) == [
+        "4111 1111 1111 1111", "5555-5555-5555-4444"]
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("Call +44 20 7946 0958 12 now", "+44 20 7946 0958 12"),
+    ("Call +44 20 7946 0958 1234 5678 now", "+44 20 7946 0958"),  # two groups dropped
+    ("Call +44 20 7946 0958 1234 5678 9012 now", None),  # three are too many to guess
+    ("Card 4111 1111 1111 1111 1 2 now", "4111 1111 1111 1111"),
+    # the value kept may end in a one-digit group
+    ("Card 4111 111111 11111 1 23 now", "4111 111111 11111 1"),
+])
+def test_at_most_two_trailing_groups_are_dropped_to_find_a_value(text: str,
+                                                                 value: str | None) -> None:
+    name = "phone" if "Call" in text else "credit_card"
+    assert found(name, text) == ([value] if value else [])

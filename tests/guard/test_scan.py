@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from guard.builtin import BUILTIN
-from guard.detectors import PatternDetector
+from guard.detectors import Category, Finding, PatternDetector
 from guard.scan import MAX_HOLD_BACK, Scanner, cut_off_end, redact, settled_cut
+from guard.text import strip_format
 
 DIGITS = PatternDetector("digits", "pii", r"\d{4}(?:[ ]\d{4}){3}", reach=40)
 KEY = PatternDetector("key", "secret", r"sk-[a-z0-9]{10,}", reach=200)
@@ -42,6 +45,8 @@ KEY = PatternDetector("key", "secret", r"sk-[a-z0-9]{10,}", reach=200)
     ("IBAN GB29\u202fNWBK\u202f6016", 19, 5),
     ("号码4111\u200b1111", 11, 2),
     ("Card 4111\u200b 1111 ", 16, 5),
+    # digit groups that continue a word take the whole word back with them
+    ("ref ab12 3456", 13, 4),
 ])
 def test_a_release_point_never_splits_what_may_be_one_value(text: str, cut: int,
                                                            settled: int) -> None:
@@ -131,3 +136,60 @@ def test_a_broken_off_answer_keeps_back_what_may_be_half_a_value(text: str,
 def test_a_half_key_is_too_short_for_the_detector() -> None:
     """Why the cut-off rule is needed: no detector recognises what `cut_off_end` keeps back."""
     assert Scanner(list(BUILTIN.values())).findings(f"Your key is {KEY_START}") == []
+
+
+def finding(start: int, end: int, detector: str) -> Finding:
+    return Finding(start, end, detector, "pii")
+
+
+@pytest.mark.parametrize(("findings", "since", "continued", "redacted"), [
+    # each value its own placeholder, even when one ends where the next begins
+    ([finding(0, 4, "a"), finding(4, 8, "b")], 0, None, "[redacted:a][redacted:b] 9012"),
+    # overlapping values share the first one's placeholder, whatever follows them
+    ([finding(0, 6, "a"), finding(4, 8, "b"), finding(10, 14, "c")], 0, None,
+     "[redacted:a] 9[redacted:c]"),
+    ([finding(0, 8, "long"), finding(0, 4, "short")], 0, None, "[redacted:long] 9012"),
+    # only text[since:] is written: a value wholly before it is no part of it ...
+    ([finding(0, 4, "a"), finding(10, 14, "c")], 4, None, "5678 9[redacted:c]"),
+    ([finding(0, 4, "a")], 4, "", "5678 9012"),
+    # ... one that began before it is its continuation ...
+    ([finding(2, 6, "a")], 4, "", "78 9012"),
+    ([finding(2, 6, "a")], 4, None, "[redacted:a]78 9012"),
+    # ... and one that begins right at it is a value of its own
+    ([finding(4, 8, "a")], 4, "", "[redacted:a] 9012"),
+])
+def test_redact_writes_placeholders_over_the_text_after_since(
+        findings: list[Finding], since: int, continued: str | None, redacted: str) -> None:
+    assert redact("12345678 9012", findings, since, continued) == redacted
+
+
+class EmptyMatches:
+    """A plugged-in detector that reports an empty span (a lookahead, say)."""
+
+    name = "empty"
+    category: Category = "pii"
+    reach = 8
+
+    def find(self, text: str) -> Iterator[tuple[int, int]]:
+        yield 2, 2
+
+
+def test_an_empty_match_is_no_finding() -> None:
+    scanner = Scanner([EmptyMatches()])
+    assert scanner.findings("abcdef") == []
+    assert scanner.redact("abcdef") == "abcdef"
+
+
+def test_of_two_values_starting_together_the_longer_names_the_placeholder() -> None:
+    short = PatternDetector("short", "pii", r"\d{4}", reach=8)
+    long = PatternDetector("long", "pii", r"\d{4} \d{4}", reach=16)
+    scanner = Scanner([short, long])
+    assert [(f.start, f.detector) for f in scanner.findings("pin 1234 5678")] == [
+        (4, "long"), (4, "short"), (9, "short")]
+    assert scanner.redact("pin 1234 5678") == "pin [redacted:long]"
+
+
+def test_a_format_character_is_stripped_wherever_it_is() -> None:
+    assert strip_format("\u200bjane\u2060doe\ufeff") == "janedoe"
+    assert strip_format("\u200bjane") == "jane"
+    assert strip_format("plain") == "plain"

@@ -7,15 +7,27 @@ go negative, never commit more than the limit, and agree with each other verdict
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from importlib.resources import files
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quota.ledger import NOTHING_SPENT, Ask, DayUsage, Limits, QuotaStore, Refusal, Spend
+from quota.ledger import (
+    NOTHING_SPENT,
+    Ask,
+    DayUsage,
+    Limits,
+    QuotaStore,
+    Refusal,
+    Spend,
+    StoreUnavailable,
+)
 from quota.memory_store import MemoryStore
 from quota.redis_store import RedisStore
 from tests.redis_server import RedisServer
@@ -376,3 +388,173 @@ def test_concurrent_admissions_take_exactly_what_the_budget_holds(
         return sum(v.admitted for v in verdicts)
 
     assert run(make_store, scenario) == 3
+
+
+def test_a_user_limit_is_per_tenant_and_says_when_a_slot_frees(
+        make_store: StoreFactory) -> None:
+    """User ids are the tenant's own: "alice" of acme and "alice" of globex are two people."""
+    limits = Limits(10, 1, 100, 10**9, None)
+
+    async def scenario(store: QuotaStore) -> None:
+        assert (await store.admit(ask("acme", user="alice"), limits, T0)).admitted
+        assert (await store.admit(ask("globex", user="alice"), limits, T0 + 5)).admitted
+        refused = await store.admit(ask("acme", user="alice"), limits, T0 + 20)
+        assert refused.refusal is Refusal.USER_RPM
+        assert refused.retry_after_s == pytest.approx(40)
+        # without a user limit a user is held only by the tenant's
+        unlimited = Limits(10, None, 100, 10**9, None)
+        assert (await store.admit(ask("acme", user="alice"), unlimited, T0 + 21)).admitted
+
+    run(make_store, scenario)
+
+
+def test_a_rate_slot_frees_a_minute_after_to_the_millisecond(make_store: StoreFactory) -> None:
+    limits = Limits(1, 1, 100, 10**9, None)
+
+    async def scenario(store: QuotaStore) -> None:
+        assert (await store.admit(ask(user="u"), limits, T0)).admitted
+        assert not (await store.admit(ask(user="u"), limits, T0 + 59.999)).admitted
+        assert (await store.admit(ask(user="u"), limits, T0 + 60)).admitted
+
+    run(make_store, scenario)
+
+
+def test_a_stream_refusal_says_to_retry_in_a_second_and_a_lease_ends_on_time(
+        make_store: StoreFactory) -> None:
+    limits = Limits(100, None, 1, 10**9, None)
+
+    async def scenario(store: QuotaStore) -> None:
+        assert (await store.admit(ask(), limits, T0)).admitted  # never finished
+        refused = await store.admit(ask(), limits, T0 + 299.999)
+        assert refused.refusal is Refusal.STREAMS and refused.retry_after_s == 1.0
+        assert (await store.admit(ask(), limits, T0 + 300)).admitted  # the lease is 300 s
+
+    run(make_store, scenario)
+
+
+def test_a_lapsed_lease_of_another_day_leaves_that_days_ledger_alone(
+        make_store: StoreFactory) -> None:
+    limits = Limits(100, None, 1, daily_tokens=1000, daily_nano_usd=10**6)
+
+    async def scenario(store: QuotaStore) -> list[DayUsage]:
+        assert (await store.admit(ask(tokens=600, nano_usd=70), limits, T0)).admitted
+        assert (await store.admit(ask(tokens=5, day="20261129"), limits, T0 + 301)).admitted
+        return await store.usage("acme", [DAY, "20261129"])
+
+    assert run(make_store, scenario) == [
+        DayUsage(DAY, reserved_tokens=600, reserved_nano_usd=70),
+        DayUsage("20261129", reserved_tokens=5)]
+
+
+def test_a_budget_filled_exactly_by_what_was_spent_is_held_only_by_reservations(
+        make_store: StoreFactory) -> None:
+    limits = Limits(100, None, 100, daily_tokens=100, daily_nano_usd=100)
+
+    async def scenario(store: QuotaStore) -> None:
+        spent = ask(tokens=40, nano_usd=40)
+        assert (await store.admit(spent, limits, T0)).admitted
+        await store.finish(spent, Spend(20, 20, 40))
+        assert (await store.admit(ask(tokens=30), limits, T0)).admitted  # still open
+        tokens = await store.admit(ask(tokens=60), limits, T0)
+        assert tokens.refusal is Refusal.TOKEN_BUDGET and tokens.held_by_reservations
+        assert (await store.admit(ask(tokens=1, nano_usd=30), limits, T0)).admitted
+        usd = await store.admit(ask(tokens=1, nano_usd=60), limits, T0)
+        assert usd.refusal is Refusal.USD_BUDGET and usd.held_by_reservations
+        over = await store.admit(ask(tokens=61), limits, T0)
+        assert over.refusal is Refusal.TOKEN_BUDGET and not over.held_by_reservations
+
+    run(make_store, scenario)
+
+
+def test_the_memory_store_forgets_days_past_its_retention() -> None:
+    limits = Limits(100, None, 100, 10**9, None)
+    days = ["20261126", "20261127", "20261128", "20261129"]
+
+    async def scenario() -> list[DayUsage]:
+        store = MemoryStore(lease_s=300, retention_days=2)
+        for day in days:
+            once = ask(tokens=10, day=day)
+            assert (await store.admit(once, limits, T0)).admitted
+            await store.finish(once, Spend(3, 4, 0))
+        return await store.usage("acme", days)
+
+    used = DayUsage("", requests=1, input_tokens=3, output_tokens=4)
+    oldest, _, yesterday, today = asyncio.run(scenario())
+    assert oldest == DayUsage("20261126")
+    assert [yesterday, today] == [replace(used, day=day) for day in days[2:]]
+
+
+def test_every_redis_key_of_a_tenant_is_under_the_prefix_and_its_hash_tag(
+        shared_redis: RedisServer) -> None:
+    """One request's keys share a Redis Cluster slot (the tenant in braces), so its script
+    may touch them all; the prefix keeps deployments sharing a Redis apart."""
+    import redis
+
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    limits = Limits(100, 10, 5, daily_tokens=1000, daily_nano_usd=None)
+
+    async def scenario() -> None:
+        store = RedisStore(shared_redis.url, prefix=prefix, timeout_s=2, lease_s=300,
+                           retention_days=35)
+        try:
+            assert (await store.admit(ask(user="alice"), limits, T0)).admitted
+            assert (await store.admit(ask("globex", user="alice"), limits, T0)).admitted
+        finally:
+            await store.aclose()
+
+    asyncio.run(scenario())
+    with redis.Redis(port=shared_redis.port) as direct:
+        keys = {key.decode() for key in direct.scan_iter(match=f"{prefix}:*")}
+    assert keys == {f"{prefix}:{{{tenant}}}:{part}" for tenant in ("acme", "globex")
+                    for part in ("rpm", "user:alice:rpm", "streams", f"day:{DAY}", "holds")}
+
+
+def test_redis_that_does_not_answer_in_time_is_unavailable_and_not_asked_twice(
+        shared_redis: RedisServer) -> None:
+    """Within its timeout, once: a call that timed out is not sent again (the script may have
+    run; it would only be waited for twice), nor waited for past the socket timeout."""
+    import redis
+
+    from tests.redis_server import RedisProxy, redis_proxy
+
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    admit_script = files("quota").joinpath("lua", "admit.lua").read_text()
+
+    async def scenario(proxy: RedisProxy) -> tuple[str, float]:
+        store = RedisStore(proxy.url, prefix=prefix, timeout_s=0.3, lease_s=300,
+                           retention_days=35)
+        try:
+            assert (await store.admit(ask(), ROOMY, T0)).admitted  # connected, script loaded
+            proxy.hold_script_replies(admit_script, 1.5)
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as unavailable:
+                await store.admit(ask(), ROOMY, T0 + 1)
+            return str(unavailable.value), time.monotonic() - started
+        finally:
+            await store.aclose()
+
+    with redis_proxy(shared_redis) as proxy:
+        error, waited = asyncio.run(scenario(proxy))
+    assert error == "TimeoutError"
+    assert 0.25 <= waited < 0.5  # one socket timeout: not two, nor the 0.9 s backstop
+    with redis.Redis(port=shared_redis.port) as direct:
+        assert direct.zcard(f"{prefix}:{{acme}}:rpm") == 2  # the first admission and this one
+
+
+def test_redis_that_is_gone_is_unavailable() -> None:
+    from tests.redis_server import redis_server
+
+    async def scenario(server: RedisServer) -> str:
+        store = RedisStore(server.url, prefix="gone", timeout_s=1, lease_s=300,
+                           retention_days=35)
+        try:
+            assert (await store.admit(ask(), ROOMY, T0)).admitted
+            server.kill()
+            with pytest.raises(StoreUnavailable) as unavailable:
+                await store.admit(ask(), ROOMY, T0)
+            return str(unavailable.value)
+        finally:
+            await store.aclose()
+
+    with redis_server() as server:
+        assert asyncio.run(scenario(server)) == "ConnectionError"

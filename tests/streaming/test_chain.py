@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import time
+from typing import Any
 
 import anyio
 import pytest
+from prometheus_client import REGISTRY
 
 from providers.errors import (
     ProviderError,
@@ -16,10 +19,11 @@ from providers.errors import (
 )
 from providers.types import ChainEvent, CompletionRequest, Message, RouteAnswering, TextDelta
 from streaming.breaker import CircuitBreaker
-from streaming.chain import AllRoutesFailed, ChainLink, RetryPolicy, RouteChain
+from streaming.chain import AllRoutesFailed, ChainLink, RetryPolicy, RouteChain, Tier
 from streaming.fallback_budget import RateCap
-from tests.fakes import Fail, ScriptedProvider, Sleep, words
-from tests.logcapture import captured_logs
+from tests.fakes import Fail, ScriptedProvider, Sleep, Step, words
+from tests.logcapture import CapturedLogs, captured_logs
+from tests.telemetry.test_log_schema import assert_documented
 
 REQUEST = CompletionRequest(messages=(Message("user", "hi"),), max_tokens=50)
 FAST = RetryPolicy(max_attempts=3, base_s=0.01, cap_s=0.05, ttft_timeout_s=2.0,
@@ -253,3 +257,304 @@ async def test_the_failure_that_opens_the_breaker_sets_retry_after_to_the_cooldo
     _, error = await run(chain(primary, failures=2))
     assert isinstance(error, AllRoutesFailed) and error.attempts == 2
     assert 59 < (error.retry_after or 0) <= 60
+
+
+class TopOfRange(random.Random):
+    """Jitter that always draws the top of its range: backoffs become exact."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def link(provider: ScriptedProvider, tier: Tier = "fallback", *, failures: int = 5,
+         clock: Clock | None = None, cap: int | None = None,
+         disabled: bool = False) -> ChainLink:
+    breaker = CircuitBreaker(provider.route, failures, 60.0, clock=clock or time.monotonic)
+    return ChainLink(provider, breaker, RateCap(cap), tier, disabled)
+
+
+def due_for_a_trial(route_link: ChainLink, clock: Clock) -> None:
+    """Open the link's breaker (threshold 1) and let its cool-down pass."""
+    route_link.breaker.record_failure("normal")
+    clock.now += 60
+
+
+def errors_logged(logs: CapturedLogs) -> list[dict[str, Any]]:
+    return [line for line in logs.records() if line["level"] == "error"]
+
+
+def retries(route: str, error_class: str = "ProviderUnavailable") -> float | None:
+    return REGISTRY.get_sample_value("hello_ship_retries_total",
+                                     {"route": route, "error_class": error_class})
+
+
+def is_ms(value: Any, at_least: float) -> bool:
+    """A duration in milliseconds, to a tenth: a float, not a rounded int."""
+    return isinstance(value, float) and at_least <= value < 10_000 and value == round(value, 1)
+
+
+async def test_each_attempt_and_the_route_that_answers_are_logged_as_documented() -> None:
+    failing = [Sleep(0.05), unavailable()]
+    primary = ScriptedProvider(failing, name="logs/primary")
+    fallback = ScriptedProvider([Sleep(0.05), *words("from b")], name="logs/fallback")
+    policy = RetryPolicy(max_attempts=3, base_s=0.0123456, cap_s=1.0, request_timeout_s=10)
+    routes = RouteChain([link(primary, "primary"), link(fallback)], policy, rng=TopOfRange())
+    retried_before = retries("logs/primary") or 0.0
+    with captured_logs() as logs:
+        events, error = await run(routes)
+    assert error is None and text(events) == "from b"
+    assert primary.requests == [REQUEST] * 3 and fallback.requests == [REQUEST]
+    lines = [line for line in logs.records() if line["logger"].startswith("hello_ship.")]
+    for line in lines:
+        assert_documented(line)
+    assert [line["event"] for line in lines] == [
+        "route_attempt_failed", "route_attempt_failed", "route_attempt_failed",
+        "route_answering", "fallback_used"]
+    attempts = lines[:3]
+    assert [(line["model_route"], line["tier"], line["attempt"], line["backoff_s"])
+            for line in attempts] == [("logs/primary", "primary", 1, 0.012),
+                                      ("logs/primary", "primary", 2, 0.025),
+                                      ("logs/primary", "primary", 3, None)]
+    for line in attempts:
+        assert (line["error_class"], line["detail"], line["status_code"], line["retryable"],
+                line["breaker"]) == ("ProviderUnavailable", "503", 503, True, "closed")
+        assert is_ms(line["attempt_ms"], 50)
+    answering, fallback_used = lines[3:]
+    assert {key: answering[key] for key in ("model_route", "tier", "attempt",
+                                            "failed_attempts")} == {
+        "model_route": "logs/fallback", "tier": "fallback", "attempt": 1, "failed_attempts": 3}
+    assert is_ms(answering["first_event_ms"], 50)
+    assert {key: fallback_used[key] for key in ("from_route", "to_route", "tier",
+                                                "failed_attempts", "incident_id")} == {
+        "from_route": "logs/primary", "to_route": "logs/fallback", "tier": "fallback",
+        "failed_attempts": 3, "incident_id": None}
+    assert (retries("logs/primary") or 0.0) - retried_before == 2  # those followed by a retry
+    assert errors_logged(logs) == []
+
+
+async def test_the_first_route_answering_is_no_fallback() -> None:
+    primary = ScriptedProvider(words("from a"), name="a/one")
+    with captured_logs() as logs:
+        events, error = await run(chain(primary, ScriptedProvider(words("b"), name="b/two")))
+    assert error is None and text(events) == "from a"
+    [answering] = logs.records("route_answering")
+    assert (answering["model_route"], answering["attempt"], answering["failed_attempts"]) == (
+        "a/one", 1, 0)
+    assert logs.records("fallback_used") == [] and errors_logged(logs) == []
+
+
+async def test_a_route_without_a_first_token_in_time_says_so() -> None:
+    hung = ScriptedProvider([Sleep(30), "late"], name="a/one")
+    policy = RetryPolicy(max_attempts=1, ttft_timeout_s=0.2, request_timeout_s=5)
+    with captured_logs() as logs:
+        _, error = await run(chain(hung, policy=policy))
+    assert isinstance(error, AllRoutesFailed)
+    assert (error.message, error.attempts) == ("all routes failed after 1 attempts", 1)
+    [line] = logs.records("route_attempt_failed")
+    assert_documented(line)
+    assert (line["error_class"], line["detail"], line["status_code"]) == (
+        "FirstTokenTimeout", "a/one: no first token within 0.2s", None)
+    assert hung.closed_early == 1 and errors_logged(logs) == []
+
+
+async def test_skipped_routes_say_why_at_their_level() -> None:
+    clock = Clock()
+    disabled = ScriptedProvider(words("a"), name="skip/disabled")
+    broken = ScriptedProvider(words("b"), name="skip/broken")
+    capped = ScriptedProvider(words("c"), name="skip/capped")
+    answering = ScriptedProvider(words("from d"), name="skip/answering")
+    links = [link(disabled, "primary", disabled=True), link(broken, failures=1, clock=clock),
+             link(capped, cap=0), link(answering)]
+    links[1].breaker.record_failure("normal")
+    with captured_logs() as logs:
+        events, error = await run(RouteChain(links, FAST))
+    assert error is None and text(events) == "from d"
+    assert disabled.started == broken.started == capped.started == 0
+    skipped = logs.records("route_skipped")
+    for line in skipped:
+        assert_documented(line)
+    assert [(line["model_route"], line["reason"], line["level"]) for line in skipped] == [
+        ("skip/disabled", "disabled", "info"), ("skip/broken", "breaker_open", "info"),
+        ("skip/capped", "fallback_cap", "warning")]
+    [used] = logs.records("fallback_used")
+    assert (used["from_route"], used["to_route"], used["failed_attempts"]) == (
+        "skip/disabled", "skip/answering", 0)
+
+
+async def test_a_request_whose_deadline_has_passed_tries_no_route() -> None:
+    """The deadline runs out before an attempt starts: nothing is sent, a trial the request
+    was handed is given back, and the client hears when a route may answer again."""
+    clock, broken_clock = Clock(), Clock()
+    broken = ScriptedProvider(words("a"), name="a/one")
+    recovering = ScriptedProvider(words("b"), name="b/two")
+    links = [link(broken, "primary", failures=1, clock=broken_clock),
+             link(recovering, failures=1, clock=clock)]
+    links[0].breaker.record_failure("normal")  # open for 60 s
+    due_for_a_trial(links[1], clock)
+    late = CompletionRequest(REQUEST.messages, 50, deadline_at=time.monotonic() - 1)
+    with pytest.raises(AllRoutesFailed) as raised:
+        async for _ in RouteChain(links, FAST).stream(late):
+            pass
+    assert broken.started == recovering.started == 0
+    assert raised.value.attempts == 0 and raised.value.retry_after == 60
+    assert raised.value.message == "all routes failed after 0 attempts"
+    assert links[1].breaker.admit() == "trial"  # the next request may still try it
+
+
+async def test_a_breaker_opened_by_other_requests_during_a_backoff_ends_the_retries() -> None:
+    primary = ScriptedProvider([unavailable()], name="a/one")
+    policy = RetryPolicy(max_attempts=3, base_s=0.4, cap_s=0.4, request_timeout_s=10)
+    routes = RouteChain([link(primary, "primary", failures=3)], policy, rng=TopOfRange())
+    breaker = routes.links[0].breaker
+    outcome: list[ProviderError | None] = []
+
+    async def request() -> None:
+        outcome.append((await run(routes))[1])
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(request)
+        await anyio.sleep(0.1)  # the first attempt failed at once; its backoff is 0.4 s
+        assert primary.started == 1
+        breaker.record_failure("normal")  # two other requests fail meanwhile: it opens
+        breaker.record_failure("normal")
+    [error] = outcome
+    assert isinstance(error, AllRoutesFailed) and primary.started == 1
+    assert error.attempts == 1 and 59 < (error.retry_after or 0) <= 60
+
+
+async def test_a_trial_settles_the_breaker_whichever_way_it_ends() -> None:
+    clock = Clock()
+
+    async def trial(script: list[Step]) -> tuple[CircuitBreaker, ProviderError | None]:
+        provider = ScriptedProvider(script, name="a/one")
+        routes = RouteChain([link(provider, "primary", failures=1, clock=clock)], FAST)
+        due_for_a_trial(routes.links[0], clock)
+        _, error = await run(routes)
+        return routes.links[0].breaker, error
+
+    healed, error = await trial(words("ok"))
+    assert error is None and healed.state == "closed"
+    failed, error = await trial([unavailable()])
+    assert failed.state == "open" and failed.reopens_in() == 60
+    assert isinstance(error, AllRoutesFailed) and error.retry_after == 60
+    refused, error = await trial([Fail(ProviderRejected("400", status_code=400))])
+    assert isinstance(error, ProviderRejected)  # the request's fault, not the route's:
+    assert refused.admit() == "trial"  # the next request gets the trial
+
+
+@pytest.mark.parametrize("unusable", ["disabled", "capped", "broken"])
+async def test_a_hung_primary_is_retried_when_no_fallback_could_take_over(
+        unusable: str) -> None:
+    primary = ScriptedProvider(words("a"), name="a/one", queue=[[Sleep(30), "late"]])
+    fallback = ScriptedProvider(words("b"), name="b/two")
+    fallback_link = link(fallback, disabled=unusable == "disabled",
+                         cap=0 if unusable == "capped" else None,
+                         failures=1 if unusable == "broken" else 5)
+    if unusable == "broken":
+        fallback_link.breaker.record_failure("normal")
+    policy = RetryPolicy(max_attempts=3, base_s=0.01, ttft_timeout_s=0.2, request_timeout_s=5)
+    events, error = await run(RouteChain([link(primary, "primary"), fallback_link], policy))
+    assert error is None and text(events) == "a" and primary.started == 2
+
+
+async def test_a_retry_after_as_long_as_our_longest_backoff_is_waited_for() -> None:
+    limited = Fail(ProviderRateLimited("429", status_code=429, retry_after=0.05))
+    primary = ScriptedProvider(words("a"), name="a/one", queue=[[limited]])
+    fallback = ScriptedProvider(words("b"), name="b/two")
+    events, error = await run(chain(primary, fallback))  # FAST: cap_s is 0.05
+    assert error is None and text(events) == "a" and primary.started == 2
+
+
+async def test_a_retry_after_past_the_deadline_is_not_waited_for() -> None:
+    limited = Fail(ProviderRateLimited("429", status_code=429, retry_after=0.5))
+    primary = ScriptedProvider(words("a"), name="a/one", queue=[[limited]])
+    request = CompletionRequest(REQUEST.messages, 50, deadline_at=time.monotonic() + 0.3)
+    started = time.monotonic()
+    with pytest.raises(AllRoutesFailed) as raised:
+        async for _ in chain(primary).stream(request):
+            pass
+    assert time.monotonic() - started < 0.3 and primary.started == 1
+    assert raised.value.retry_after == 0.5
+
+
+def test_a_chain_needs_a_route() -> None:
+    with pytest.raises(ValueError) as refused:
+        RouteChain([], FAST)
+    assert str(refused.value) == "a chain needs at least one route"
+
+
+async def test_a_client_leaving_before_the_first_token_closes_the_call_quietly() -> None:
+    hung = ScriptedProvider([Sleep(30), "late"], name="a/one")
+    with captured_logs() as logs:
+        with anyio.move_on_after(0.1):
+            await run(chain(hung))
+    assert hung.closed_early == 1 and errors_logged(logs) == []
+
+
+async def test_a_cleanup_failing_after_the_reader_stopped_is_logged_with_its_route() -> None:
+    answering = ScriptedProvider(words("one two three"), name="c/three",
+                                 release_error=RuntimeError("cleanup broke"))
+    with captured_logs() as logs:
+        stream = chain(answering).stream(REQUEST)
+        assert await anext(stream) == RouteAnswering("c/three", "primary", 1)
+        await anext(stream)
+        await stream.aclose()  # the reader stopped mid-answer
+        assert answering.closed_early == 1
+    [line] = logs.records("provider_close_failed")
+    assert_documented(line)
+    assert line["route"] == "c/three" and "RuntimeError" in line["exception"]
+
+
+async def test_a_pinned_route_is_that_route_alone_as_the_chain_has_it() -> None:
+    clock = Clock()
+    primary = ScriptedProvider(words("a"), name="a/one")
+    fallback = ScriptedProvider([unavailable()], name="b/two")
+    policy = RetryPolicy(max_attempts=3, base_s=0.0123456, cap_s=1.0, request_timeout_s=5)
+    routes = RouteChain([link(primary, "primary"), link(fallback, failures=1, clock=clock)],
+                        policy, rng=TopOfRange())
+    assert routes.pinned("c/three") is None
+    pinned = routes.pinned("b/two")
+    assert pinned is not None and pinned.links == (routes.links[1],)
+    with captured_logs() as logs:
+        _, error = await run(pinned)
+    assert isinstance(error, AllRoutesFailed) and primary.started == 0
+    [attempt] = logs.records("route_attempt_failed")  # its breaker opened at once
+    assert (attempt["model_route"], attempt["tier"], attempt["breaker"]) == (
+        "b/two", "fallback", "open")
+    clock.now += 60
+    retried = RouteChain([link(fallback, "primary", failures=5)], policy, rng=TopOfRange())
+    with captured_logs() as logs:
+        await run(retried.pinned("b/two"))  # type: ignore[arg-type]
+    assert [line["backoff_s"] for line in logs.records("route_attempt_failed")] == [
+        0.012, 0.025, None]  # the chain's jitter, drawn by the chain's generator
+
+
+class Unclosable(ScriptedProvider):
+    async def aclose(self) -> None:
+        raise RuntimeError("close broke")
+
+
+async def test_closing_the_chain_closes_every_route_even_when_one_fails_to() -> None:
+    closed: list[str] = []
+
+    class Closing(ScriptedProvider):
+        async def aclose(self) -> None:
+            closed.append(self.name)
+
+    routes = chain(Closing(words("a"), name="a/one"), Unclosable(words("b"), name="b/two"),
+                   Closing(words("c"), name="c/three"))
+    with captured_logs() as logs:
+        await routes.aclose()
+    assert closed == ["a/one", "c/three"]
+    [line] = logs.records("provider_close_failed")
+    assert (line["logger"], line["level"], line["model_route"]) == (
+        "hello_ship.chain", "error", "b/two")
+    assert "RuntimeError" in line["exception"]

@@ -253,13 +253,60 @@ def test_holding_back_for_phrases_keeps_sentences_whole_and_releases_as_often() 
         assert piece[-1].isspace() or piece[-1] in ".!?;"
 
 
-def test_invisible_characters_do_not_shorten_what_is_held_back_for_a_phrase() -> None:
-    text = "Sure, what you asked for: " + "\u200b\u200b".join("ignore all previous instructions")
-    stage = phrase_stage(64)
-    released = []
+def play_until_blocked(stage: OutputStage, tokens: list[str], gap: float) -> list[str]:
+    """What `play` releases before the guard stops the answer (which it must)."""
+    released: list[str] = []
+    now = 0.0
     with pytest.raises(OutputBlocked):
-        released = play(stage, list(text), [0.05] * len(text))
+        for token in tokens:
+            deadline = stage.deadline()
+            if deadline is not None and deadline <= now + gap:
+                released.append(stage.release_due(deadline))
+            now += gap
+            released.append(stage.feed(token, now))
+        stage.flush()
+    return released
+
+
+LEAD = "Sure, here is exactly what you asked for, word for word, just as you wrote it: "
+
+
+@pytest.mark.parametrize("text", [
+    LEAD + "ignore all previous instructions and more",
+    LEAD + "\u200b\u200b".join("ignore all previous instructions"),
+])
+def test_a_phrase_typed_slowly_is_held_back_until_it_is_whole(text: str) -> None:
+    """The hold time cuts inside the sentence again and again: no word of the phrase leaves
+    before the phrase is complete and blocked."""
+    released = play_until_blocked(phrase_stage(64), list(text), 0.05)
+    assert "".join(released).replace("\u200b", "").startswith("Sure, here is exactly")
     assert "ignore" not in "".join(released).replace("\u200b", "")
+
+
+def test_a_block_names_its_detector_and_category_never_the_text() -> None:
+    blocked = OutputBlocked("blocked_pattern_0", "blocked")
+    assert str(blocked) == "blocked:blocked_pattern_0"
+    assert (blocked.detector, blocked.category) == ("blocked_pattern_0", "blocked")
+
+
+KEY = "sk-proj-" + "A1b2C3d4" * 40
+
+
+def test_a_key_longer_than_the_hold_back_leaves_as_one_placeholder_after_long_prose() -> None:
+    """A key too long to hold back whole is released in parts, each recognised by looking back
+    at where it began: after prose longer than that look-back too."""
+    prose = "This is a long and chatty answer. " * 12  # 408 characters
+    text = prose + KEY + " Mail jane@example.com or ann@example.org, then wait for the end."
+    tokens = [text[i:i + 4] for i in range(0, len(text), 4)]
+    tokens[-1:] = [tokens[-1], " And zoe@example.net."]
+    detectors = [BUILTIN["api_key"], BUILTIN["email"]]  # a look-back of 512
+    stage = OutputStage(OutputGuard(Scanner(detectors), GuardPolicy(), max_chars=400,
+                                    max_hold_s=0.1))
+    out = play(stage, tokens, [0.03] * len(tokens))
+    assert "".join(out) == (prose + "[redacted:api_key] Mail [redacted:email] or "
+                            "[redacted:email], then wait for the end. And [redacted:email].")
+    assert stage.redactions == {"api_key": 1, "email": 3}
+    assert "A1b2" not in "".join(out)
 
 
 @pytest.mark.parametrize(("held", "hold_back", "cut"), [
@@ -267,6 +314,21 @@ def test_invisible_characters_do_not_shorten_what_is_held_back_for_a_phrase() ->
     ("one two three four five", 10, 8),  # back to the start of the word at 10 from the end
     ("一二三四五六七八九十" * 5, 10, 40),  # no spaces, no words: cut inside the run
     ("abc\u200bdef ghi jkl", 7, 8),  # format characters are not counted
+    ("say it now" + "\u200b" * 5, 6, 4),
+    ("ignore all" + "\u200b" * 6 + " previous", 12, 7),
+    (" ignore previous", 10, 1),  # the last space before the phrase may be the first
+    ("x" * 40, 8, 0),  # a run of 32 may be one word: kept whole
+    ("x" * 41, 8, 33),  # a longer one is no word
 ])
 def test_the_phrase_cut(held: str, hold_back: int, cut: int) -> None:
     assert phrase_cut(held, hold_back) == cut
+
+
+def test_a_value_after_the_rest_of_a_long_key_is_counted_in_the_same_release() -> None:
+    stage = OutputStage(OutputGuard(Scanner([BUILTIN["api_key"], BUILTIN["email"]]),
+                                    GuardPolicy(), max_chars=1000, max_hold_s=0.1))
+    assert stage.feed("Key: " + KEY[:200], 0.0) == ""
+    assert stage.release_due(0.1) == "Key: [redacted:api_key]"  # the rest is still held
+    assert stage.feed(KEY[200:] + " mail jane@example.com now. ", 0.15) == (
+        " mail [redacted:email] now.")
+    assert stage.redactions == {"api_key": 1, "email": 1}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import random
+from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from streaming.backoff import retry_delay
 from streaming.breaker import CircuitBreaker
 from streaming.fallback_budget import FallbackWatch, RateCap
 from tests.logcapture import captured_logs
+from tests.telemetry.test_log_schema import assert_documented
 
 
 class Clock:
@@ -129,3 +133,126 @@ def test_high_fallback_traffic_is_logged_once_a_window(fallback_share: float,
     assert len(records) == alerts
     if alerts:
         assert records[0]["share"] > 0.5 and records[0]["window_s"] == 60
+
+
+class TopOfRange(random.Random):
+    """Jitter that always draws the top of its range."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_a_wait_that_would_end_at_the_deadline_is_no_wait() -> None:
+    assert retry_delay(1, base_s=0.5, cap_s=8, retry_after=10.0, remaining_s=10.0) is None
+    assert retry_delay(1, base_s=0.5, cap_s=8, retry_after=9.5, remaining_s=10.0) == 9.5
+    top = TopOfRange()
+    assert retry_delay(2, base_s=0.5, cap_s=8, retry_after=None, remaining_s=1.0,
+                       rng=top) is None
+    assert retry_delay(2, base_s=0.5, cap_s=8, retry_after=None, remaining_s=1.01,
+                       rng=top) == 1.0
+
+
+COMMON_FIELDS = {"ts", "level", "logger", "event", "pid", "log_schema", "request_id", "trace_id"}
+
+
+def own_fields(line: dict[str, Any]) -> dict[str, Any]:
+    """A log line without the fields every line has."""
+    return {key: value for key, value in line.items() if key not in COMMON_FIELDS}
+
+
+def sample(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_reopens_in_says_when_the_route_may_be_tried_again() -> None:
+    """What the client's Retry-After is made of when every route's breaker is open."""
+    clock = Clock()
+    breaker = CircuitBreaker("r", failure_threshold=1, cooldown_s=30, clock=clock)
+    assert breaker.reopens_in() == 0.0 and breaker.admissible()  # closed
+    breaker.record_failure("normal")
+    assert breaker.reopens_in() == 30 and not breaker.admissible()
+    clock.now += 29.5
+    assert breaker.reopens_in() == 0.5
+    clock.now += 1
+    assert breaker.reopens_in() == 0.0  # past its cool-down: the next request is the trial
+    assert breaker.state == "half_open" and breaker.admissible()
+    assert breaker.admit() == "trial"
+    assert breaker.reopens_in() == math.inf and not breaker.admissible()  # trial in flight
+    breaker.record_success("trial")
+    assert breaker.reopens_in() == 0.0 and breaker.admissible()
+
+
+def test_a_successful_trial_starts_the_count_of_failures_afresh() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("r", failure_threshold=3, cooldown_s=10, clock=clock)
+    for _ in range(3):
+        breaker.record_failure("normal")
+    clock.now += 10
+    assert breaker.admit() == "trial"
+    breaker.record_success("trial")
+    breaker.record_failure("normal")
+    breaker.record_failure("normal")
+    assert breaker.state == "closed"  # two in a row, not five
+    breaker.record_failure("normal")
+    assert breaker.state == "open"
+
+
+def test_the_breaker_shows_its_state_in_metrics_and_logs() -> None:
+    clock = Clock()
+    route = "metrics/breaker-route"
+    states = ("open", "half_open", "closed")
+
+    def transitions() -> dict[str, float]:
+        return {state: sample("hello_ship_breaker_transitions_total", route=route,
+                              state=state) or 0.0 for state in states}
+
+    before = transitions()
+    with captured_logs() as logs:
+        breaker = CircuitBreaker(route, failure_threshold=2, cooldown_s=10, clock=clock)
+        assert sample("hello_ship_breaker_state", route=route) == 0  # shown before any move
+        breaker.record_failure("normal")
+        breaker.record_failure("normal")
+        assert sample("hello_ship_breaker_state", route=route) == 2
+        clock.now += 10
+        assert breaker.admit() == "trial"
+        assert sample("hello_ship_breaker_state", route=route) == 1
+        breaker.record_failure("trial")
+        clock.now += 10
+        assert breaker.admit() == "trial"
+        breaker.record_success("trial")
+        assert sample("hello_ship_breaker_state", route=route) == 0
+    after = transitions()
+    assert {state: after[state] - before[state] for state in states} == {
+        "open": 2, "half_open": 2, "closed": 1}
+    lines = logs.records("breaker_state")
+    for line in lines:
+        assert_documented(line)
+    assert [(line["state"], line["failures"], line["cooldown_s"]) for line in lines] == [
+        ("open", 2, 10), ("half_open", 2, 10), ("open", 3, 10), ("half_open", 3, 10),
+        ("closed", 0, 10)]
+    assert {line["model_route"] for line in lines} == {route}
+
+
+def test_a_minute_of_answers_slides_and_alerts_once_a_minute() -> None:
+    """The share is of the last minute's answers: older ones leave the window as it slides."""
+    clock = Clock()
+    clock.now = 0.0
+    watch = FallbackWatch(share=0.5, clock=clock)  # 10 answers at least, by default
+    with captured_logs() as logs:
+        for _ in range(9):
+            watch.record("fallback")
+        assert logs.records("fallback_traffic_high") == []  # 9 answers: too few to judge
+        watch.record("static")  # the degraded copy counts as a fallback: alert
+        clock.now = 59.0
+        for tier in ["primary"] * 5 + ["fallback"] * 5:
+            watch.record(tier)  # 15 of 20 degraded, but one alert a minute at most
+        clock.now = 60.0  # the first ten answers are a minute old: they leave the window
+        watch.record("primary")  # 5 of 11
+        watch.record("fallback")  # 6 of 12: half is not more than half
+        watch.record("fallback")  # 7 of 13, a minute after the first alert: alert
+    lines = logs.records("fallback_traffic_high")
+    assert {line["level"] for line in lines} == {"warning"}
+    assert [own_fields(line) for line in lines] == [
+        {"window_s": 60.0, "requests": 10, "fallback_requests": 10, "share": 1.0},
+        {"window_s": 60.0, "requests": 13, "fallback_requests": 7, "share": 0.538},
+    ]

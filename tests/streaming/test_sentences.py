@@ -2,7 +2,7 @@
 # ruff: noqa: RUF001
 import pytest
 
-from streaming.sentences import SentenceBuffer
+from streaming.sentences import SentenceBuffer, ends_sentence
 
 
 @pytest.mark.parametrize(("pushes", "released"), [
@@ -72,3 +72,50 @@ def test_a_sentence_end_kept_back_whole_does_not_restart_the_hold() -> None:
     assert buffer.push(" waiting", 0.09) == ""
     assert buffer.release_due(0.1) == ""  # the whole held text is still kept back,
     assert buffer.deadline() == 0.2  # and the forced release that kept it starts a new hold
+
+
+@pytest.mark.parametrize(("max_chars", "max_hold_s"), [(0, 1.0), (5, -0.1)])
+def test_a_buffer_needs_room_and_a_hold_time(max_chars: int, max_hold_s: float) -> None:
+    with pytest.raises(ValueError) as refused:
+        SentenceBuffer(max_chars, max_hold_s)
+    assert str(refused.value) == "max_chars must be >= 1 and max_hold_s >= 0"
+
+
+def test_the_smallest_buffer_releases_each_character_at_once() -> None:
+    buffer = SentenceBuffer(max_chars=1, max_hold_s=0)
+    assert [buffer.push(char, 0.0) for char in "ab"] == ["a", "b"]
+
+
+def test_the_hold_time_is_reached_to_the_microsecond() -> None:
+    buffer = SentenceBuffer(max_chars=100, max_hold_s=0.5)
+    assert buffer.push("slow", 0.0) == ""
+    assert buffer.push("", 0.25) == ""  # an empty delta releases only what is due
+    assert buffer.push(" and", 0.499) == ""
+    assert buffer.push(" steady", 0.5) == "slow and steady"
+
+
+def test_a_forced_release_that_keeps_part_back_starts_a_new_hold_for_it() -> None:
+    def keep_last_word(held: str, cut: int) -> int:
+        return held.rfind(" ", 0, cut) + 1
+
+    buffer = SentenceBuffer(max_chars=100, max_hold_s=0.5, settle=keep_last_word)
+    assert buffer.push("one two thr", 0.0) == ""
+    assert buffer.push("ee fo", 0.5) == "one two three "  # the hold time: forced
+    assert buffer.held == "fo" and buffer.deadline() == 1.0
+    assert buffer.push("", 0.9) == ""
+    assert buffer.push("", 1.0) == ""  # all kept back: a new hold once more
+    assert buffer.deadline() == 1.5
+    assert buffer.push("ur", 1.5) == ""  # forced by a push, all kept back: the same
+    assert (buffer.held, buffer.deadline()) == ("four", 2.0)
+
+
+@pytest.mark.parametrize(("text", "cut", "ends"), [
+    ("Done. Next", 5, True),
+    ("Done. Next", 4, False),
+    (". Next", 1, True),
+    ("He said \"no.\" Then", 13, True),
+    ("Pi is 3.14", 7, False),
+    ("你好。我是", 3, True),
+])
+def test_whether_a_cut_ends_a_sentence(text: str, cut: int, ends: bool) -> None:
+    assert ends_sentence(text, cut) is ends
