@@ -103,12 +103,21 @@ class AnthropicMessagesProvider:
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
         client = self._require_client()
         system, turns = split_system(request.messages)
+        # Of the caller's sampling, only stop sequences and the end user carry over. There is
+        # no seed in Anthropic's API, and the API version this SDK sends (2026-10-21) refuses
+        # `temperature` and `top_p` with a 400 on every model, even at their defaults: the SDK
+        # has dropped them, and sending them anyway would fail every request that set them.
+        # Claude samples at its own settings instead.
+        sampling = request.sampling
         try:
             stream = await client.messages.create(
                 model=self._spec.model,
                 max_tokens=self._spec.output_cap(request.max_tokens),
                 messages=[_message(turn) for turn in turns],
                 system="\n\n".join(system) if system else anthropic.omit,
+                stop_sequences=list(sampling.stop) if sampling.stop else anthropic.omit,
+                metadata=({"user_id": sampling.user} if sampling.user is not None
+                          else anthropic.omit),
                 stream=True,
                 extra_headers=request.trace_headers(),
             )

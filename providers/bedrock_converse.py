@@ -61,6 +61,7 @@ from providers.types import (
     FinishReason,
     ProviderEvent,
     RouteHealth,
+    Sampling,
     TextDelta,
     Usage,
 )
@@ -76,6 +77,9 @@ from providers.vendor_errors import (
 VENDOR = "bedrock"
 PROBE_TIMEOUT_S = 5.0
 MAX_POOL_CONNECTIONS = 100
+# The caller's temperature is on OpenAI's scale, 0 to 2; the models Bedrock serves through
+# Converse (Claude, Llama, Mistral) take 0 to 1 and refuse more, so it is capped here.
+MAX_TEMPERATURE = 1.0
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -156,7 +160,8 @@ class BedrockConverseProvider:
         arguments: dict[str, Any] = {
             "modelId": self._spec.model,
             "messages": [{"role": t.role, "content": [{"text": t.text}]} for t in turns],
-            "inferenceConfig": {"maxTokens": self._spec.output_cap(request.max_tokens)},
+            "inferenceConfig": {"maxTokens": self._spec.output_cap(request.max_tokens),
+                                **_inference_sampling(request.sampling)},
         }
         if system:
             arguments["system"] = [{"text": text} for text in system]
@@ -238,6 +243,20 @@ class BedrockConverseProvider:
     async def aclose(self) -> None:
         await self._exit_stack.aclose()
         self._client = None
+
+
+def _inference_sampling(sampling: Sampling) -> dict[str, Any]:
+    """The caller's sampling as Converse's `inferenceConfig` fields; a field left at the
+    model's default is not sent, so a request that sets none is the body it was before.
+    Converse has no seed and no end-user field: those are not sent."""
+    fields: dict[str, Any] = {}
+    if sampling.temperature is not None:
+        fields["temperature"] = min(sampling.temperature, MAX_TEMPERATURE)
+    if sampling.top_p is not None:
+        fields["topP"] = sampling.top_p
+    if sampling.stop:
+        fields["stopSequences"] = list(sampling.stop)
+    return fields
 
 
 def _text(block_delta: object) -> str | None:

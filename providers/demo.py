@@ -71,6 +71,14 @@ def demo_answer(messages: tuple[Message, ...], answer_tokens: int) -> str:
     return "".join(sentences)
 
 
+def before_stop(answer: str, stop: tuple[str, ...]) -> str:
+    """The answer up to the first of the stop sequences, which is left out, as a vendor ends
+    it; finishing there is a normal stop. Other sampling fields change nothing: the demo's
+    answer is deterministic by design."""
+    ends = [at for sequence in stop if sequence and (at := answer.find(sequence)) >= 0]
+    return answer[:min(ends)] if ends else answer
+
+
 class DemoProvider:
     def __init__(self, model: str, config: DemoConfig, max_tokens: int | None = None) -> None:
         self._route = f"demo/{model}"
@@ -85,7 +93,8 @@ class DemoProvider:
         config = self._config
         if config.ttft_s:
             await anyio.sleep(config.ttft_s)
-        tokens = split_tokens(demo_answer(request.messages, config.answer_tokens))
+        answer = demo_answer(request.messages, config.answer_tokens)
+        tokens = split_tokens(before_stop(answer, request.sampling.stop))
         finish: FinishReason = "stop"
         cap = min(request.max_tokens, self._max_tokens or request.max_tokens)
         if len(tokens) > cap:

@@ -34,6 +34,7 @@ from providers.types import (
     FinishReason,
     ProviderEvent,
     RouteHealth,
+    Sampling,
     TextDelta,
     Usage,
 )
@@ -91,6 +92,7 @@ class OpenAIChatProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
             self._cap_field: self._spec.output_cap(request.max_tokens),
+            **_sampling_fields(request.sampling),
         }
         headers = request.trace_headers()
         try:
@@ -148,6 +150,25 @@ class OpenAIChatProvider:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+def _sampling_fields(sampling: Sampling) -> dict[str, object]:
+    """The caller's sampling under OpenAI's own names. A field left at the vendor's default
+    is not sent at all, so a request that sets none is the very body it was before."""
+    fields: dict[str, object] = {}
+    if sampling.temperature is not None:
+        fields["temperature"] = sampling.temperature
+    if sampling.top_p is not None:
+        fields["top_p"] = sampling.top_p
+    if sampling.stop:
+        fields["stop"] = list(sampling.stop)
+    if sampling.seed is not None:
+        fields["seed"] = sampling.seed
+    if sampling.user is not None:
+        # OpenAI now also takes `safety_identifier`, but `user` is the name every compatible
+        # server knows too, and OpenAI still reads it for abuse monitoring.
+        fields["user"] = sampling.user
+    return fields
 
 
 def _usage(counts: object) -> Usage:

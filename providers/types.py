@@ -16,6 +16,21 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Sampling:
+    """How the caller wants the answer sampled; None (or no stop sequences) leaves the
+    vendor's default. Each adapter sends what its vendor takes, mapped to its names."""
+
+    temperature: float | None = None  # 0 to 2, as OpenAI takes it
+    top_p: float | None = None  # 0 to 1
+    stop: tuple[str, ...] = ()  # at most 4
+    seed: int | None = None
+    user: str | None = None  # the caller's end-user id, for the vendor's abuse monitoring
+
+
+DEFAULT_SAMPLING = Sampling()
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionRequest:
     """One call to one route; `max_tokens` is already clamped by the caller."""
 
@@ -27,6 +42,7 @@ class CompletionRequest:
     # The W3C `traceparent` header every vendor call of the request carries (the caller's
     # trace, our span as the parent), so a vendor's own tracing joins the trace.
     traceparent: str | None = None
+    sampling: Sampling = DEFAULT_SAMPLING
 
     def trace_headers(self) -> dict[str, str] | None:
         return trace_headers(self.traceparent)

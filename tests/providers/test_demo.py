@@ -5,7 +5,7 @@ import pytest
 from providers.demo import DemoConfig, DemoProvider, demo_answer
 from providers.errors import ProviderRateLimited, ProviderRejected, ProviderUnavailable
 from providers.tokens import count_tokens, split_tokens
-from providers.types import CompletionRequest, Finish, Message, TextDelta, Usage
+from providers.types import CompletionRequest, Finish, Message, Sampling, TextDelta, Usage
 
 INSTANT = DemoConfig(ttft_s=0, token_delay_s=0)
 
@@ -82,3 +82,18 @@ async def test_injected_faults_raise_after_n_tokens(status: int, error_class: ty
 
 async def test_route_names_the_demo_provider() -> None:
     assert DemoProvider("hello-1", INSTANT).route == "demo/hello-1"
+
+
+@pytest.mark.parametrize(("stop", "answer"), [
+    (("two",), "one "),
+    ((" three", "two", "absent"), "one "),  # the first one met in the answer, not in `stop`
+    (("absent",), "one two three."),
+    ((), "one two three."),
+])
+async def test_the_answer_ends_before_the_first_stop_sequence(stop: tuple[str, ...],
+                                                              answer: str) -> None:
+    request = CompletionRequest(messages=(Message("user", "/echo one two three."),),
+                                max_tokens=1000, sampling=Sampling(stop=stop))
+    events = await run(DemoProvider("hello-1", INSTANT), request)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == answer
+    assert events[-1] == Finish("stop")

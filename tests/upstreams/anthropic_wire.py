@@ -66,6 +66,20 @@ def conversation_error(body: dict[str, Any]) -> str | None:
     return None
 
 
+# API version 2026-10-21, the one SDK 2.x sends, refuses these on every model, even at their
+# defaults, as fields it does not know; older versions take them.
+_SAMPLING_REMOVED_IN = "2026-10-21"
+_REMOVED_SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
+
+
+def removed_field_error(body: dict[str, Any], version: str) -> str | None:
+    """The 400 message for a sampling field the request's API version no longer has."""
+    if version < _SAMPLING_REMOVED_IN:
+        return None
+    field = next((name for name in _REMOVED_SAMPLING_FIELDS if name in body), None)
+    return None if field is None else f"{field}: Extra inputs are not permitted"
+
+
 def _event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
@@ -134,7 +148,8 @@ def anthropic_app(upstream: Upstream) -> Starlette:
     async def messages(request: Request) -> Response:
         received = await receive(upstream, request)
         body = received.json or {}
-        problem = conversation_error(body)
+        problem = conversation_error(body) or removed_field_error(
+            body, request.headers.get("anthropic-version", ""))
         if problem is not None:
             return JSONResponse({"type": "error", "error": {
                 "type": "invalid_request_error", "message": problem}}, status_code=400)
