@@ -290,7 +290,7 @@ def test_label_sets_stay_small() -> None:
     samples = scrape_registry_now()
     allowed = {"route", "endpoint", "outcome", "status_class", "code", "direction", "tier",
                "error_class", "state", "detector", "action", "limit", "operation", "policy",
-               "phase", "le"}
+               "phase", "reason", "le"}
     used: defaultdict[str, set[str]] = defaultdict(set)
     for name, labels in samples:
         if name.startswith("hello_ship_"):
