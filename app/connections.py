@@ -42,6 +42,9 @@ from config.connections import ConnectionLimits, read_connection_limits
 from config.env import EnvReader
 
 # scope["extensions"][ABORT]["drop"](): drop the connection mid-response, quietly.
+# scope["extensions"][ABORT]["body_pending"](): the request's body has not all arrived, so a
+# response now (a refusal before the body was read) must say `Connection: close`: the
+# connection closes after it, and a client must not send its next request down it.
 ABORT = "hello_ship.abort"
 WRITE_BUFFER_BYTES = 16_384
 
@@ -174,7 +177,8 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         cycle.scope["extensions"] = {**cycle.scope.get("extensions", {}),
-                                     ABORT: {"drop": functools.partial(drop, cycle)}}
+                                     ABORT: {"drop": functools.partial(drop, cycle),
+                                             "body_pending": lambda: cycle.more_body}}
         if cycle.scope["http_version"] == "1.0":
             app = close_delimited(app, cycle)
         super()._start_asgi_task(cycle, app)

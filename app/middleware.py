@@ -15,11 +15,13 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.callers import client_address
+from app.connections import ABORT
 from app.errors import INTERNAL_ERROR, error_response
 from config.connections import IPNetwork
 from telemetry import trace_context
 
 access_logger = logging.getLogger("hello_ship.access")
+CLOSE = (b"connection", b"close")
 logger = logging.getLogger("hello_ship.edge")
 
 
@@ -38,12 +40,16 @@ class EdgeMiddleware:
         token = trace_context.current.set(ctx)
         id_header = (b"x-request-id", ctx.request_id.encode())
         status = 0
+        body_pending = scope.get("extensions", {}).get(ABORT, {}).get("body_pending")
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), id_header]
+                if body_pending is not None and body_pending() and not any(
+                        name.lower() == b"connection" for name, _ in message["headers"]):
+                    message["headers"].append(CLOSE)
             await send(message)
 
         try:

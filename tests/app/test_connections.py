@@ -176,6 +176,19 @@ def test_a_body_the_service_did_not_want_is_not_waited_for() -> None:
         response = read_until_closed(sock)
         assert response.startswith(b"HTTP/1.1 405 ")
         assert time.monotonic() - started < 3
+        # It says so, or a keep-alive client would send its next request down a closing socket.
+        assert parse(response)[1]["connection"] == ["close"]
+
+
+def test_an_answer_after_the_whole_body_keeps_the_connection() -> None:
+    with serving() as service, connect(service) as sock:
+        for _ in range(2):
+            sock.sendall(b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+            response = sock.recv(65536)
+            while not response.endswith(b"}"):  # the JSON body may come in a second read
+                response += sock.recv(65536)
+            assert response.startswith(b"HTTP/1.1 405 ")
+            assert "connection" not in parse(response)[1]
 
 
 def test_connections_beyond_the_cap_are_refused_cleanly() -> None:
