@@ -2,6 +2,10 @@
 
     {"error": {"code": "...", "message": "...", "request_id": "..."}}
 
+Under `/v1/` (OpenAI's API) the same error in OpenAI's shape, which its SDKs read:
+
+    {"error": {"message": "...", "type": "...", "param": null, "code": "...", "request_id": "..."}}
+
 Messages are written for the caller; they never echo the caller's input, a provider's raw
 error body, a key, or a stack trace.
 """
@@ -17,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.openai_wire import error_object
 from telemetry import trace_context
 
 logger = logging.getLogger("hello_ship.edge")
@@ -50,9 +55,16 @@ def current_request_id() -> str:
     return ctx.request_id if ctx is not None else trace_context.new_request_id()
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    body = {"code": error.code, "message": error.message,
-            "request_id": current_request_id(), **error.fields}
+OPENAI_PREFIX = "/v1/"
+
+
+def error_response(error: ApiError, *, openai: bool = False) -> JSONResponse:
+    if openai:
+        body = error_object(error.status, error.code, error.message, current_request_id(),
+                            error.fields)
+    else:
+        body = {"code": error.code, "message": error.message,
+                "request_id": current_request_id(), **error.fields}
     if error.status < 500:
         logger.info("request_rejected", extra={"status": error.status, "code": error.code,
                                                **error.logged})
@@ -63,14 +75,19 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 INTERNAL_ERROR = ApiError(500, "internal_error", "Something went wrong on our side.")
 
 
+def speaks_openai(request: Request) -> bool:
+    path: str = request.scope.get("path", "")
+    return path.startswith(OPENAI_PREFIX)
+
+
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc)
+    return error_response(exc, openai=speaks_openai(request))
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """A bug below the edge: the envelope, never a stack trace (the edge logs the error)."""
-    return error_response(INTERNAL_ERROR)
+    return error_response(INTERNAL_ERROR, openai=speaks_openai(request))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -78,6 +95,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = "No such route." if exc.status_code == 404 else str(exc.detail)
-    return error_response(ApiError(exc.status_code, code, message, headers=exc.headers))
+    return error_response(ApiError(exc.status_code, code, message, headers=exc.headers),
+                          openai=speaks_openai(request))
 
 

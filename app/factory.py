@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app import metrics, routes, usage
+from app import metrics, openai_routes, routes, usage
 from app.errors import (
     ApiError,
     handle_api_error,
@@ -123,6 +123,8 @@ def create_app(settings: Settings,
             Route("/ready", routes.ready, methods=["GET"]),
             Route("/chat", routes.chat, methods=["POST"]),
             Route("/chat/stream", routes.chat_stream, methods=["POST"]),
+            Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"]),
+            Route("/v1/models", openai_routes.models, methods=["GET"]),
             Route("/usage", usage.own_usage, methods=["GET"]),
             Route("/admin/usage/{tenant}", usage.tenant_usage, methods=["GET"]),
             Route("/metrics", metrics.metrics, methods=["GET"]),

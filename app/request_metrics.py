@@ -23,8 +23,9 @@ from telemetry.metrics import (
 )
 from tenancy.admission import Bill
 
-CHAT_PATHS = {"/chat": "chat", "/chat/stream": "stream"}
+CHAT_PATHS = {"/chat": "chat", "/chat/stream": "stream", "/v1/chat/completions": "openai"}
 REACHED_PIPELINE = "reached_pipeline"  # set on the request's state by the chat handler
+CHAT_ENDPOINT = "chat_endpoint"  # set once the body said which (OpenAI's `stream`)
 _LEFT = ("client_disconnected", "client_stalled")
 
 
@@ -34,7 +35,7 @@ def status_class(record: StreamRecord, http_status: int, endpoint: str) -> str:
     answer the server cut short (a shutdown backstop, a bug) a 5xx."""
     if record.outcome in ("cancelled", "pending"):
         status = 503
-    elif endpoint == "chat":
+    elif endpoint in ("chat", "openai") or http_status >= 400:  # the status the client got
         status = http_status
     elif record.outcome == "ok":
         status = 200
@@ -81,7 +82,8 @@ def counting_rejections(handler: Handler) -> Handler:
 
     async def handle(request: Request, exc: Exception) -> Response:
         response = await handler(request, exc)
-        endpoint = CHAT_PATHS.get(request.scope.get("path", ""))
+        endpoint = getattr(request.state, CHAT_ENDPOINT, None) or CHAT_PATHS.get(
+            request.scope.get("path", ""))
         # A request that reached the pipeline is counted when it ends, error or not.
         if endpoint is not None and not getattr(request.state, REACHED_PIPELINE, False):
             code = exc.code if isinstance(exc, ApiError) else "internal_error"

@@ -11,18 +11,20 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from typing import Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app.connections import ABORT
 from app.errors import ApiError, JSONResponse, error_response
 from config.settings import Settings
 from streaming.collect import CollectedAnswer, collect_answer
-from streaming.frames import DoneFrame, Frame, SSEEncoder, usage_payload
+from streaming.frames import DoneFrame, ErrorFrame, Frame, SSEEncoder, sse_retry, usage_payload
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
 
@@ -46,15 +48,17 @@ ERROR_STATUS = {
 
 # Called once when the response is over, with its HTTP status: logs and settles the bill.
 OnEnd = Callable[[int], Awaitable[None]]
+# The collected answer (or its failure) as the endpoint's response body.
+Render = Callable[[CollectedAnswer, str], Response]
 
 
-def _mark_disconnected(record: StreamRecord, endpoint: str) -> None:
+def mark_disconnected(record: StreamRecord, endpoint: str) -> None:
     if record.outcome == "pending":
         record.outcome = "client_disconnected"
-        _log_client_gone(record, endpoint, "closed")
+        log_client_gone(record, endpoint, "closed")
 
 
-def _log_client_gone(record: StreamRecord, endpoint: str, reason: str) -> None:
+def log_client_gone(record: StreamRecord, endpoint: str, reason: str) -> None:
     """Logged when the edge notices, so the line says how far the answer had got then;
     `request_end` follows once the pipeline has unwound."""
     logger.info("client_disconnected", extra={
@@ -67,16 +71,20 @@ def _log_client_gone(record: StreamRecord, endpoint: str, reason: str) -> None:
     })
 
 
-async def _sse_bytes(frames: MemoryObjectReceiveStream[Frame], retry: bytes,
-                     ) -> AsyncIterator[bytes]:
+class FrameEncoder(Protocol):
+    def encode(self, frame: Frame) -> bytes: ...
+
+
+async def sse_bytes(frames: MemoryObjectReceiveStream[Frame], encoder: FrameEncoder,
+                    preamble: bytes) -> AsyncIterator[bytes]:
     """SSE bytes of the frames; frames already waiting go out in one write.
 
     Coalescing never delays a frame (it only takes what is queued when a write is due) and
     each token keeps its own SSE frame; under load it saves a send through every middleware
     and a syscall per token.
     """
-    encoder = SSEEncoder()
-    yield retry
+    if preamble:
+        yield preamble
     while True:
         try:
             frame = frames.receive_nowait()
@@ -96,22 +104,35 @@ async def _sse_bytes(frames: MemoryObjectReceiveStream[Frame], retry: bytes,
         yield chunk
 
 
-class _PipelineResponse:
+def drop_stalled(record: StreamRecord, scope: Scope, endpoint: str) -> None:
+    """The client stopped reading for SEND_TIMEOUT_S: the pipeline and the provider call are
+    already cancelled. The connection is dropped as for a client gone (under plain uvicorn,
+    by returning: it logs an error, and drops it)."""
+    if record.outcome != "client_disconnected":  # one line per client gone
+        log_client_gone(record, endpoint, "stalled")
+    record.outcome = "client_stalled"
+    drop = scope.get("extensions", {}).get(ABORT, {}).get("drop")
+    if drop is not None:
+        drop()
+
+
+class PipelineResponse:
     """One request's pipeline run, as an ASGI response; subclasses decide how frames leave."""
 
     def __init__(self, job: ChatJob, settings: Settings, stop: anyio.Event | None,
-                 on_end: OnEnd) -> None:
+                 on_end: OnEnd, render: Render | None = None) -> None:
         self._job = job
         self._settings = settings
         self._stop = stop
         self._on_end = on_end
+        self._render = render or render_answer
 
     async def _run_pipeline(self, out: MemoryObjectSendStream[Frame]) -> None:
         await run_pipeline(self._job, out, stop=self._stop,
                            stop_grace_s=self._settings.shutdown_grace_s)
 
 
-class StreamResponse(_PipelineResponse):
+class StreamResponse(PipelineResponse):
     """`text/event-stream` of the pipeline's frames; see DESIGN.md for the frame contract."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,10 +140,10 @@ class StreamResponse(_PipelineResponse):
         frames_in, frames_out = anyio.create_memory_object_stream[Frame](FRAME_BUFFER)
 
         async def on_disconnect(message: Message) -> None:
-            _mark_disconnected(job.record, "/chat/stream")
+            mark_disconnected(job.record, "/chat/stream")
 
         response = EventSourceResponse(
-            _sse_bytes(frames_out, b"retry: %d\n\n" % settings.sse_retry_ms),
+            sse_bytes(frames_out, SSEEncoder(), sse_retry(settings.sse_retry_ms)),
             headers=SSE_HEADERS,
             ping=0,  # the pipeline sends heartbeats, and only when the stream is quiet
             sep="\n",
@@ -137,15 +158,7 @@ class StreamResponse(_PipelineResponse):
             with frames_in, frames_out:
                 await response(scope, receive, send)
         except SendTimeoutError:
-            # The client stopped reading for SEND_TIMEOUT_S: the pipeline and the provider
-            # call are already cancelled. The connection is dropped as for a client gone
-            # (under plain uvicorn, by returning: it logs an error, and drops it).
-            if job.record.outcome != "client_disconnected":  # one line per client gone
-                _log_client_gone(job.record, "/chat/stream", "stalled")
-            job.record.outcome = "client_stalled"
-            drop = scope.get("extensions", {}).get(ABORT, {}).get("drop")
-            if drop is not None:
-                drop()
+            drop_stalled(job.record, scope, "/chat/stream")
         except BaseException:
             if job.record.outcome == "pending":
                 job.record.outcome = "cancelled"
@@ -154,17 +167,17 @@ class StreamResponse(_PipelineResponse):
             await self._on_end(200)
 
 
-async def _cancel_on_disconnect(receive: Receive, record: StreamRecord,
-                                scope: anyio.CancelScope) -> None:
+async def cancel_on_disconnect(receive: Receive, record: StreamRecord,
+                               scope: anyio.CancelScope, endpoint: str = "/chat") -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            _mark_disconnected(record, "/chat")
+            mark_disconnected(record, endpoint)
             scope.cancel()
             return
 
 
-class CollectedResponse(_PipelineResponse):
+class CollectedResponse(PipelineResponse):
     """The pipeline collected into one JSON answer, or the error envelope."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -175,7 +188,7 @@ class CollectedResponse(_PipelineResponse):
         try:
             with frames_in, frames_out:
                 async with anyio.create_task_group() as group:
-                    group.start_soon(_cancel_on_disconnect, receive, job.record,
+                    group.start_soon(cancel_on_disconnect, receive, job.record,
                                      group.cancel_scope)
                     group.start_soon(self._run_pipeline, frames_in)
                     answer = await collect_answer(frames_out)
@@ -183,7 +196,7 @@ class CollectedResponse(_PipelineResponse):
             if answer is None:  # the client left; nobody is there to answer
                 status = 499
                 return
-            response = _render(answer, job.request_id)
+            response = self._render(answer, job.request_id)
             status = response.status_code
             await response(scope, receive, send)
         except Exception:  # a bug: the edge answers 500 in the envelope, and says so
@@ -204,7 +217,7 @@ def _mark_failed(record: StreamRecord) -> None:
         record.outcome, record.error_code = "error", "internal_error"
 
 
-def _render(answer: CollectedAnswer, request_id: str) -> JSONResponse:
+def render_answer(answer: CollectedAnswer, request_id: str) -> JSONResponse:
     terminal = answer.terminal
     if isinstance(terminal, DoneFrame):
         return JSONResponse({
@@ -214,9 +227,13 @@ def _render(answer: CollectedAnswer, request_id: str) -> JSONResponse:
             "finish_reason": terminal.finish_reason,
             "usage": usage_payload(terminal.usage),
         })
+    return error_response(failure_error(terminal))
+
+
+def failure_error(terminal: ErrorFrame) -> ApiError:
+    """An answer that failed before any of it left, as the error a whole response carries."""
     status = ERROR_STATUS.get(terminal.code, 500)
     headers = {"Retry-After": str(math.ceil(terminal.retry_after or 1))} if status == 503 else {}
-    return error_response(ApiError(
-        status, terminal.code, terminal.message, headers=headers,
-        incident_id=terminal.incident_id, retryable=terminal.retryable,
-        tokens_emitted=terminal.tokens_emitted))
+    return ApiError(status, terminal.code, terminal.message, headers=headers,
+                    incident_id=terminal.incident_id, retryable=terminal.retryable,
+                    tokens_emitted=terminal.tokens_emitted)

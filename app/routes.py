@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
@@ -13,12 +18,14 @@ from app.guardrails import Guardrails
 from app.lifecycle import Lifecycle
 from app.readiness import RouteChecks
 from app.refusals import refusal_error
-from app.request_metrics import REACHED_PIPELINE
-from app.responses import CollectedResponse, StreamResponse
-from app.schemas import parse_chat
+from app.request_metrics import CHAT_ENDPOINT, REACHED_PIPELINE
+from app.responses import CollectedResponse, OnEnd, StreamResponse
+from app.schemas import ChatInput, InputLimits, parse_chat
 from app.service import ChatService
+from config.settings import Settings
 from quota.ledger import NOTHING_SPENT
 from streaming.chain import RouteChain
+from streaming.pipeline import STREAMED, ChatJob, Endpoint
 from streaming.record import StreamRecord
 from telemetry import trace_context, tracing
 from telemetry.spans import ChatSpan
@@ -54,14 +61,30 @@ def identify(request: Request) -> Identity:
         raise refusal_error(refusal) from None
 
 
-async def _start(request: Request, *, stream: bool) -> ASGIApp:
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What a chat request's body asks for, whichever endpoint it came by."""
+
+    chat: ChatInput
+    endpoint: Endpoint
+    model: str | None = None  # the `model` of OpenAI's body; None: the configured chain
+    include_usage: bool = False
+
+
+Parse = Callable[[dict[str, Any], InputLimits], Ask]
+Respond = Callable[[Ask, ChatJob, Settings, anyio.Event, OnEnd], ASGIApp]
+
+
+async def answer(request: Request, path: str, parse: Parse, respond: Respond,
+                 stream: bool) -> ASGIApp:
+    """One chat request, from its key to its response; `stream` as far as the path tells."""
     ctx = trace_context.current.get()
     assert ctx is not None, "EdgeMiddleware sets the request context"
-    span, ctx = tracing.start_chat(ctx, "/chat/stream" if stream else "/chat", stream)
+    span, ctx = tracing.start_chat(ctx, path, stream)
     if span is None:
-        return await _open(request, ctx, None, stream=stream)
+        return await _open(request, ctx, None, parse, respond)
     try:
-        return await _open(request, ctx, span, stream=stream)
+        return await _open(request, ctx, span, parse, respond)
     except BaseException as exc:  # refused before the answer began: the span ends here
         span.refused(*_refused_status(exc))
         raise
@@ -77,16 +100,21 @@ def _refused_status(exc: BaseException) -> tuple[int, str]:
 
 
 async def _open(request: Request, ctx: trace_context.RequestContext, span: ChatSpan | None,
-                *, stream: bool) -> ASGIApp:
+                parse: Parse, respond: Respond) -> ASGIApp:
     service: ChatService = request.app.state.service
     gate: Gatekeeper = request.app.state.gate
     guardrails: Guardrails = request.app.state.guardrails
     identity = identify(request)
-    chain = _chain_for(request, service, gate, identity)
+    pinned = _pinned_chain(request, service, gate, identity)
     settings = service.settings
     payload = await read_json_object(request, settings.max_body_bytes,
                                      settings.connections.body_timeout_s)
-    chat = parse_chat(payload, service.input_limits(identity))
+    ask = parse(payload, service.input_limits(identity))
+    setattr(request.state, CHAT_ENDPOINT, ask.endpoint)
+    if span is not None:
+        span.streaming(ask.endpoint in STREAMED)
+    chain = pinned or _model_chain(service, identity, ask.model)
+    chat = ask.chat
     try:
         admitted = await gate.admit(identity, service.prompt(chat), chat.max_tokens)
     except TenancyRefusal as refusal:
@@ -106,9 +134,10 @@ async def _open(request: Request, ctx: trace_context.RequestContext, span: ChatS
             charged.append(gate.bill(record, prompt))
         await gate.settle(admitted, charged[0].spend)  # settles once; later calls do nothing
 
+    stream = ask.endpoint in STREAMED
     try:
-        job = service.start(chat, identity, ctx, stream=stream, on_terminal=settle,
-                            chain=chain)
+        job = service.start(chat, identity, ctx, endpoint=ask.endpoint, on_terminal=settle,
+                            chain=chain, pinned=pinned is not None)
     except BaseException:
         await gate.settle(admitted, NOTHING_SPENT)
         raise
@@ -125,18 +154,30 @@ async def _open(request: Request, ctx: trace_context.RequestContext, span: ChatS
             if span is not None:
                 span.end(job.record, http_status)
 
-    stop = request.app.state.lifecycle.stopping
-    if stream:
-        return StreamResponse(job, service.settings, stop, on_end)
-    return CollectedResponse(job, service.settings, stop, on_end)
+    return respond(ask, job, settings, request.app.state.lifecycle.stopping, on_end)
 
 
-def _chain_for(request: Request, service: ChatService, gate: Gatekeeper,
-               identity: Identity) -> RouteChain:
-    """The configured chain, or the one route an operator pinned with `X-Route`."""
+def _model_chain(service: ChatService, identity: Identity, model: str | None) -> RouteChain:
+    """The routes that may answer the `model` asked for (the chain if none was), as far as
+    the caller's tenant may use them; 404 `model_not_found` otherwise."""
+    catalog = service.models
+    listed = service.settings.tenancy.policy(identity.tenant).models
+    if model is None:
+        permitted = catalog.permitted(listed)
+        return service.chain.narrowed(permitted) if permitted else service.chain
+    if not catalog.allowed(model, listed):  # the name is not repeated: it is caller input
+        raise ApiError(404, "model_not_found", "That model does not exist or this key may not "
+                                               "use it; GET /v1/models lists those it may.",
+                       param="model")
+    return service.chain.narrowed(catalog.routes_for(model, listed))
+
+
+def _pinned_chain(request: Request, service: ChatService, gate: Gatekeeper,
+                  identity: Identity) -> RouteChain | None:
+    """The one route an operator pinned with `X-Route`, if any."""
     route = request.headers.get("x-route")
     if route is None:
-        return service.chain
+        return None
     if not gate.tenancy.may_pin_routes(identity):
         raise ApiError(403, "route_pin_forbidden", "Choosing a route (X-Route) takes an admin "
                                                    "key.")
@@ -150,9 +191,27 @@ def _chain_for(request: Request, service: ChatService, gate: Gatekeeper,
     return pinned
 
 
+def _parse_chat(payload: dict[str, Any], limits: InputLimits) -> Ask:
+    return Ask(parse_chat(payload, limits), "chat")
+
+
+def _parse_chat_stream(payload: dict[str, Any], limits: InputLimits) -> Ask:
+    return Ask(parse_chat(payload, limits), "stream")
+
+
+def _collected(ask: Ask, job: ChatJob, settings: Settings, stop: anyio.Event,
+               on_end: OnEnd) -> ASGIApp:
+    return CollectedResponse(job, settings, stop, on_end)
+
+
+def _streamed(ask: Ask, job: ChatJob, settings: Settings, stop: anyio.Event,
+              on_end: OnEnd) -> ASGIApp:
+    return StreamResponse(job, settings, stop, on_end)
+
+
 async def chat(request: Request) -> ASGIApp:
-    return await _start(request, stream=False)
+    return await answer(request, "/chat", _parse_chat, _collected, stream=False)
 
 
 async def chat_stream(request: Request) -> ASGIApp:
-    return await _start(request, stream=True)
+    return await answer(request, "/chat/stream", _parse_chat_stream, _streamed, stream=True)

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import ApiError
-from providers.types import Message, Role
+from providers.types import DEFAULT_SAMPLING, Message, Role, Sampling
 from tenancy.identity import SystemMessages
 
 ROLES: tuple[Role, ...] = ("user", "assistant", "system")
-_FIELDS = frozenset({"message", "messages", "max_tokens", "feature"})
+SAMPLING_FIELDS = frozenset({"temperature", "top_p", "stop", "seed"})
+_FIELDS = frozenset({"message", "messages", "max_tokens", "feature"}) | SAMPLING_FIELDS
+MAX_STOP_SEQUENCES = 4
+_SEED_RANGE = 2**63
 _FEATURE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 
@@ -37,6 +40,7 @@ class ChatInput:
     max_tokens: int  # already clamped to the server's limit
     feature: str
     dropped_system_messages: int = 0  # counted for the log, never kept
+    sampling: Sampling = DEFAULT_SAMPLING
 
     @property
     def input_chars(self) -> int:
@@ -62,7 +66,12 @@ def _messages(payload: dict[str, Any], limits: InputLimits) -> tuple[tuple[Messa
         raise _invalid("Send exactly one of 'message' (a string) or 'messages' (a list).")
     if has_one:
         return (Message("user", _content(payload["message"], "'message'")),), 0
-    raw = payload["messages"]
+    return check_messages(payload["messages"], limits)
+
+
+def check_messages(raw: Any, limits: InputLimits) -> tuple[tuple[Message, ...], int]:
+    """A list of `{"role", "content"}` objects with string content, as the pipeline takes it;
+    and how many `system` ones the policy dropped."""
     if not isinstance(raw, list) or not raw:
         raise _invalid("'messages' must be a non-empty list.")
     if len(raw) > limits.max_messages:
@@ -93,13 +102,50 @@ def _messages(payload: dict[str, Any], limits: InputLimits) -> tuple[tuple[Messa
     return tuple(messages), dropped
 
 
-def _max_tokens(value: Any, limits: InputLimits) -> int:
+def _number(payload: dict[str, Any], name: str, most: float) -> float | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= most:
+        raise _invalid(f"'{name}' must be a number from 0 to {most:g}.")
+    return float(value)
+
+
+def parse_sampling(payload: dict[str, Any], user: str | None = None) -> Sampling:
+    """`temperature`, `top_p`, `stop` and `seed` as OpenAI takes them; null is the default."""
+    stop = payload.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is None:
+        stop = []
+    if (not isinstance(stop, list) or len(stop) > MAX_STOP_SEQUENCES
+            or not all(isinstance(item, str) and 0 < len(item) <= 100 for item in stop)):
+        raise _invalid(f"'stop' must be a string or a list of at most {MAX_STOP_SEQUENCES} "
+                       f"strings of 1-100 characters.")
+    seed = payload.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not -_SEED_RANGE <= seed < _SEED_RANGE):
+        raise _invalid("'seed' must be a 64-bit integer.")
+    sampling = Sampling(temperature=_number(payload, "temperature", 2.0),
+                        top_p=_number(payload, "top_p", 1.0), stop=tuple(stop), seed=seed,
+                        user=user)
+    return DEFAULT_SAMPLING if sampling == DEFAULT_SAMPLING else sampling
+
+
+def check_input_size(messages: tuple[Message, ...], limits: InputLimits) -> None:
+    if sum(len(m.content) for m in messages) > limits.max_input_chars:
+        raise ApiError(413, "input_too_large",
+                       f"The input is longer than {limits.max_input_chars} characters.")
+
+
+def max_tokens(value: Any, limits: InputLimits, name: str = "max_tokens") -> int:
+    """The caller's output cap, clamped to the server's; its absence is the server's."""
     if value is None:
         return limits.max_output_tokens
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid("'max_tokens' must be an integer.")
+        raise _invalid(f"'{name}' must be an integer.")
     if value < 1:
-        raise _invalid("'max_tokens' must be at least 1.")
+        raise _invalid(f"'{name}' must be at least 1.")
     return min(value, limits.max_output_tokens)
 
 
@@ -109,11 +155,9 @@ def parse_chat(payload: dict[str, Any], limits: InputLimits) -> ChatInput:
         raise _invalid(f"{len(unknown)} unknown field(s); the accepted fields are "
                        f"{', '.join(sorted(_FIELDS))}.")
     messages, dropped = _messages(payload, limits)
-    if sum(len(m.content) for m in messages) > limits.max_input_chars:
-        raise ApiError(413, "input_too_large",
-                       f"The input is longer than {limits.max_input_chars} characters.")
+    check_input_size(messages, limits)
     feature = payload.get("feature", "default")
     if not isinstance(feature, str) or not _FEATURE.fullmatch(feature):
         raise _invalid("'feature' must be 1-64 characters of letters, digits and _ . : -")
-    return ChatInput(messages, _max_tokens(payload.get("max_tokens"), limits), feature,
-                     dropped_system_messages=dropped)
+    return ChatInput(messages, max_tokens(payload.get("max_tokens"), limits), feature,
+                     dropped_system_messages=dropped, sampling=parse_sampling(payload))

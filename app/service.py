@@ -1,7 +1,8 @@
 """The chat service: turns a validated request into a pipeline job and logs its life.
 
-Both endpoints go through here, so `/chat` and `/chat/stream` share limits, logs and the
-pipeline; they differ only in how the frames leave.
+Every chat endpoint goes through here, so `/chat`, `/chat/stream` and OpenAI's
+`/v1/chat/completions` share limits, logs and the pipeline; they differ only in how the
+frames leave.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from collections.abc import Awaitable, Callable
 from app.guardrails import Guardrails
 from app.request_metrics import observe_answer
 from app.schemas import ChatInput, InputLimits
+from config.models import catalog_for
 from config.settings import Settings
 from providers.tokens import count_tokens
 from providers.types import CompletionRequest, Message
 from streaming.chain import RouteChain
 from streaming.fallback_budget import FallbackWatch
 from streaming.output_guard import OutputStage
-from streaming.pipeline import ChatJob
+from streaming.pipeline import STREAMED, ChatJob, Endpoint
 from streaming.record import StreamRecord
 from telemetry.metrics import GUARD_HITS
 from telemetry.trace_context import RequestContext
@@ -37,6 +39,7 @@ class ChatService:
         self.chain = chain
         self.guardrails = guardrails
         self.fallback_watch = FallbackWatch(settings.fallback_alert_share)
+        self.models = catalog_for([link.provider.route for link in chain.links], settings.models)
         self._system: tuple[Message, ...] = (
             (Message("system", settings.system_prompt),) if settings.system_prompt else ())
 
@@ -56,18 +59,19 @@ class ChatService:
         return self._system + chat.messages
 
     def start(self, chat: ChatInput, identity: Identity, ctx: RequestContext, *,
-              stream: bool, on_terminal: Callable[[StreamRecord], Awaitable[None]],
-              chain: RouteChain | None = None) -> ChatJob:
+              endpoint: Endpoint, on_terminal: Callable[[StreamRecord], Awaitable[None]],
+              chain: RouteChain | None = None, pinned: bool = False) -> ChatJob:
         """Build the job and write the request's start line; `chain` replaces the configured
-        one (a route pinned by an operator)."""
+        one (the routes a `model` stands for, or one an operator `pinned`)."""
         messages = self.prompt(chat)
         chain = chain or self.chain
+        stream = endpoint in STREAMED
         job = ChatJob(
             request_id=ctx.request_id,
             request=CompletionRequest(
                 messages=messages, max_tokens=chat.max_tokens,
                 deadline_at=ctx.started_at + self.settings.retry.request_timeout_s,
-                traceparent=ctx.outgoing_traceparent()),
+                traceparent=ctx.outgoing_traceparent(), sampling=chat.sampling),
             provider=chain,
             stage=OutputStage(self.guardrails.output_guard(identity.tenant)),
             record=StreamRecord(started_at=ctx.started_at),
@@ -76,8 +80,8 @@ class ChatService:
             deadline_s=self.settings.retry.request_timeout_s,
             degraded_message=self.settings.degraded_message,
             on_terminal=on_terminal,
-            endpoint="stream" if stream else "chat",
-            pinned=chain is not self.chain,
+            endpoint=endpoint,
+            pinned=pinned,
         )
         logger.info("request_start", extra={
             **self._labels(chat, identity, stream, chain.route),

@@ -4,7 +4,9 @@ Starts `hello-ship serve` pinned to core 0 on the demo provider with zero pacing
 from core 1 with a small load generator that reads the raw SSE bytes over keep-alive
 connections, and prints, per concurrency level, token frames relayed per second, streams per
 second and the median time to first token; then the service's resident memory per open,
-quiet stream. Run: `make bench` (or `.venv/bin/python bench/relay.py --help`).
+quiet stream. `--endpoints stream,openai` measures `/chat/stream` and OpenAI's
+`/v1/chat/completions` side by side on one service, alternating runs. Run: `make bench` (or
+`.venv/bin/python bench/relay.py --help`).
 """
 
 from __future__ import annotations
@@ -28,14 +30,17 @@ try:
 except ImportError:  # pragma: no cover
     from asyncio import run
 
-TOKEN = b"\nevent: token\n"
+# What marks a token frame on each endpoint: an SSE event name, or a chunk's content delta.
+TOKEN = {"stream": b"\nevent: token\n", "openai": b'"delta":{"content":'}
+PATH = {"stream": b"/chat/stream", "openai": b"/v1/chat/completions"}
 DONE = b"0\r\n\r\n"
 
 
 class StreamReader(asyncio.Protocol):
     """Counts token frames and notices the end of each chunked response, without parsing."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: bytes = TOKEN["stream"]) -> None:
+        self.token = token
         self.tail = b""
         self.tokens = 0
         self.first_token_at: float | None = None
@@ -47,7 +52,7 @@ class StreamReader(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.tail + data
-        found = buf.count(TOKEN)
+        found = buf.count(self.token)
         if found and self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.tokens += found
@@ -60,16 +65,19 @@ class StreamReader(asyncio.Protocol):
             self.done.set_exception(ConnectionError("server closed the connection"))
 
 
-def request_bytes(port: int, message: str) -> bytes:
-    body = orjson.dumps({"message": message})
-    return (b"POST /chat/stream HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+def request_bytes(port: int, message: str, endpoint: str = "stream") -> bytes:
+    body = orjson.dumps({"message": message} if endpoint == "stream" else {
+        "model": "default", "stream": True, "messages": [{"role": "user", "content": message}]})
+    return (b"POST %b HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-            % (port, len(body), body))
+            % (PATH[endpoint], port, len(body), body))
 
 
-async def worker(port: int, deadline: float, ttfts: list[float], totals: list[int]) -> None:
+async def worker(port: int, deadline: float, ttfts: list[float], totals: list[int],
+                 endpoint: str) -> None:
     loop = asyncio.get_running_loop()
-    _, reader = await loop.create_connection(StreamReader, "127.0.0.1", port)
+    _, reader = await loop.create_connection(lambda: StreamReader(TOKEN[endpoint]),
+                                             "127.0.0.1", port)
     assert reader.transport is not None
     streams = 0
     while time.perf_counter() < deadline:
@@ -77,7 +85,7 @@ async def worker(port: int, deadline: float, ttfts: list[float], totals: list[in
         reader.first_token_at = None
         reader.tail = b""
         sent = time.perf_counter()
-        reader.transport.write(request_bytes(port, f"benchmark stream {streams}"))
+        reader.transport.write(request_bytes(port, f"benchmark stream {streams}", endpoint))
         await reader.done
         assert reader.first_token_at is not None, "a stream without token frames"
         ttfts.append(reader.first_token_at - sent)
@@ -86,11 +94,12 @@ async def worker(port: int, deadline: float, ttfts: list[float], totals: list[in
     reader.transport.close()
 
 
-async def drive(port: int, concurrency: int, seconds: float) -> tuple[float, float, float]:
+async def drive(port: int, concurrency: int, seconds: float,
+                endpoint: str = "stream") -> tuple[float, float, float]:
     ttfts: list[float] = []
     totals: list[int] = []
     start = time.perf_counter()
-    await asyncio.gather(*(worker(port, start + seconds, ttfts, totals)
+    await asyncio.gather(*(worker(port, start + seconds, ttfts, totals, endpoint)
                            for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     return sum(totals) / elapsed, len(ttfts) / elapsed, statistics.median(ttfts) * 1000
@@ -149,25 +158,40 @@ def main() -> None:
     parser.add_argument("--quiet-streams", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per figure; the median is printed (shared machines are noisy)")
+    parser.add_argument("--ttft-ms", type=float, default=0.0,
+                        help="the demo's time to first token (0: zero pacing)")
+    parser.add_argument("--token-ms", type=float, default=0.0,
+                        help="the demo's time between tokens (0: zero pacing)")
+    parser.add_argument("--endpoints", default="stream",
+                        help="stream (/chat/stream), openai (/v1/chat/completions), or both")
     args = parser.parse_args()
+    endpoints = args.endpoints.split(",")
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {1})
 
     port = free_port()
-    fast = {"DEMO_TTFT_MS": "0", "DEMO_TOKEN_DELAY_MS": "0",
+    fast = {"DEMO_TTFT_MS": str(args.ttft_ms), "DEMO_TOKEN_DELAY_MS": str(args.token_ms),
             "DEMO_ANSWER_TOKENS": str(args.tokens), "MAX_OUTPUT_TOKENS": str(args.tokens * 2)}
     service = start_service(port, fast, "0")
     try:
         run(drive(port, 1, 1.0))  # warm up
-        print(f"relay: demo provider, zero pacing, {args.tokens}-token answers, "
+        pacing = (f"{args.ttft_ms:g} ms to the first token, {args.token_ms:g} ms a token"
+                  if args.ttft_ms or args.token_ms else "zero pacing")
+        print(f"relay: demo provider, {pacing}, {args.tokens}-token answers, "
               f"service on core 0, load on core 1, median of {args.repeat} runs of "
               f"{args.seconds:g} s")
-        print(f"{'streams':>8} {'token frames/s':>15} {'streams/s':>10} {'median TTFT ms':>15}")
+        print(f"{'endpoint':>8} {'streams':>8} {'token frames/s':>15} {'streams/s':>10} "
+              f"{'median TTFT ms':>15}")
         for level in (int(x) for x in args.levels.split(",")):
-            runs = [run(drive(port, level, args.seconds)) for _ in range(args.repeat)]
-            frames, streams, ttft = (statistics.median(figure)
-                                     for figure in zip(*runs, strict=True))
-            print(f"{level:>8} {frames:>15,.0f} {streams:>10,.1f} {ttft:>15.2f}")
+            runs: dict[str, list[tuple[float, float, float]]] = {e: [] for e in endpoints}
+            for _ in range(args.repeat):  # alternating, so both see the same machine
+                for endpoint in endpoints:
+                    runs[endpoint].append(run(drive(port, level, args.seconds, endpoint)))
+            for endpoint in endpoints:
+                frames, streams, ttft = (statistics.median(figure)
+                                         for figure in zip(*runs[endpoint], strict=True))
+                print(f"{endpoint:>8} {level:>8} {frames:>15,.0f} {streams:>10,.1f} "
+                      f"{ttft:>15.2f}")
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=30)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from config.env import EnvReader, SettingsError
 from config.file import CONFIG_VAR
+from config.models import read_aliases
 from providers.credentials import KeySource, Secret
 from providers.spec import (
     BASE_URL_ENV,
@@ -29,7 +30,7 @@ from providers.spec import (
 )
 
 _ROUTE_KEYS = frozenset({"provider", "model", "base_url", "api_key_env", "api_key_file",
-                         "max_tokens", "timeout_s", "region", "max_rpm"})
+                         "max_tokens", "timeout_s", "region", "max_rpm", "aliases"})
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
 
 
@@ -116,12 +117,13 @@ def _parse_primary(text: str, default_provider: str) -> RouteSpec:
 
 # Which optional keys mean something for each provider; any other is refused, not ignored.
 _APPLICABLE: dict[str, frozenset[str]] = {
-    "demo": frozenset({"max_tokens", "max_rpm"}),
+    "demo": frozenset({"max_tokens", "max_rpm", "aliases"}),
     "openai": frozenset({"base_url", "api_key_env", "api_key_file", "max_tokens", "timeout_s",
-                         "max_rpm"}),
+                         "max_rpm", "aliases"}),
     "anthropic": frozenset({"base_url", "api_key_env", "api_key_file", "max_tokens",
-                            "timeout_s", "max_rpm"}),
-    "bedrock": frozenset({"base_url", "max_tokens", "timeout_s", "region", "max_rpm"}),
+                            "timeout_s", "max_rpm", "aliases"}),
+    "bedrock": frozenset({"base_url", "max_tokens", "timeout_s", "region", "max_rpm",
+                          "aliases"}),
 }
 
 
@@ -155,7 +157,7 @@ def _file_route(env: EnvReader, index: int, entry: object) -> RouteSpec:
     if max_rpm is not None and (type(max_rpm) is not int or max_rpm < 1):
         raise SettingsError(f"{where}.max_rpm", "must be a positive integer")
     spec = RouteSpec(provider, model, max_tokens=max_tokens, timeout_s=float(timeout_s),
-                     max_rpm=max_rpm)
+                     max_rpm=max_rpm, aliases=read_aliases(entry, where))
     return _complete(env, spec, where, base_url=_text(entry, "base_url", where),
                      key_env=_text(entry, "api_key_env", where),
                      key_file=_text(entry, "api_key_file", where),

@@ -22,6 +22,7 @@ from config.connections import (
 from config.env import EnvReader, SettingsError
 from config.file import load_config_file
 from config.guard import GuardSettings, read_guard
+from config.models import ModelCatalog, build_catalog, check_tenant_models
 from config.routes import read_routes
 from config.tenants import read_prices, read_tenancy
 from config.tracing import read_tracing
@@ -83,6 +84,9 @@ class Settings:
     log_hash_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     demo: DemoConfig = DemoConfig()
     tenancy: Tenancy = field(default_factory=_default_tenancy)
+    # What `model` may name on /v1/chat/completions (config.models)
+    models: ModelCatalog = field(
+        default_factory=lambda: build_catalog((RouteSpec("demo", DEFAULT_MODELS["demo"]),)))
     prices: Mapping[str, Price] = field(
         default_factory=lambda: {f"demo/{DEFAULT_MODELS['demo']}": FREE})
     quota: QuotaSettings = QuotaSettings()
@@ -132,6 +136,8 @@ def _read(env: EnvReader) -> Settings:
     max_output_tokens = env.number("MAX_OUTPUT_TOKENS", 1024, int, 1, 1_000_000)
     tenancy = replace(read_tenancy(env, config, max_output_tokens),
                       open_mode_anywhere=_flag(env, "ALLOW_OPEN_MODE"))
+    models = build_catalog(routes)
+    check_tenant_models(tenancy, models)
     host = env.text("HOST", "127.0.0.1")
     port = env.number("PORT", 8080, int, 0, 65535)
     if tenancy.open_mode and not is_loopback(host) and not tenancy.open_mode_anywhere:
@@ -176,6 +182,7 @@ def _read(env: EnvReader) -> Settings:
             fail_status=env.number("DEMO_FAIL_STATUS", 503, int, 400, 599),
         ),
         tenancy=tenancy,
+        models=models,
         prices=read_prices(config, routes, tenancy),
         quota=QuotaSettings(
             redis_url=_redis_url(env),

@@ -9,6 +9,7 @@
     daily_budget_usd = 5.0
     max_output_tokens = 512
     system_messages = "drop"       # the caller's system messages: allow, drop or refuse
+    models = ["default", "fast"]   # what `model` may name on /v1/chat/completions (config.models)
 
     [admin]
     keys = ["sha256:<hex>"]
@@ -51,7 +52,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TENANT_KEYS = frozenset({"keys", "rpm", "user_rpm", "max_streams", "daily_budget_tokens",
                           "daily_budget_usd", "max_output_tokens", "system_messages",
-                          "guard"})  # the guard table is read by config.guard
+                          "models", "guard"})  # the guard table is read by config.guard
 _MAX_COUNT = 1_000_000_000_000
 _Count = TypeVar("_Count", bound=int | None)  # a limit with a default, or an optional one
 
@@ -171,7 +172,18 @@ def _tenant_policy(entry: Mapping[str, Any], default: TenantPolicy, where: str) 
         ),
         count("max_output_tokens", default.max_output_tokens, 1_000_000),
         system_messages,
+        _models(entry.get("models"), f"{where}.models"),
     )
+
+
+def _models(raw: object, where: str) -> tuple[str, ...] | None:
+    """The names as listed; whether the service answers to each is checked with the routes."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(
+            isinstance(name, str) and name.strip() for name in raw):
+        raise SettingsError(where, "must be a non-empty list of model names")
+    return tuple(raw)
 
 
 def _keys(raw: object, where: str) -> list[tuple[bytes, str | None]]:

@@ -30,6 +30,7 @@ class RouteSpec:
     region: str | None = None
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     max_rpm: int | None = None  # how many requests a minute this route may take as a fallback
+    aliases: tuple[str, ...] = ()  # other names clients may ask for it by (`model`)
 
     @property
     def name(self) -> str:

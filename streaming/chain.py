@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import anyio
@@ -91,6 +91,17 @@ class RouteChain:
             if link.provider.route == route:
                 return RouteChain([link], self._policy, self._rng)
         return None
+
+    def narrowed(self, routes: Sequence[str]) -> RouteChain:
+        """A chain of these of its routes, in the given order: the client chose the first
+        (`model`), so it answers as the primary; the rest stay fallbacks, capped as before.
+        Routes keep their breakers, so every chain sees one route's health."""
+        if tuple(routes) == tuple(link.provider.route for link in self.links):
+            return self
+        by_name = {link.provider.route: link for link in self.links}
+        links = [by_name[name] for name in routes]
+        links[0] = replace(links[0], tier="primary")
+        return RouteChain(links, self._policy, self._rng)
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ChainEvent, None]:
         policy = self._policy

@@ -48,6 +48,11 @@ from streaming.record import StreamRecord
 from streaming.upstream import close_upstream
 from telemetry.metrics import ACTIVE_STREAMS, GapTally
 
+# Which endpoint an answer leaves by: /chat, /chat/stream, /v1/chat/completions collected or
+# streamed. Streamed ones get heartbeats.
+Endpoint = Literal["chat", "stream", "openai", "openai_stream"]
+STREAMED: frozenset[Endpoint] = frozenset({"stream", "openai_stream"})
+
 logger = logging.getLogger("hello_ship.pipeline")
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -76,7 +81,7 @@ class ChatJob:
     # Runs once the answer's outcome is recorded, before its terminal frame goes out, so
     # whatever it settles (the bill, the stream slot) is settled when the client sees the end.
     on_terminal: Callable[[StreamRecord], Awaitable[None]] | None = None
-    endpoint: Literal["chat", "stream"] = "stream"  # the metrics' label
+    endpoint: Endpoint = "stream"  # the metrics' label
     # One route chosen by an operator (X-Route): its answer or failure is no fallback.
     pinned: bool = False
 

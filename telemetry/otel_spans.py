@@ -67,6 +67,9 @@ class OtelChatSpan:
     def sampled(self) -> bool:
         return self._sampled
 
+    def streaming(self, stream: bool) -> None:
+        self._span.set_attribute("hello_ship.stream", stream)
+
     def end(self, answer: Answer, http_status: int) -> None:
         usage = answer.usage
         attributes: dict[str, Any] = {

@@ -68,6 +68,9 @@ class ChatSpan(Protocol):
     @property
     def sampled(self) -> bool: ...
 
+    def streaming(self, stream: bool) -> None:
+        """Whether the answer streams, once known (OpenAI's endpoint says so in its body)."""
+
     def end(self, answer: Answer, http_status: int) -> None: ...
 
     def refused(self, http_status: int, error_code: str) -> None: ...

@@ -37,6 +37,8 @@ class TenantPolicy:
     # The caller's own `system` messages: "allow" (sent on), "drop" (removed before anything
     # sees them) or "refuse" (the request is refused); CALLER_SYSTEM_MESSAGES by default.
     system_messages: SystemMessages = "allow"
+    # The names the tenant may ask for in `model` (POST /v1/chat/completions); None: any.
+    models: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

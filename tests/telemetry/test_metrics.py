@@ -409,7 +409,7 @@ def test_an_answer_that_breaks_after_the_pipeline_is_counted_once(
     def broken(*args: object) -> None:
         raise RuntimeError("a bug while rendering the answer")
 
-    monkeypatch.setattr("app.responses._render", broken)
+    monkeypatch.setattr("app.responses.render_answer", broken)
     provider = ScriptedProvider(["fine"], name="fake/broken-render")
     with thread_server(create_app(Settings.from_env(FAST_DEMO), provider)) as live, \
             httpx.Client(timeout=10) as client:
