@@ -108,14 +108,14 @@ class EdgeProtocol(HttpToolsProtocol):
         head = self._head
         if head.reading and head.timer is None and not self._answering():
             self._arm_head_timer()  # the next request's first bytes, on a kept-alive connection
-        parsed, begun = head.parsed, head.begun
+        parsed, begun, in_head = head.parsed, head.begun, head.reading
         super().data_received(data)
-        if (head.reading and head.parsed == parsed and head.begun == begun
+        if (in_head and head.reading and head.parsed == parsed and head.begun == begun
                 and not self.transport.is_closing()):
             # A head was open before this read and still is: all of the read was head, which
-            # the parser holds. (Of a read where a request began, the part before it may be
-            # the last of another's body: that head is counted from its next read on, and
-            # measured exactly when it ends.)
+            # the parser holds. (A read that began in a body, ending it, was body; of a read
+            # where a request began, the part before it may be the last of another's body:
+            # that head is counted from its next read on, and measured exactly when it ends.)
             head.size += len(data)
             if head.size > head.limits.max_header_bytes:
                 self._refuse(*self._too_large())

@@ -168,6 +168,18 @@ def test_a_trickled_body_is_answered_408_at_its_deadline() -> None:
         assert health(service) == 200
 
 
+def test_the_last_read_of_a_large_body_is_no_head() -> None:
+    """A body whose tail arrives in a read of its own, larger than the head cap, is body."""
+    body = orjson.dumps({"message": "x" * 30_000})  # under MAX_INPUT_CHARS, over the head cap
+    with serving() as service, connect(service) as sock:
+        sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.2)  # the head is parsed before the body comes
+        sock.sendall(body)
+        response = read_until_closed(sock)
+    assert response.startswith(b"HTTP/1.1 200 "), response[:200]
+
+
 def test_a_body_the_service_did_not_want_is_not_waited_for() -> None:
     """/health answers at once; the rest of the body it never reads ends the connection."""
     with serving(BODY_TIMEOUT_S="30") as service, connect(service) as sock:
