@@ -1,9 +1,11 @@
-"""Every package of the layers is installed, type-checked and copied into the image."""
+"""Every package of the layers is installed, type-checked and copied into the image, with
+the files it reads at run time."""
 
 from __future__ import annotations
 
 import re
 import tomllib
+from fnmatch import fnmatch
 
 from tests.test_layers import LAYERS, ROOT
 
@@ -17,3 +19,14 @@ def test_pyproject_installs_and_checks_every_package() -> None:
 def test_the_image_copies_every_package() -> None:
     copied = re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Containerfile").read_text(), re.M)
     assert sorted(copied) == sorted(LAYERS)
+
+
+def test_the_chat_pages_files_ship_in_the_package() -> None:
+    """The image copies app/ whole but installs it as a wheel, which holds only the data files
+    package-data names: a page file left out would be a 500 in the image, not in the tests."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["app"]
+    files = [path.relative_to(ROOT / "app").as_posix()
+             for path in (ROOT / "app" / "static").iterdir()]
+    assert files
+    assert [name for name in files if not any(fnmatch(name, glob) for glob in globs)] == []
