@@ -59,16 +59,19 @@ OPENAI_PREFIX = "/v1/"
 
 
 def error_response(error: ApiError, *, openai: bool = False) -> JSONResponse:
+    status = error.status
     if openai:
-        body = error_object(error.status, error.code, error.message, current_request_id(),
+        # OpenAI answers every invalid body with 400, which its SDKs raise as BadRequestError.
+        status = 400 if status == 422 else status
+        body = error_object(status, error.code, error.message, current_request_id(),
                             error.fields)
     else:
         body = {"code": error.code, "message": error.message,
                 "request_id": current_request_id(), **error.fields}
-    if error.status < 500:
-        logger.info("request_rejected", extra={"status": error.status, "code": error.code,
+    if status < 500:
+        logger.info("request_rejected", extra={"status": status, "code": error.code,
                                                **error.logged})
-    return JSONResponse({"error": body}, status_code=error.status, headers=error.headers)
+    return JSONResponse({"error": body}, status_code=status, headers=error.headers)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

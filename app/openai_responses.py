@@ -1,9 +1,10 @@
 """How one pipeline run leaves `/v1/chat/completions`: OpenAI's chunks, or its whole answer.
 
-The stream waits for the pipeline's first frame before it answers: an answer that fails before
-it began (every route down, its deadline passed) is then an HTTP error with `Retry-After`,
-which the SDKs raise as their error class and retry; once the first frame is out, the status
-is 200 and a failure is the error chunk.
+The stream waits for the answer's first text before it answers: an answer that fails before
+any text (every route down, its deadline passed, the output guard refusing its first words)
+is then an HTTP error with `Retry-After` where it applies, which the SDKs raise as their error
+class and retry; once text is out, the status is 200 and a failure is the error chunk. While
+it waits, heartbeats are dropped: nothing has been sent for them to keep alive.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from app.responses import (
 )
 from config.settings import Settings
 from streaming.collect import CollectedAnswer
-from streaming.frames import DoneFrame, ErrorFrame, Frame
+from streaming.frames import DoneFrame, ErrorFrame, Frame, HeartbeatFrame, MetaFrame
 from streaming.pipeline import ChatJob
 
 ENDPOINT = "/v1/chat/completions"
@@ -81,17 +82,20 @@ class CompletionChunksResponse(PipelineResponse):
     async def _answer(self, frames: MemoryObjectReceiveStream[Frame], scope: Scope,
                       receive: Receive, send: Send) -> int:
         job = self._job
-        first: Frame | None = None
+        opening: list[Frame] = []  # the meta frame, then the first text or the end
         async with anyio.create_task_group() as waiting:
             waiting.start_soon(cancel_on_disconnect, receive, job.record, waiting.cancel_scope,
                                ENDPOINT)
             with contextlib.suppress(anyio.EndOfStream):
-                first = await frames.receive()
+                while not opening or isinstance(opening[-1], MetaFrame):
+                    frame = await frames.receive()
+                    if not isinstance(frame, HeartbeatFrame):
+                        opening.append(frame)
             waiting.cancel_scope.cancel()
-        if first is None:  # the client left before anything was said
+        if not opening or isinstance(opening[-1], MetaFrame):  # the client left first
             return 499
-        if isinstance(first, ErrorFrame):
-            response = error_response(failure_error(first), openai=True)
+        if isinstance(opening[-1], ErrorFrame) and not job.record.tokens_emitted:
+            response = error_response(failure_error(opening[-1]), openai=True)
             await response(scope, receive, send)
             return response.status_code
         encoder = ChunkEncoder(completion_id(job.request_id), int(time.time()),
@@ -101,7 +105,7 @@ class CompletionChunksResponse(PipelineResponse):
             mark_disconnected(job.record, ENDPOINT)
 
         response_ = EventSourceResponse(
-            sse_bytes(frames, encoder, encoder.encode(first)),
+            sse_bytes(frames, encoder, b"".join(encoder.encode(f) for f in opening)),
             headers=SSE_HEADERS,
             ping=0,  # the pipeline sends heartbeats, and only when the stream is quiet
             sep="\n",

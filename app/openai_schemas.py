@@ -40,7 +40,17 @@ _NO_OP_VALUES: dict[str, tuple[Any, ...]] = {
     "store": (False,),
     "metadata": ({},),
     "service_tier": ("auto", "default"),
+    # Taken only as null, which frameworks send for what they leave unset.
+    "audio": (),
+    "prediction": (),
+    "reasoning_effort": (),
+    "verbosity": (),
+    "web_search_options": (),
+    "prompt_cache_key": (),
 }
+# Fields of a message an SDK hands back (its answer, `model_dump()`ed), taken when empty.
+_EMPTY_MESSAGE_FIELDS = frozenset({"refusal", "tool_calls", "function_call", "audio",
+                                   "annotations", "name"})
 _FIELDS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens",
                      "max_completion_tokens", "temperature", "top_p", "stop", "seed", "user",
                      "safety_identifier"}) | _NO_OP_VALUES.keys()
@@ -72,8 +82,10 @@ def parse_completions(payload: dict[str, Any], limits: InputLimits) -> Completio
             raise bad("Unrecognized request argument supplied" + (f": {name}" if known else
                                                                     "."),
                       name if known else None, "unknown_parameter")
-        if name in _NO_OP_VALUES and value is not None and value not in _NO_OP_VALUES[name]:
-            raise unsupported(name, f"'{name}' other than {_NO_OP_VALUES[name][0]!r}")
+        if name in _NO_OP_VALUES and value is not None and not _no_op(name, value):
+            allowed = _NO_OP_VALUES[name]
+            raise unsupported(name, f"'{name}' other than {allowed[0]!r}" if allowed else
+                              f"'{name}'")
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise bad("'model' is required: GET /v1/models lists the ones this key may use.",
@@ -81,27 +93,26 @@ def parse_completions(payload: dict[str, Any], limits: InputLimits) -> Completio
     stream = payload.get("stream") or False
     if not isinstance(stream, bool):
         raise bad("'stream' must be a boolean.", "stream")
-    user = payload.get("safety_identifier", payload.get("user"))
+    user = payload.get("safety_identifier")
+    if user is None:
+        user = payload.get("user")
     if user is not None and (not isinstance(user, str) or len(user) > MAX_USER_CHARS):
         raise bad(f"'user' must be a string of at most {MAX_USER_CHARS} characters.", "user")
-    try:
-        messages, dropped = check_messages(_plain_messages(payload.get("messages")), limits)
-        check_input_size(messages, limits)
-        cap_name = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
-        chat = ChatInput(messages, max_tokens(payload.get(cap_name), limits, cap_name),
-                         "default", dropped_system_messages=dropped,
-                         sampling=parse_sampling(payload, user))
-    except ApiError as error:
-        if error.status != 422:
-            raise
-        # OpenAI answers an invalid body with 400, which its SDKs raise as BadRequestError.
-        raise replace_status(error, 400) from None
+    # Checked as /chat checks them; their 422s are 400s on /v1/ (app.errors), as OpenAI's.
+    messages, dropped = check_messages(_plain_messages(payload.get("messages")), limits)
+    check_input_size(messages, limits)
+    cap_name = ("max_completion_tokens" if payload.get("max_completion_tokens") is not None
+                else "max_tokens")
+    chat = ChatInput(messages, max_tokens(payload.get(cap_name), limits, cap_name),
+                     "default", dropped_system_messages=dropped,
+                     sampling=parse_sampling(payload, user))
     return CompletionsRequest(chat, model, stream, _include_usage(payload, stream))
 
 
-def replace_status(error: ApiError, status: int) -> ApiError:
-    return ApiError(status, error.code, error.message, headers=error.headers,
-                    logged=error.logged, **error.fields)
+def _no_op(name: str, value: Any) -> bool:
+    """`value` is one of the parameter's no-op values, of the same type (`n: true` is not
+    `n: 1`)."""
+    return any(type(value) is type(no_op) and value == no_op for no_op in _NO_OP_VALUES[name])
 
 
 def _include_usage(payload: dict[str, Any], stream: bool) -> bool:
@@ -132,7 +143,8 @@ def _plain_messages(raw: Any) -> Any:
         role = item.get("role")
         if role in ("tool", "function"):
             raise unsupported(f"{where}.role", f"A '{role}' message (tool calling)")
-        extra = set(item) - {"role", "content", "refusal"}
+        extra = {name for name in set(item) - {"role", "content"}
+                 if not (name in _EMPTY_MESSAGE_FIELDS and item[name] in (None, []))}
         if extra:
             name = sorted(extra)[0]
             what = ("Tool calling" if name in ("tool_calls", "function_call") else

@@ -372,13 +372,16 @@ def test_chat_takes_the_same_sampling_fields(upstream_pool: UpstreamPool) -> Non
 
 
 def test_heartbeats_while_the_model_is_quiet_are_skipped_by_the_sdk() -> None:
-    env = {**FAST_DEMO, "HEARTBEAT_S": "0.05", "DEMO_TTFT_MS": "400"}
+    env = {**FAST_DEMO, "HEARTBEAT_S": "0.05", "DEMO_TTFT_MS": "300", "DEMO_TOKEN_DELAY_MS": "120",
+           "DEMO_ANSWER_TOKENS": "8"}
     with app_server(Settings.from_env(env)) as live, httpx.Client(timeout=10) as http:
         raw = http.post(live.url + "/v1/chat/completions", json={
             "model": "default", "stream": True, "messages": HELLO}).text
         text, chunks = chunks_of(sdk(live).chat.completions.create(
             model="default", messages=HELLO, stream=True))  # type: ignore[arg-type]
-    assert raw.startswith(": heartbeat\n\n")  # the stream began before the model spoke
+    # None before the answer's first text (nothing was sent to keep alive), some after.
+    assert raw.startswith("data: ") and ": heartbeat\n\n" in raw
+    assert raw.index('"content":"Hello') < raw.index(": heartbeat")
     assert text.startswith("Hello from the hello-ship demo model")
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
@@ -395,3 +398,55 @@ def test_chat_answers_a_tenant_with_models_only_from_its_routes(
     assert acme.json()["model_route"] == FALLBACK  # "fast" is all acme may use
     assert globex.json()["model_route"] == PRIMARY
     assert len(completions(primary)) == 1
+
+
+def test_an_answer_refused_by_the_output_guard_before_any_text_is_a_502() -> None:
+    env = {**FAST_DEMO, "GUARD_OUTPUT_PII": "block"}
+    card = "4111 1111 1111 1111"
+    with app_server(Settings.from_env(env)) as live:
+        with pytest.raises(openai.InternalServerError) as raised:
+            sdk(live).chat.completions.create(model="default", stream=True, messages=[
+                {"role": "user", "content": f"/echo {card} is my card."}])
+        streamed = sdk(live).chat.completions.create(model="default", stream=True, messages=[
+            {"role": "user", "content": f"/echo Fine. Then {card} leaks."}])
+        received: list[str] = []
+        with pytest.raises(openai.APIError) as mid_stream:
+            for chunk in streamed:
+                received.append(chunk.choices[0].delta.content or "")
+    assert raised.value.status_code == 502 and isinstance(raised.value.body, dict)
+    assert raised.value.body["code"] == "output_blocked"
+    assert "".join(received).startswith("Fine.") and "4111" not in "".join(received)
+    assert isinstance(mid_stream.value.body, dict)
+    assert mid_stream.value.body["code"] == "output_blocked"
+
+
+def test_an_sdks_own_answer_message_can_be_sent_back() -> None:
+    with app_server(Settings.from_env(FAST_DEMO)) as live:
+        client = sdk(live)
+        first = client.chat.completions.create(model="default", messages=HELLO)  # type: ignore[arg-type]
+        turns = [*HELLO, first.choices[0].message.model_dump(),
+                 {"role": "user", "content": "And again?", "name": None}]
+        again = client.chat.completions.create(model="default", messages=turns)  # type: ignore[arg-type]
+    assert again.choices[0].message.content
+
+
+def test_a_null_max_completion_tokens_leaves_max_tokens_in_force() -> None:
+    with app_server(Settings.from_env(FAST_DEMO)) as live, httpx.Client(timeout=10) as http:
+        answer = http.post(live.url + "/v1/chat/completions", json={
+            "model": "default", "messages": HELLO, "max_completion_tokens": None,
+            "max_tokens": 3}).json()
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] == 3
+
+
+@pytest.mark.parametrize(("content", "body", "status"), [
+    ("application/json", b"[1]", 400),  # JSON, but not an object: /chat says 422
+    ("text/plain", b"{}", 415),
+])
+def test_bodies_refused_at_the_edge_have_openais_status_and_type(
+        content: str, body: bytes, status: int) -> None:
+    with app_server(Settings.from_env(FAST_DEMO)) as live, httpx.Client(timeout=10) as http:
+        response = http.post(live.url + "/v1/chat/completions", content=body,
+                             headers={"content-type": content})
+    assert response.status_code == status
+    assert response.json()["error"]["type"] == "invalid_request_error"
