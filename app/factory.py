@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app import metrics, openai_routes, routes, usage
+from app import metrics, openai_routes, routes, stream_routes, usage
 from app.errors import (
     ApiError,
     handle_api_error,
@@ -26,6 +27,7 @@ from app.middleware import EdgeMiddleware
 from app.readiness import FIRST_ROUND_WAIT_S, RouteChecks
 from app.request_metrics import counting_rejections
 from app.service import ChatService
+from app.stream_tokens import StreamTokens, shared_token_key
 from config.chain import build_chain
 from config.settings import Settings
 from providers.base import Provider
@@ -33,6 +35,10 @@ from providers.registry import ProviderOptions, build_provider
 from quota.ledger import QuotaStore
 from quota.memory_store import MemoryStore
 from quota.redis_store import RedisStore
+from streaming.replay import MemoryReplay, ReplayStore
+from streaming.replay_mirror import MirroredReplay
+from streaming.replay_redis import RedisReplay
+from streaming.resumable import Answers
 from telemetry import exposition, tracing
 from telemetry.jsonlog import flush_logs
 from telemetry.metrics_port import start_metrics_listener
@@ -75,6 +81,10 @@ def create_app(settings: Settings,
     lifecycle = Lifecycle(settings.drain_delay_s, settings.shutdown_grace_s)
     checks = RouteChecks(chain.links, settings.ready_check_s)
     store = store or quota_store(settings)
+    replay = replay_store(settings)
+    answers = Answers(replay, grace_s=settings.streams.resume_grace_s,
+                      heartbeat_s=settings.heartbeat_s)
+    stream_tokens = StreamTokens(settings.streams.token_key, settings.streams.token_ttl_s)
     gate = Gatekeeper(settings.tenancy, settings.prices,
                       [link.provider.route for link in chain.links], store,
                       settings.quota.on_store_error, settings.quota.retention_days, clock)
@@ -87,7 +97,11 @@ def create_app(settings: Settings,
         stop_metrics_listener = start_metrics_listener(settings.metrics_port,
                                                        settings.metrics_host)
         try:
+            if settings.streams.token_key is None and settings.quota.redis_url is not None:
+                stream_tokens.key = await shared_token_key(settings.quota.redis_url,
+                                                           settings.quota.redis_prefix)
             async with anyio.create_task_group() as background:
+                background.start_soon(answers.serve)
                 background.start_soon(checks.run)
                 await checks.first_round(FIRST_ROUND_WAIT_S)
                 yield
@@ -113,6 +127,10 @@ def create_app(settings: Settings,
                 await store.aclose()
             except Exception:
                 logger.exception("limits_store_close_failed")
+            try:
+                await replay.aclose()
+            except Exception:
+                logger.exception("replay_store_close_failed")
             finally:
                 lifecycle.log_complete()
                 flush_logs()  # the event loop is ending: write directly from now on
@@ -122,7 +140,10 @@ def create_app(settings: Settings,
             Route("/health", routes.health, methods=["GET"]),
             Route("/ready", routes.ready, methods=["GET"]),
             Route("/chat", routes.chat, methods=["POST"]),
-            Route("/chat/stream", routes.chat_stream, methods=["POST"]),
+            Route("/chat/stream", stream_routes.chat_stream, methods=["POST"]),
+            Route("/chat/streams", stream_routes.create_stream, methods=["POST"]),
+            Route("/chat/streams/{stream_id}", stream_routes.read_stream, methods=["GET"]),
+            Route("/chat/streams/{stream_id}", stream_routes.stop_stream, methods=["DELETE"]),
             Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"]),
             Route("/v1/models", openai_routes.models, methods=["GET"]),
             Route("/usage", usage.own_usage, methods=["GET"]),
@@ -142,7 +163,30 @@ def create_app(settings: Settings,
     app.state.lifecycle = lifecycle
     app.state.checks = checks
     app.state.gate = gate
-    return EdgeMiddleware(app, settings.trusted_proxies)
+    app.state.answers = answers
+    app.state.stream_tokens = stream_tokens
+    edge: ASGIApp = EdgeMiddleware(app, settings.trusted_proxies)
+    if settings.streams.cors_origins:
+        # Outermost, so a preflight is answered before anything else and every answer,
+        # errors included, carries the headers a browser on those origins needs.
+        edge = CORSMiddleware(edge, allow_origins=list(settings.streams.cors_origins),
+                              allow_methods=["GET", "POST", "DELETE"],
+                              allow_headers=["Authorization", "Content-Type", "Last-Event-ID",
+                                             "X-Request-ID", "traceparent"],
+                              expose_headers=["X-Request-ID"], max_age=600)
+    return edge
+
+
+def replay_store(settings: Settings) -> ReplayStore:
+    """Where streamed answers keep their frames for resuming: this process, mirrored to Redis
+    when `REDIS_URL` is set (a reconnect may land on any replica)."""
+    streams, quota = settings.streams, settings.quota
+    local = MemoryReplay(streams.max_frames)
+    if quota.redis_url is None:
+        return local
+    return MirroredReplay(local, RedisReplay(
+        quota.redis_url, prefix=quota.redis_prefix, timeout_s=quota.redis_timeout_s,
+        max_frames=streams.max_frames))
 
 
 def _log_access_mode(settings: Settings) -> None:

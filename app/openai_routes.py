@@ -20,6 +20,7 @@ from app.schemas import InputLimits
 from app.service import ChatService
 from config.settings import Settings
 from streaming.pipeline import ChatJob
+from tenancy.identity import Identity
 
 STARTED = int(time.time())  # `created` of each model listed: when this process started
 
@@ -30,8 +31,10 @@ def _parse(payload: dict[str, Any], limits: InputLimits) -> Ask:
                parsed.include_usage)
 
 
-def _respond(ask: Ask, job: ChatJob, settings: Settings, stop: anyio.Event,
-             on_end: OnEnd) -> ASGIApp:
+async def _respond(request: Request, ask: Ask, identity: Identity, job: ChatJob,
+                   on_end: OnEnd) -> ASGIApp:
+    settings: Settings = request.app.state.service.settings
+    stop: anyio.Event = request.app.state.lifecycle.stopping
     if ask.endpoint == "openai_stream":
         return CompletionChunksResponse(job, settings, stop, on_end, ask.include_usage)
     return CollectedResponse(job, settings, stop, on_end, render=render_completion)

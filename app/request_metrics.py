@@ -23,7 +23,8 @@ from telemetry.metrics import (
 )
 from tenancy.admission import Bill
 
-CHAT_PATHS = {"/chat": "chat", "/chat/stream": "stream", "/v1/chat/completions": "openai"}
+CHAT_PATHS = {"/chat": "chat", "/chat/stream": "stream", "/chat/streams": "stream",
+              "/v1/chat/completions": "openai"}
 REACHED_PIPELINE = "reached_pipeline"  # set on the request's state by the chat handler
 CHAT_ENDPOINT = "chat_endpoint"  # set once the body said which (OpenAI's `stream`)
 _LEFT = ("client_disconnected", "client_stalled")

@@ -10,7 +10,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 from typing import Protocol
 
 import anyio
@@ -18,15 +17,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.connections import ABORT
 from app.errors import ApiError, JSONResponse, error_response
 from config.settings import Settings
 from streaming.collect import CollectedAnswer, collect_answer
-from streaming.frames import DoneFrame, ErrorFrame, Frame, SSEEncoder, sse_retry, usage_payload
+from streaming.frames import DoneFrame, ErrorFrame, Frame, sse_retry, usage_payload
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
+from streaming.resumable import Answers
 
 logger = logging.getLogger("hello_ship.edge")
 
@@ -45,6 +45,10 @@ ERROR_STATUS = {
     "output_blocked": 502,  # the model's answer was refused, not the caller's request
     "internal_error": 500,
 }
+
+# The path each endpoint is requested by, as logs name it.
+PATHS = {"chat": "/chat", "stream": "/chat/stream", "openai": "/v1/chat/completions",
+         "openai_stream": "/v1/chat/completions"}
 
 # Called once when the response is over, with its HTTP status: logs and settles the bill.
 OnEnd = Callable[[int], Awaitable[None]]
@@ -132,39 +136,45 @@ class PipelineResponse:
                            stop_grace_s=self._settings.shutdown_grace_s)
 
 
-class StreamResponse(PipelineResponse):
-    """`text/event-stream` of the pipeline's frames; see DESIGN.md for the frame contract."""
+class ReaderResponse:
+    """`text/event-stream` of a resumable answer's frames from `after` on (see the SSE
+    contract in docs/api.md). The answer runs on its own (`streaming.resumable`): a reader that
+    leaves, or is dropped for not reading, does not end it; it may come back."""
+
+    def __init__(self, answers: Answers, stream_id: str, after: int, settings: Settings,
+                 request_id: str) -> None:
+        self._answers = answers
+        self._stream_id = stream_id
+        self._after = after
+        self._settings = settings
+        self._request_id = request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        job, settings = self._job, self._settings
-        frames_in, frames_out = anyio.create_memory_object_stream[Frame](FRAME_BUFFER)
-
-        async def on_disconnect(message: Message) -> None:
-            mark_disconnected(job.record, "/chat/stream")
-
+        settings = self._settings
+        run = self._answers.attach(self._stream_id)
         response = EventSourceResponse(
-            sse_bytes(frames_out, SSEEncoder(), sse_retry(settings.sse_retry_ms)),
+            self._answers.follow(self._stream_id, self._after, run is not None,
+                                 sse_retry(settings.sse_retry_ms), self._request_id),
             headers=SSE_HEADERS,
-            ping=0,  # the pipeline sends heartbeats, and only when the stream is quiet
+            ping=0,  # the reader sends heartbeats, and only when the stream is quiet
             sep="\n",
-            data_sender_callable=partial(self._run_pipeline, frames_in),
             send_timeout=settings.connections.send_timeout_s,
-            client_close_handler_callable=on_disconnect,
             # The pipeline cuts the answer with an error frame at the grace; sse-starlette's
             # own shutdown cancel is the backstop, after it.
             shutdown_grace_period=settings.shutdown_grace_s + 1.0,
         )
+        stalled = False
         try:
-            with frames_in, frames_out:
-                await response(scope, receive, send)
+            await response(scope, receive, send)
         except SendTimeoutError:
-            drop_stalled(job.record, scope, "/chat/stream")
-        except BaseException:
-            if job.record.outcome == "pending":
-                job.record.outcome = "cancelled"
-            raise
+            # The reader stopped reading for SEND_TIMEOUT_S: drop it (under plain uvicorn, by
+            # returning: it logs an error, and drops it). The answer goes on for its grace.
+            stalled = True
+            drop = scope.get("extensions", {}).get(ABORT, {}).get("drop")
+            if drop is not None:
+                drop()
         finally:
-            await self._on_end(200)
+            self._answers.detach(run, stalled=stalled)
 
 
 async def cancel_on_disconnect(receive: Receive, record: StreamRecord,
@@ -189,7 +199,7 @@ class CollectedResponse(PipelineResponse):
             with frames_in, frames_out:
                 async with anyio.create_task_group() as group:
                     group.start_soon(cancel_on_disconnect, receive, job.record,
-                                     group.cancel_scope)
+                                     group.cancel_scope, PATHS[job.endpoint])
                     group.start_soon(self._run_pipeline, frames_in)
                     answer = await collect_answer(frames_out)
                     group.cancel_scope.cancel()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
@@ -19,7 +19,7 @@ from app.lifecycle import Lifecycle
 from app.readiness import RouteChecks
 from app.refusals import refusal_error
 from app.request_metrics import CHAT_ENDPOINT, REACHED_PIPELINE
-from app.responses import CollectedResponse, OnEnd, StreamResponse
+from app.responses import CollectedResponse, OnEnd
 from app.schemas import ChatInput, InputLimits, parse_chat
 from app.service import ChatService
 from config.settings import Settings
@@ -72,7 +72,8 @@ class Ask:
 
 
 Parse = Callable[[dict[str, Any], InputLimits], Ask]
-Respond = Callable[[Ask, ChatJob, Settings, anyio.Event, OnEnd], ASGIApp]
+# The response to a request that reached the pipeline: how its frames leave.
+Respond = Callable[[Request, Ask, Identity, ChatJob, OnEnd], Awaitable[ASGIApp]]
 
 
 async def answer(request: Request, path: str, parse: Parse, respond: Respond,
@@ -137,7 +138,8 @@ async def _open(request: Request, ctx: trace_context.RequestContext, span: ChatS
     stream = ask.endpoint in STREAMED
     try:
         job = service.start(chat, identity, ctx, endpoint=ask.endpoint, on_terminal=settle,
-                            chain=chain, pinned=pinned is not None)
+                            chain=chain, pinned=pinned is not None,
+                            stream_id=new_stream_id() if ask.endpoint == "stream" else None)
     except BaseException:
         await gate.settle(admitted, NOTHING_SPENT)
         raise
@@ -154,7 +156,7 @@ async def _open(request: Request, ctx: trace_context.RequestContext, span: ChatS
             if span is not None:
                 span.end(job.record, http_status)
 
-    return respond(ask, job, settings, request.app.state.lifecycle.stopping, on_end)
+    return await respond(request, ask, identity, job, on_end)
 
 
 def _model_chain(service: ChatService, identity: Identity, model: str | None) -> RouteChain:
@@ -164,7 +166,10 @@ def _model_chain(service: ChatService, identity: Identity, model: str | None) ->
     listed = service.settings.tenancy.policy(identity.tenant).models
     if model is None:
         permitted = catalog.permitted(listed)
-        return service.chain.narrowed(permitted) if permitted else service.chain
+        if not permitted:  # its models name none of these routes: never the whole chain
+            raise ApiError(403, "model_not_permitted", "This key may use none of the service's "
+                                                       "routes.")
+        return service.chain.narrowed(permitted)
     if not catalog.allowed(model, listed):  # the name is not repeated: it is caller input
         raise ApiError(404, "model_not_found", "That model does not exist or this key may not "
                                                "use it; GET /v1/models lists those it may.",
@@ -195,23 +200,15 @@ def _parse_chat(payload: dict[str, Any], limits: InputLimits) -> Ask:
     return Ask(parse_chat(payload, limits), "chat")
 
 
-def _parse_chat_stream(payload: dict[str, Any], limits: InputLimits) -> Ask:
-    return Ask(parse_chat(payload, limits), "stream")
+async def _collected(request: Request, ask: Ask, identity: Identity, job: ChatJob,
+                     on_end: OnEnd) -> ASGIApp:
+    settings: Settings = request.app.state.service.settings
+    return CollectedResponse(job, settings, request.app.state.lifecycle.stopping, on_end)
 
 
-def _collected(ask: Ask, job: ChatJob, settings: Settings, stop: anyio.Event,
-               on_end: OnEnd) -> ASGIApp:
-    return CollectedResponse(job, settings, stop, on_end)
-
-
-def _streamed(ask: Ask, job: ChatJob, settings: Settings, stop: anyio.Event,
-              on_end: OnEnd) -> ASGIApp:
-    return StreamResponse(job, settings, stop, on_end)
+def new_stream_id() -> str:
+    return "str_" + secrets.token_hex(12)
 
 
 async def chat(request: Request) -> ASGIApp:
     return await answer(request, "/chat", _parse_chat, _collected, stream=False)
-
-
-async def chat_stream(request: Request) -> ASGIApp:
-    return await answer(request, "/chat/stream", _parse_chat_stream, _streamed, stream=True)

@@ -60,9 +60,11 @@ class ChatService:
 
     def start(self, chat: ChatInput, identity: Identity, ctx: RequestContext, *,
               endpoint: Endpoint, on_terminal: Callable[[StreamRecord], Awaitable[None]],
-              chain: RouteChain | None = None, pinned: bool = False) -> ChatJob:
+              chain: RouteChain | None = None, pinned: bool = False,
+              stream_id: str | None = None) -> ChatJob:
         """Build the job and write the request's start line; `chain` replaces the configured
-        one (the routes a `model` stands for, or one an operator `pinned`)."""
+        one (the routes a `model` stands for, or one an operator `pinned`). A resumable
+        answer (`stream_id`) gets no heartbeats from the pipeline: its readers send them."""
         messages = self.prompt(chat)
         chain = chain or self.chain
         stream = endpoint in STREAMED
@@ -75,13 +77,14 @@ class ChatService:
             provider=chain,
             stage=OutputStage(self.guardrails.output_guard(identity.tenant)),
             record=StreamRecord(started_at=ctx.started_at),
-            heartbeat_s=self.settings.heartbeat_s if stream else None,
+            heartbeat_s=self.settings.heartbeat_s if stream and stream_id is None else None,
             idle_timeout_s=self.settings.idle_timeout_s,
             deadline_s=self.settings.retry.request_timeout_s,
             degraded_message=self.settings.degraded_message,
             on_terminal=on_terminal,
             endpoint=endpoint,
             pinned=pinned,
+            stream_id=stream_id,
         )
         logger.info("request_start", extra={
             **self._labels(chat, identity, stream, chain.route),

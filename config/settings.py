@@ -24,6 +24,7 @@ from config.file import load_config_file
 from config.guard import GuardSettings, read_guard
 from config.models import ModelCatalog, build_catalog, check_tenant_models
 from config.routes import read_routes
+from config.streams import StreamSettings, read_stream_settings
 from config.tenants import read_prices, read_tenancy
 from config.tracing import read_tracing
 from providers.demo import DemoConfig
@@ -96,6 +97,7 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     connections: ConnectionLimits = ConnectionLimits()
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    streams: StreamSettings = field(default_factory=StreamSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -198,6 +200,7 @@ def _read(env: EnvReader) -> Settings:
         metrics_host=env.text("METRICS_HOST", "127.0.0.1"),
         connections=read_connection_limits(env),
         trusted_proxies=read_trusted_proxies(env),
+        streams=read_stream_settings(env),
     )
 
 

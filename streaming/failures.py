@@ -17,6 +17,8 @@ ERROR_COPY: dict[str, tuple[str, bool]] = {
     "output_blocked": ("The answer was stopped by the content policy.", False),
     "shutting_down": ("The service is restarting. Please try again.", True),
     "internal_error": ("Something went wrong on our side. Please try again.", True),
+    "stopped": ("The answer was stopped.", False),
+    "resume_expired": ("This answer can no longer be resumed. Please ask again.", False),
 }
 
 

@@ -21,6 +21,7 @@ from providers.types import Usage
 class MetaFrame:
     request_id: str
     model_route: str
+    stream_id: str | None = None  # a resumable answer's id (GET /chat/streams/{id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,10 @@ def usage_payload(usage: Usage) -> dict[str, int]:
 def frame_payload(frame: MetaFrame | DoneFrame | ErrorFrame) -> dict[str, Any]:
     """The JSON object of a non-token frame; its `type` equals the SSE event name."""
     if isinstance(frame, MetaFrame):
-        return {"type": "meta", "request_id": frame.request_id, "model_route": frame.model_route}
+        meta = {"type": "meta", "request_id": frame.request_id, "model_route": frame.model_route}
+        if frame.stream_id is not None:
+            meta["stream_id"] = frame.stream_id
+        return meta
     if isinstance(frame, DoneFrame):
         return {
             "type": "done",
@@ -97,8 +101,8 @@ class SSEEncoder:
 
     __slots__ = ("_next_id",)
 
-    def __init__(self) -> None:
-        self._next_id = 0
+    def __init__(self, first_id: int = 0) -> None:
+        self._next_id = first_id
 
     def encode(self, frame: Frame) -> bytes:
         if isinstance(frame, TokenFrame):

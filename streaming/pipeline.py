@@ -84,6 +84,7 @@ class ChatJob:
     endpoint: Endpoint = "stream"  # the metrics' label
     # One route chosen by an operator (X-Route): its answer or failure is no fallback.
     pinned: bool = False
+    stream_id: str | None = None  # a resumable answer's id, named in its meta frame
 
     @property
     def route(self) -> str:
@@ -232,7 +233,7 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
                     if record.model_route is None:
                         record.model_route = route
                         emitter.answering = True
-                        await emitter.send(MetaFrame(job.request_id, route))
+                        await emitter.send(MetaFrame(job.request_id, route, job.stream_id))
                     now = time.monotonic()
                     emitter.last_event = now
                     text = stage.feed(_encodable(event.text), now)
@@ -263,7 +264,7 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
         return _failure_frame(job, exc)
     if record.model_route is None:  # an empty answer still names its route
         record.model_route = route
-        await emitter.send(MetaFrame(job.request_id, route))
+        await emitter.send(MetaFrame(job.request_id, route, job.stream_id))
     if usage is None:  # the vendor sent no usage: estimate it (vendors send ~a token a delta)
         usage = Usage(sum(count_tokens(m.content) for m in job.request.messages),
                       record.deltas_received)

@@ -34,7 +34,10 @@ from providers.base import Provider
 LOOSE_LIMITS = {"RPM_PER_TENANT": "1000000", "STREAMS_PER_TENANT": "100000",
                 "DAILY_BUDGET_TOKENS": "1000000000000"}
 FAST_PACING = {"DEMO_TTFT_MS": "20", "DEMO_TOKEN_DELAY_MS": "2"}
-FAST_DEMO = {**FAST_PACING, **LOOSE_LIMITS}
+# A streamed answer whose reader leaves is cut at once, as with RESUME_GRACE_S=0; the tests of
+# resuming give it a grace of their own.
+NO_GRACE = {"RESUME_GRACE_S": "0"}
+FAST_DEMO = {**FAST_PACING, **LOOSE_LIMITS, **NO_GRACE}
 
 
 def settings_from(**env: str) -> Settings:

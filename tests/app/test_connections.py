@@ -255,10 +255,11 @@ def test_an_http_10_json_answer_keeps_its_length() -> None:
 def test_a_stalled_reader_is_dropped_at_send_timeout_without_an_error_line() -> None:
     """About 100 KB of answer to a client that never reads, with a modest receive window of
     its own (32 KB, as Linux doubles 16 KB): the service's small buffers fill, the send waits
-    SEND_TIMEOUT_S, and the stream is dropped and logged as the client's doing. (With the
-    kernel's own send buffer, grown to megabytes, the answer was sent and billed in full.)"""
+    SEND_TIMEOUT_S, and the stream is dropped and logged as the client's doing; with no resume
+    grace, the answer ends there. (With the kernel's own send buffer, grown to megabytes, the
+    answer was sent and billed in full.) Paced, so the answer outlasts the send timeout."""
     answer_tokens = 6000
-    env = {"SEND_TIMEOUT_S": "1", "DEMO_TTFT_MS": "0", "DEMO_TOKEN_DELAY_MS": "0",
+    env = {"SEND_TIMEOUT_S": "1", "DEMO_TTFT_MS": "0", "DEMO_TOKEN_DELAY_MS": "1",
            "DEMO_ANSWER_TOKENS": str(answer_tokens), "MAX_OUTPUT_TOKENS": str(answer_tokens)}
     with serving(**env) as service, socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)
@@ -273,7 +274,9 @@ def test_a_stalled_reader_is_dropped_at_send_timeout_without_an_error_line() -> 
         time.sleep(0.3)  # whatever the server logs about the drop, it has logged now
         records = service.log_records()
     assert end["status"] == "client_stalled"
-    assert 1 <= elapsed < 4, elapsed
+    # Paced, the buffers fill after a few seconds; then SEND_TIMEOUT_S, and the answer is cut.
+    assert 1 <= elapsed < 8, elapsed
+    assert end["tokens_emitted"] < answer_tokens // 2
     errors = [r for r in records if r["level"] in ("error", "critical")]
     assert errors == []
 
@@ -294,7 +297,7 @@ def test_a_dropped_stalled_stream_frees_its_connection_at_once() -> None:
     """The drop cuts the connection rather than waiting to send what the reader never takes:
     two stalled readers do not keep a cap of two connections full."""
     env = {"SEND_TIMEOUT_S": "1", "MAX_CONNECTIONS": "2", "DEMO_TTFT_MS": "0",
-           "DEMO_TOKEN_DELAY_MS": "0", "DEMO_ANSWER_TOKENS": "6000",
+           "DEMO_TOKEN_DELAY_MS": "1", "DEMO_ANSWER_TOKENS": "6000",
            "MAX_OUTPUT_TOKENS": "6000"}
     with serving(**env) as service, ExitStack() as held:
         for _ in range(2):

@@ -91,7 +91,7 @@ def test_the_primary_down_and_the_fallback_answering(upstreams: tuple[Upstream, 
         events = stream_events(client, live)
         collected = client.post(live.url + "/chat", json=BODY).json()
     assert events[0] == {"type": "meta", "request_id": events[0]["request_id"],
-                         "model_route": FALLBACK}
+                         "model_route": FALLBACK, "stream_id": events[0]["stream_id"]}
     assert events[-1]["type"] == "done" and events[-1]["model_route"] == FALLBACK
     assert collected["model_route"] == FALLBACK and collected["answer"] == "Hello, world!"
     # Three tries for the first request; the second's second failure is the fifth in a row,

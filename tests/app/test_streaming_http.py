@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -57,7 +58,9 @@ def test_sse_wire_contract() -> None:
     assert [int(f.id or "-1") for f in frames] == list(range(len(frames)))
     assert all(f.data["type"] == f.event for f in frames)
     assert frames[0].data == {"type": "meta", "request_id": "client-id-42",
-                              "model_route": "demo/hello-1"}
+                              "model_route": "demo/hello-1",
+                              "stream_id": frames[0].data["stream_id"]}
+    assert re.fullmatch(r"str_[0-9a-f]{24}", frames[0].data["stream_id"])  # for a resume
     assert [f.event for f in frames[1:-1]] == ["token"] * (len(frames) - 2)
     done = frames[-1].data
     assert done["type"] == "done" and done["finish_reason"] == "stop"

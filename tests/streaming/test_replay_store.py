@@ -129,11 +129,6 @@ async def test_a_resume_past_the_trimmed_frames_is_too_late(store: ReplayStore) 
     assert await store.read(SID, -2, 0) is None
 
 
-@pytest.mark.parametrize("store", [
-    pytest.param("memory", marks=pytest.mark.xfail(
-        strict=True, reason="MemoryReplay.read does not look for a trim after its wait: it "
-        "slices with a negative start and returns the newest frames under the wrong ids")),
-    "redis"], indirect=True)
 async def test_frames_trimmed_while_a_reader_waits_end_its_resume(store: ReplayStore) -> None:
     await opened(store, upto=3)
     got: list[Batch | None] = []

@@ -26,7 +26,7 @@ from quota.ledger import Ask, QuotaStore, Spend
 from quota.memory_store import MemoryStore
 from tests.fakes import Fail, ScriptedProvider, Sleep, words
 from tests.logcapture import captured_logs
-from tests.servers import FAST_PACING, ThreadServer, thread_server
+from tests.servers import FAST_PACING, NO_GRACE, ThreadServer, thread_server
 from tests.tenant_keys import (
     ACME_KEY,
     ADMIN_KEY,
@@ -56,7 +56,7 @@ class Clock:
 def limits_settings(tmp_path: Path, acme: dict[str, object] | None = None,
                     extra_toml: str = "", **env: str) -> Settings:
     config = config_env(tmp_path, tenants_toml(acme, None, extra_toml))
-    return Settings.from_env({**FAST_PACING, **config, **env})
+    return Settings.from_env({**FAST_PACING, **NO_GRACE, **config, **env})
 
 
 class SlowSettlingStore(MemoryStore):
