@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app import metrics, openai_routes, routes, stream_routes, usage
+from app import metrics, openai_routes, page, routes, stream_routes, usage
 from app.errors import (
     ApiError,
     handle_api_error,
@@ -137,6 +137,8 @@ def create_app(settings: Settings,
 
     app = Starlette(
         routes=[
+            Route("/", page.index, methods=["GET"]),
+            Route("/static/{name}", page.static, methods=["GET"]),
             Route("/health", routes.health, methods=["GET"]),
             Route("/ready", routes.ready, methods=["GET"]),
             Route("/chat", routes.chat, methods=["POST"]),
