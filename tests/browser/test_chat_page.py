@@ -40,8 +40,10 @@ from tests.upstreams.vendors import OPENAI
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 # The demo model, paced so an answer takes about a second: long enough to be seen streaming.
+# An answer whose reader is gone keeps running for the reader to come back, as by default: a
+# cut has something to resume, and only the stop button's DELETE stops an answer at once.
 PACED_DEMO = {**FAST_DEMO, "DEMO_TTFT_MS": "100", "DEMO_TOKEN_DELAY_MS": "15",
-              "DEMO_ANSWER_TOKENS": "40"}
+              "DEMO_ANSWER_TOKENS": "40", "RESUME_GRACE_S": "10"}
 LAST_ANSWER = "[...document.querySelectorAll('.turn.assistant')].at(-1)"
 
 
