@@ -302,3 +302,16 @@ def test_a_malformed_last_event_id_is_a_400(tmp_path: Path, value: str) -> None:
         started = start(client, live)
         answer = client.get(live.url + started["stream_url"], headers={"Last-Event-ID": value})
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_resumed_stream_gets_heartbeats_while_the_model_is_quiet(tmp_path: Path) -> None:
+    provider = ScriptedProvider(words("One. Two. Three.", 0.6))
+    settings = keyed(tmp_path, RESUME_GRACE_S="5", HEARTBEAT_S="0.1")
+    with thread_server(create_app(settings, provider)) as live, \
+            httpx.Client(timeout=10) as client:
+        started = start(client, live)
+        first = read_some(client, live.url + started["stream_url"])
+        rest = client.get(live.url + started["stream_url"],
+                          headers={"Last-Event-ID": str(first[-1].id)}).text
+    assert ": heartbeat" in rest
+    assert tokens(first) + tokens(frames(rest)) == "One. Two. Three."
