@@ -16,6 +16,9 @@ from starlette.routing import Route
 
 from app import page
 from app.errors import ApiError, handle_api_error
+from app.factory import create_app
+from config.settings import Settings
+from tests.servers import FAST_DEMO
 
 STATIC = Path(page.__file__).parent / "static"
 POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -73,6 +76,21 @@ async def test_a_cached_copy_is_revalidated_by_its_etag(client: httpx.AsyncClien
     assert_locked_down(again)
     stale = await client.get("/static/chat.js", headers={"If-None-Match": '"other"'})
     assert stale.status_code == 200
+
+
+async def test_the_service_serves_the_page_at_its_root() -> None:
+    app = create_app(Settings.from_env(FAST_DEMO))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        found = await client.get("/")
+        missing = await client.get("/static/missing.js")
+    assert found.status_code == 200
+    assert found.content == (STATIC / "index.html").read_bytes()
+    assert found.headers["x-request-id"].startswith("req_")
+    assert_locked_down(found)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["request_id"] == missing.headers["x-request-id"]
+    assert_locked_down(missing)
 
 
 def test_every_file_in_the_folder_is_served_and_every_served_file_exists() -> None:

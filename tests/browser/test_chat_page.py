@@ -23,16 +23,11 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
-from starlette.applications import Starlette
-from starlette.routing import Route
-from starlette.types import ASGIApp
 
-from app import page as chat_page
-from app.factory import create_app
 from config.settings import Settings
 from tests.browser.harness import cuttable_proxy, recording_server
 from tests.programs import required_tool
-from tests.servers import FAST_DEMO, ThreadServer, thread_server
+from tests.servers import FAST_DEMO, ThreadServer, app_server
 from tests.tenant_keys import ACME_KEY, config_env, tenants_toml
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.pool import UpstreamPool
@@ -47,29 +42,9 @@ PACED_DEMO = {**FAST_DEMO, "DEMO_TTFT_MS": "100", "DEMO_TOKEN_DELAY_MS": "15",
 LAST_ANSWER = "[...document.querySelectorAll('.turn.assistant')].at(-1)"
 
 
-# -- TEMPORARY: until app/factory.py routes the page itself -----------------------------------
-
-def serving_the_page(app: ASGIApp) -> ASGIApp:
-    """TEMPORARY: adds `GET /` and `GET /static/{name}` to the service's own routes (inside
-    its error handlers and edge middleware), unless app/factory.py already has them. Delete
-    this, and its calls, once the factory routes the page."""
-    starlette = app
-    while not isinstance(starlette, Starlette):  # inside the edge (and CORS) middleware
-        starlette = starlette.app  # type: ignore[attr-defined]
-    if not any(getattr(route, "path", None) == "/" for route in starlette.router.routes):
-        starlette.router.routes[:0] = [
-            Route("/", chat_page.index, methods=["GET"]),
-            Route("/static/{name}", chat_page.static, methods=["GET"]),
-        ]
-    return app
-
-
-# ---------------------------------------------------------------------------------------------
-
 @contextmanager
 def service(**env: str) -> Iterator[ThreadServer]:
-    settings = Settings.from_env({**PACED_DEMO, **env})
-    with thread_server(serving_the_page(create_app(settings)), settings.connections) as live:
+    with app_server(Settings.from_env({**PACED_DEMO, **env})) as live:
         yield live
 
 
