@@ -35,7 +35,7 @@ from providers.registry import ProviderOptions, build_provider
 from quota.ledger import QuotaStore
 from quota.memory_store import MemoryStore
 from quota.redis_store import RedisStore
-from streaming.replay import MemoryReplay, ReplayStore
+from streaming.replay import AnswerLogs, MemoryReplay
 from streaming.replay_mirror import MirroredReplay
 from streaming.replay_redis import RedisReplay
 from streaming.resumable import Answers
@@ -179,7 +179,7 @@ def create_app(settings: Settings,
     return edge
 
 
-def replay_store(settings: Settings) -> ReplayStore:
+def replay_store(settings: Settings) -> AnswerLogs:
     """Where streamed answers keep their frames for resuming: this process, mirrored to Redis
     when `REDIS_URL` is set (a reconnect may land on any replica)."""
     streams, quota = settings.streams, settings.quota

@@ -63,8 +63,8 @@ class ChatService:
               chain: RouteChain | None = None, pinned: bool = False,
               stream_id: str | None = None) -> ChatJob:
         """Build the job and write the request's start line; `chain` replaces the configured
-        one (the routes a `model` stands for, or one an operator `pinned`). A resumable
-        answer (`stream_id`) gets no heartbeats from the pipeline: its readers send them."""
+        one (the routes a `model` stands for, or one an operator `pinned`); `stream_id` makes
+        the answer resumable."""
         messages = self.prompt(chat)
         chain = chain or self.chain
         stream = endpoint in STREAMED
@@ -77,7 +77,7 @@ class ChatService:
             provider=chain,
             stage=OutputStage(self.guardrails.output_guard(identity.tenant)),
             record=StreamRecord(started_at=ctx.started_at),
-            heartbeat_s=self.settings.heartbeat_s if stream and stream_id is None else None,
+            heartbeat_s=self.settings.heartbeat_s if stream else None,
             idle_timeout_s=self.settings.idle_timeout_s,
             deadline_s=self.settings.retry.request_timeout_s,
             degraded_message=self.settings.degraded_message,

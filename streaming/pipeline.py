@@ -23,11 +23,11 @@ import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectStreamStatistics
 
 from providers.errors import ProviderError, ProviderUnavailable
 from providers.tokens import count_tokens
@@ -99,13 +99,30 @@ Cut = CutReason | Exception
 CHAIN_DEADLINE_GRACE_S = 1.0
 
 
+class FrameOut(Protocol):
+    """Where the frames go: a memory channel to a response (which may push back), or an
+    answer's own log (which takes every frame at once)."""
+
+    async def send(self, item: Frame, /) -> None: ...
+
+    def send_nowait(self, item: Frame, /) -> None: ...
+
+    def statistics(self) -> MemoryObjectStreamStatistics: ...
+
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> Any: ...
+
+
 class _Emitter:
     """The single way frames leave the pipeline; remembers when the stream last spoke."""
 
     __slots__ = ("_last_token", "_out", "_record", "answering", "gaps", "last_event",
                  "last_sent", "stuck")
 
-    def __init__(self, out: MemoryObjectSendStream[Frame], record: StreamRecord) -> None:
+    def __init__(self, out: FrameOut, record: StreamRecord) -> None:
         self._out = out
         self._record = record
         self.gaps = GapTally()  # between token frames, for the metrics
@@ -161,7 +178,7 @@ class _Emitter:
 
 async def run_pipeline(
     job: ChatJob,
-    out: MemoryObjectSendStream[Frame],
+    out: FrameOut,
     *,
     stop: anyio.Event | None = None,
     stop_grace_s: float = 0.0,
@@ -176,7 +193,7 @@ async def run_pipeline(
         emitter.gaps.record(job.route, job.endpoint)
 
 
-async def _run(job: ChatJob, emitter: _Emitter, out: MemoryObjectSendStream[Frame],
+async def _run(job: ChatJob, emitter: _Emitter, out: FrameOut,
                stop: anyio.Event | None, stop_grace_s: float) -> None:
     async with out:
         terminal: TerminalFrame | None = None

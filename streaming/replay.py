@@ -62,6 +62,17 @@ class ReplayStore(Protocol):
     async def aclose(self) -> None: ...
 
 
+class AnswerLogs(ReplayStore, Protocol):
+    """The logs of the answers this process runs: written without a wait, read here from
+    `local`, and from elsewhere through the store."""
+
+    @property
+    def local(self) -> MemoryReplay: ...
+
+    def append_now(self, stream_id: str, first_id: int, frames: Sequence[bytes],
+                   ended: bool, ttl_s: float) -> None: ...
+
+
 @dataclass(slots=True)
 class _Log:
     tenant: str
@@ -71,7 +82,23 @@ class _Log:
     ended: bool = False
     lease_until: float = 0.0
     stop_asked: bool = False
-    grew: anyio.Event = field(default_factory=anyio.Event)
+    # Set when the log changes; made only while a reader waits, as most appends find none.
+    grew: anyio.Event | None = None
+
+    def wake(self) -> None:
+        if self.grew is not None:
+            self.grew.set()
+            self.grew = None
+
+    async def changed(self, wait_s: float | None) -> None:
+        """Wait for the next change, at most `wait_s` (None: however long it takes)."""
+        if self.grew is None:
+            self.grew = anyio.Event()
+        if wait_s is None:
+            await self.grew.wait()
+            return
+        with anyio.move_on_after(wait_s):
+            await self.grew.wait()
 
 
 class MemoryReplay:
@@ -87,24 +114,35 @@ class MemoryReplay:
         log = self._logs.get(stream_id)
         if log is not None and log.expires_at <= self._now():
             del self._logs[stream_id]
-            log.grew.set()  # readers waiting on it see it gone
+            log.wake()  # readers waiting on it see it gone
             return None
         return log
 
-    def _forget_expired(self) -> None:
+    def forget_expired(self) -> None:
+        """Drop the logs whose time is up: each access drops its own, and the owner of the
+        store calls this now and then for the others (it goes through them all)."""
         now = self._now()
         for stream_id in [s for s, log in self._logs.items() if log.expires_at <= now]:
-            self._logs.pop(stream_id).grew.set()
+            self._logs.pop(stream_id).wake()
 
     async def open(self, stream_id: str, tenant: str, ttl_s: float) -> None:
-        self._forget_expired()  # on each new answer, so nobody's log outlives its grace
         old = self._logs.pop(stream_id, None)
         if old is not None:
-            old.grew.set()  # its readers see it gone, not another answer's frames
+            old.wake()  # its readers see it gone, not another answer's frames
         self._logs[stream_id] = _Log(tenant, self._now() + ttl_s)
+
+    @property
+    def local(self) -> MemoryReplay:
+        """Where readers in this process read: here."""
+        return self
 
     async def append(self, stream_id: str, first_id: int, frames: Sequence[bytes],
                      ended: bool, ttl_s: float) -> None:
+        self.append_now(stream_id, first_id, frames, ended, ttl_s)
+
+    def append_now(self, stream_id: str, first_id: int, frames: Sequence[bytes],
+                   ended: bool, ttl_s: float) -> None:
+        """`append` without a wait: the pipeline writes each frame here as it makes it."""
         log = self._live(stream_id)
         if log is None:
             return
@@ -117,24 +155,37 @@ class MemoryReplay:
             log.first_id += surplus
         log.ended = log.ended or ended
         log.expires_at = self._now() + ttl_s
-        log.grew.set()
-        log.grew = anyio.Event()
+        log.wake()
+
+    def ping(self, stream_id: str) -> None:
+        """Wake the answer's waiting readers without a frame: it has been quiet for a
+        heartbeat's time, and they send one."""
+        log = self._logs.get(stream_id)
+        if log is not None:
+            log.wake()
 
     async def keep(self, stream_id: str, ttl_s: float) -> None:
         log = self._live(stream_id)
-        if log is not None:
+        if log is not None and not log.ended:  # an ended log keeps the time its end gave it
             log.expires_at = max(log.expires_at, self._now() + ttl_s)
 
     async def read(self, stream_id: str, after: int, wait_s: float) -> Batch | None:
+        return await self._read(stream_id, after, wait_s)
+
+    async def follow(self, stream_id: str, after: int) -> Batch | None:
+        """`read`, waiting for as long as it takes: for frames, the end, the log going, or a
+        `ping` (then the batch is empty). For readers in this process, which need no timer."""
+        return await self._read(stream_id, after, None)
+
+    async def _read(self, stream_id: str, after: int, wait_s: float | None) -> Batch | None:
         log = self._live(stream_id)
         if log is None:
             return None
         start = after + 1 - log.first_id
-        if start < 0:
-            return None  # trimmed: what the reader misses is gone
-        if start >= len(log.frames) and not log.ended and wait_s > 0:
-            with anyio.move_on_after(wait_s):
-                await log.grew.wait()
+        if start < 0 or start > len(log.frames):
+            return None  # trimmed (what the reader misses is gone), or a frame never sent
+        if start >= len(log.frames) and not log.ended and (wait_s is None or wait_s > 0):
+            await log.changed(wait_s)
             log = self._live(stream_id)
             if log is None:
                 return None
@@ -161,8 +212,7 @@ class MemoryReplay:
         log = self._live(stream_id)
         if log is not None:
             log.stop_asked = True
-            log.grew.set()
-            log.grew = anyio.Event()
+            log.wake()
 
     async def stop_asked(self, stream_id: str) -> bool:
         log = self._live(stream_id)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+import anyio
 from redis.exceptions import RedisError
 
 from streaming.replay import Batch, MemoryReplay, ReplayStore
@@ -24,6 +25,10 @@ class MirroredReplay:
         self.local = local
         self.remote = remote
         self._mirrored: set[str] = set()  # streams of this process whose mirror works
+        # Frames written here and not yet in Redis: per stream, its first id, frames, whether
+        # they end it, and their time to live. One task writes them all (`flush_forever`).
+        self._pending: dict[str, tuple[int, list[bytes], bool, float]] = {}
+        self._wake = anyio.Event()
 
     def _lost(self, stream_id: str, operation: str, exc: BaseException) -> None:
         if stream_id in self._mirrored:
@@ -42,14 +47,38 @@ class MirroredReplay:
 
     async def append(self, stream_id: str, first_id: int, frames: Sequence[bytes],
                      ended: bool, ttl_s: float) -> None:
-        await self.local.append(stream_id, first_id, frames, ended, ttl_s)
-        if stream_id in self._mirrored:
-            try:
-                await self.remote.append(stream_id, first_id, frames, ended, ttl_s)
-            except _FAILURES as exc:
-                self._lost(stream_id, "append", exc)
-            if ended:
-                self._mirrored.discard(stream_id)  # its mirror expires by itself
+        self.append_now(stream_id, first_id, frames, ended, ttl_s)
+
+    def append_now(self, stream_id: str, first_id: int, frames: Sequence[bytes],
+                   ended: bool, ttl_s: float) -> None:
+        """Readers here have the frames at once; Redis gets them from the flusher, so the
+        per-token path never waits on it."""
+        self.local.append_now(stream_id, first_id, frames, ended, ttl_s)
+        if stream_id not in self._mirrored:
+            return
+        pending = self._pending.get(stream_id)
+        if pending is None:
+            self._pending[stream_id] = (first_id, list(frames), ended, ttl_s)
+        else:
+            pending[1].extend(frames)
+            self._pending[stream_id] = (pending[0], pending[1], ended, ttl_s)
+        self._wake.set()
+
+    async def flush_forever(self) -> None:
+        """Write what is pending to Redis, all of each stream's frames in one call."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            pending, self._pending = self._pending, {}
+            for stream_id, (first_id, frames, ended, ttl_s) in pending.items():
+                if stream_id not in self._mirrored:
+                    continue
+                try:
+                    await self.remote.append(stream_id, first_id, frames, ended, ttl_s)
+                except _FAILURES as exc:
+                    self._lost(stream_id, "append", exc)
+                if ended:
+                    self._mirrored.discard(stream_id)  # its mirror expires by itself
 
     async def keep(self, stream_id: str, ttl_s: float) -> None:
         await self.local.keep(stream_id, ttl_s)

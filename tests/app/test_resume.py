@@ -3,6 +3,8 @@ stream tokens, resuming from any frame, the grace, stopping, two replicas on one
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from app.stream_tokens import StreamTokens
 from config.settings import Settings
 from tests.fakes import ScriptedProvider, words
 from tests.logcapture import captured_logs
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_proxy
 from tests.servers import FAST_DEMO, FAST_PACING, ThreadServer, app_server, thread_server
 from tests.sse import SSEItem, parse_sse
 from tests.tenant_keys import ACME_KEY, GLOBEX_KEY, bearer, config_env, tenants_toml
@@ -147,12 +149,24 @@ def test_stopping_an_answer_ends_it_and_its_vendor_call(tmp_path: Path) -> None:
         started = start(client, live)
         stream_id = started["stream_id"]
         token = started["stream_url"].split("token=")[1]
+        reading: list[str] = []
+        reader = threading.Thread(target=lambda: reading.append(
+            client.get(live.url + started["stream_url"]).text))
+        reader.start()  # reads live while the answer is stopped under it
+        time.sleep(0.7)  # a few of its 1.6 s of words have gone out
         other = client.delete(f"{live.url}/chat/streams/{stream_id}", headers=bearer(GLOBEX_KEY))
         stopped = client.delete(f"{live.url}/chat/streams/{stream_id}?token={token}")
-        read = frames(client.get(live.url + started["stream_url"]).text)
+        reader.join(timeout=5)
+        read = frames(reading[0])
+        resumed = frames(client.get(live.url + started["stream_url"],
+                                    headers={"Last-Event-ID": "0"}).text)
+        after_end = client.get(live.url + started["stream_url"],
+                               headers={"Last-Event-ID": read[-1].id or ""})
         unknown = client.delete(f"{live.url}/chat/streams/str_{'0' * 24}", headers=bearer(ACME_KEY))
     assert other.status_code == 403 and stopped.status_code == 204
-    assert read[-1].event == "error" and read[-1].data["code"] == "stopped"
+    assert tokens(read) and read[-1].event == "error" and read[-1].data["code"] == "stopped"
+    assert [i.id for i in resumed] == [i.id for i in read[1:]]  # the stop is in the log too
+    assert after_end.status_code == 204
     assert provider.closed_early == 1
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "stream_not_found"
 
@@ -315,3 +329,33 @@ def test_a_resumed_stream_gets_heartbeats_while_the_model_is_quiet(tmp_path: Pat
                           headers={"Last-Event-ID": str(first[-1].id)}).text
     assert ": heartbeat" in rest
     assert tokens(first) + tokens(frames(rest)) == "One. Two. Three."
+
+
+def test_a_slow_redis_does_not_slow_readers_where_the_answer_runs(
+        tmp_path: Path, shared_redis: RedisServer) -> None:
+    """Redis answering each append 0.4 s late: the local reader's frames come as the model
+    makes them, and a reader on another replica still gets the whole answer."""
+    from streaming.replay_redis import _APPEND
+
+    provider = ScriptedProvider(words(SENTENCES, 0.05))
+    with redis_proxy(shared_redis) as proxy:
+        settings = Settings.from_env({
+            **FAST_PACING, **config_env(tmp_path, tenants_toml()), "REDIS_URL": proxy.url,
+            "REDIS_KEY_PREFIX": uuid.uuid4().hex, "REDIS_TIMEOUT_S": "2",
+            "RESUME_GRACE_S": "5", "STREAM_TOKEN_KEY": TOKEN_KEY})
+        with two_replicas(settings, provider) as (one, two), \
+                httpx.Client(timeout=10) as client:
+            proxy.hold_script_replies(_APPEND, 0.4)
+            asked = time.monotonic()
+            started = start(client, one)
+            arrivals: list[float] = []
+            with client.stream("GET", one.url + started["stream_url"]) as response:
+                for line in response.iter_lines():
+                    if line.startswith("event: token"):
+                        arrivals.append(time.monotonic())
+            elsewhere = frames(client.get(two.url + started["stream_url"],
+                                          headers={"Last-Event-ID": "0"}).text)
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert len(arrivals) == 8 and max(gaps) < 0.3  # the model's pace, not Redis's
+    assert arrivals[0] - asked < 0.3
+    assert tokens(elsewhere) == SENTENCES and elsewhere[-1].event == "done"
