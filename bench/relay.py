@@ -105,6 +105,13 @@ async def drive(port: int, concurrency: int, seconds: float,
     return sum(totals) / elapsed, len(ttfts) / elapsed, statistics.median(ttfts) * 1000
 
 
+def cpu_s(pid: int) -> float:
+    """The process's CPU time so far, user and system."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return int(re.search(r"VmRSS:\s+(\d+)", status.read())[1])  # type: ignore[index]
@@ -181,17 +188,22 @@ def main() -> None:
               f"service on core 0, load on core 1, median of {args.repeat} runs of "
               f"{args.seconds:g} s")
         print(f"{'endpoint':>8} {'streams':>8} {'token frames/s':>15} {'streams/s':>10} "
-              f"{'median TTFT ms':>15}")
+              f"{'median TTFT ms':>15} {'CPU us/frame':>13}")
         for level in (int(x) for x in args.levels.split(",")):
-            runs: dict[str, list[tuple[float, float, float]]] = {e: [] for e in endpoints}
+            runs: dict[str, list[tuple[float, ...]]] = {e: [] for e in endpoints}
             for _ in range(args.repeat):  # alternating, so both see the same machine
                 for endpoint in endpoints:
-                    runs[endpoint].append(run(drive(port, level, args.seconds, endpoint)))
+                    before = cpu_s(service.pid)
+                    frames, streams, ttft = run(drive(port, level, args.seconds, endpoint))
+                    # The service's CPU per token frame: the cost of the per-token path, also
+                    # when the core is not saturated (paced runs).
+                    cpu_us = (cpu_s(service.pid) - before) / (frames * args.seconds) * 1e6
+                    runs[endpoint].append((frames, streams, ttft, cpu_us))
             for endpoint in endpoints:
-                frames, streams, ttft = (statistics.median(figure)
-                                         for figure in zip(*runs[endpoint], strict=True))
+                frames, streams, ttft, cpu_us = (statistics.median(figure)
+                                                 for figure in zip(*runs[endpoint], strict=True))
                 print(f"{endpoint:>8} {level:>8} {frames:>15,.0f} {streams:>10,.1f} "
-                      f"{ttft:>15.2f}")
+                      f"{ttft:>15.2f} {cpu_us:>13.1f}")
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=30)

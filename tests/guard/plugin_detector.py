@@ -29,7 +29,7 @@ class SlowEngine:
     name = "slow_engine"
     category: Category = "pii"
     reach = 32
-    seconds_per_text = 0.5
+    seconds_per_text = 1.2  # well above what a busy test machine adds to a request
 
     def find(self, text: str) -> Iterator[tuple[int, int]]:
         if "JUDGE-SLOWLY" in text:
