@@ -36,10 +36,10 @@ from typing import Any, ClassVar, cast
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from app.connection_refusals import RefusalLog, count_malformed_requests
 from app.http1 import close_delimited, drop, error_app, error_bytes
 from config.connections import ConnectionLimits, read_connection_limits
 from config.env import EnvReader
+from telemetry.connection_refusals import RefusalLog, count_malformed_requests
 
 # scope["extensions"][ABORT]["drop"](): drop the connection mid-response, quietly.
 # scope["extensions"][ABORT]["body_pending"](): the request's body has not all arrived, so a

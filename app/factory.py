@@ -24,10 +24,8 @@ from app.errors import (
 from app.guardrails import Guardrails
 from app.lifecycle import Lifecycle
 from app.middleware import EdgeMiddleware
-from app.readiness import FIRST_ROUND_WAIT_S, RouteChecks
 from app.request_metrics import counting_rejections
 from app.service import ChatService
-from app.stream_tokens import StreamTokens, shared_token_key
 from config.chain import build_chain
 from config.settings import Settings
 from providers.base import Provider
@@ -35,6 +33,7 @@ from providers.registry import ProviderOptions, build_provider
 from quota.ledger import QuotaStore
 from quota.memory_store import MemoryStore
 from quota.redis_store import RedisStore
+from streaming.readiness import FIRST_ROUND_WAIT_S, RouteChecks
 from streaming.replay import AnswerLogs, MemoryReplay
 from streaming.replay_mirror import MirroredReplay
 from streaming.replay_redis import RedisReplay
@@ -43,6 +42,7 @@ from telemetry import exposition, tracing
 from telemetry.jsonlog import flush_logs
 from telemetry.metrics_port import start_metrics_listener
 from tenancy.admission import Gatekeeper
+from tenancy.stream_tokens import StreamTokens, shared_token_key
 
 logger = logging.getLogger("hello_ship.lifecycle")
 

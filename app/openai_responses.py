@@ -20,7 +20,6 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import JSONResponse, error_response
-from app.openai_wire import ChunkEncoder, completion
 from app.responses import (
     FRAME_BUFFER,
     SSE_HEADERS,
@@ -35,6 +34,7 @@ from app.responses import (
 from config.settings import Settings
 from streaming.collect import CollectedAnswer
 from streaming.frames import DoneFrame, ErrorFrame, Frame, HeartbeatFrame, MetaFrame
+from streaming.openai_frames import ChunkEncoder, completion
 from streaming.pipeline import ChatJob
 
 ENDPOINT = "/v1/chat/completions"

@@ -13,11 +13,9 @@ from starlette.types import ASGIApp
 
 from app.body import read_json_object
 from app.callers import authorization, is_local
-from app.errors import ApiError, JSONResponse
+from app.errors import ApiError, JSONResponse, refusal_error
 from app.guardrails import Guardrails
 from app.lifecycle import Lifecycle
-from app.readiness import RouteChecks
-from app.refusals import refusal_error
 from app.request_metrics import CHAT_ENDPOINT, REACHED_PIPELINE
 from app.responses import CollectedResponse, OnEnd
 from app.schemas import ChatInput, InputLimits, parse_chat
@@ -26,6 +24,7 @@ from config.settings import Settings
 from quota.ledger import NOTHING_SPENT
 from streaming.chain import RouteChain
 from streaming.pipeline import STREAMED, ChatJob, Endpoint
+from streaming.readiness import RouteChecks
 from streaming.record import StreamRecord
 from telemetry import trace_context, tracing
 from telemetry.spans import ChatSpan

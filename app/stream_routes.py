@@ -16,17 +16,18 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from app.callers import authorization
-from app.errors import ApiError, JSONResponse
+from app.errors import ApiError, JSONResponse, refusal_error
 from app.responses import OnEnd, ReaderResponse, log_client_gone
 from app.routes import Ask, answer, identify
 from app.schemas import InputLimits, parse_chat
-from app.stream_tokens import StreamTokens
 from config.settings import Settings
 from streaming.pipeline import ChatJob
 from streaming.record import StreamRecord
 from streaming.resumable import Answers, Cut, expired_frame
 from telemetry import trace_context
+from tenancy.errors import StreamTokenRefused, TenancyRefusal
 from tenancy.identity import Identity
+from tenancy.stream_tokens import StreamTokens
 
 _STREAM_ID = re.compile(r"str_[0-9a-f]{24}")
 _FRAME_ID = re.compile(r"-1|[0-9]{1,12}")
@@ -100,10 +101,12 @@ async def _tenant_for(request: Request, stream_id: str, starting: bool) -> str:
     if token is None or authorization(request.scope) is not None:
         return identify(request).tenant
     tokens: StreamTokens = request.app.state.stream_tokens
-    grant = tokens.check(token, stream_id)
-    if grant.expired and starting:
-        raise ApiError(401, "stream_token_expired", "The stream token has expired: start the "
-                                                    "answer again (POST /chat/streams).")
+    try:
+        grant = tokens.check(token, stream_id)
+        if grant.expired and starting:
+            raise StreamTokenRefused("expired")
+    except TenancyRefusal as refusal:
+        raise refusal_error(refusal) from None
     return grant.tenant
 
 

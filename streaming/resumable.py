@@ -34,7 +34,7 @@ from streaming.frames import (
 )
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
-from streaming.replay import AnswerLogs, ReplayStore
+from streaming.replay import AnswerLogs
 
 logger = logging.getLogger("hello_ship.pipeline")
 
@@ -295,49 +295,33 @@ class Answers:
     async def follow(self, stream_id: str, after: int, local: bool, retry: bytes,
                      request_id: str) -> AsyncIterator[bytes]:
         """The SSE bytes a reader gets: the frames after `after`, then the answer live, with
-        heartbeats while it is quiet; `resume_expired` if the log cannot give them."""
+        heartbeats while it is quiet; `resume_expired` if the log cannot give them.
+
+        A reader of an answer this process runs (`local`) waits on its log with no timer:
+        the pipeline's own heartbeat wakes it when the answer is quiet. Any other renews its
+        lease and wakes at least three times a lease."""
         yield retry
-        if local:
-            async for chunk in self._follow_here(stream_id, after, request_id):
-                yield chunk
-            return
-        store: ReplayStore = self.store
+        here = self.store.local
         last_sent = time.monotonic()
         while True:
-            await store.hold(stream_id, LEASE_S)
-            wait = min(max(0.0, self.heartbeat_s - (time.monotonic() - last_sent)), LEASE_S / 3)
-            batch = await store.read(stream_id, after, wait)
+            if local:
+                batch = await here.follow(stream_id, after)
+            else:
+                await self.store.hold(stream_id, LEASE_S)
+                quiet_for = time.monotonic() - last_sent
+                wait = min(max(0.0, self.heartbeat_s - quiet_for), LEASE_S / 3)
+                batch = await self.store.read(stream_id, after, wait)
             if batch is None:
                 yield expired_frame(after + 1, request_id)
                 return
             if batch.frames:
                 for chunk in chunks(batch.frames):
                     yield chunk
-                after = batch.last_id
-                last_sent = time.monotonic()
-            elif time.monotonic() - last_sent >= self.heartbeat_s:
+                after, last_sent = batch.last_id, time.monotonic()
+            elif not batch.ended and (local or
+                                      time.monotonic() - last_sent >= self.heartbeat_s):
                 yield SSE_HEARTBEAT
                 last_sent = time.monotonic()
-            if batch.ended:
-                return
-
-
-    async def _follow_here(self, stream_id: str, after: int,
-                           request_id: str) -> AsyncIterator[bytes]:
-        """`follow` for an answer this process runs: no timer per wait, the pipeline's own
-        heartbeat wakes the reader when the answer is quiet."""
-        log = self.store.local
-        while True:
-            batch = await log.follow(stream_id, after)
-            if batch is None:
-                yield expired_frame(after + 1, request_id)
-                return
-            if batch.frames:
-                for chunk in chunks(batch.frames):
-                    yield chunk
-                after = batch.last_id
-            elif not batch.ended:
-                yield SSE_HEARTBEAT
             if batch.ended:
                 return
 

@@ -1,14 +1,17 @@
 """Why tenancy turns a caller away. Each carries the facts of its case; the edge answers it
-with its HTTP status, headers and envelope (app.refusals), so tenancy knows nothing of HTTP.
+with its HTTP status, headers and envelope (app.errors), so tenancy knows nothing of HTTP.
 
     TenancyRefusal
      ├── Unauthenticated    no key, or one that is not valid
      ├── OpenModeRefused    no keys configured, and the caller is not on loopback
      ├── OverLimit          a rate, stream or daily budget limit; says when to retry
-     └── LimitsUnavailable  the limit store is down and the policy is to refuse
+     ├── LimitsUnavailable  the limit store is down and the policy is to refuse
+     └── StreamTokenRefused a stream URL's token is not ours, too old, or for another answer
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from quota.ledger import Ask, Limits, Refusal
 
@@ -45,3 +48,9 @@ class LimitsUnavailable(TenancyRefusal):
     def __init__(self, retry_after_s: int) -> None:
         super().__init__("the limit store is unavailable")
         self.retry_after_s = retry_after_s
+
+
+class StreamTokenRefused(TenancyRefusal):
+    def __init__(self, reason: Literal["invalid", "expired", "forbidden"]) -> None:
+        super().__init__(f"the stream token is {reason}")
+        self.reason = reason

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from app.factory import create_app
-from app.stream_tokens import StreamTokens
 from config.settings import Settings
+from tenancy.stream_tokens import StreamTokens
 from tests.fakes import ScriptedProvider, words
 from tests.logcapture import captured_logs
 from tests.redis_server import RedisServer, redis_proxy

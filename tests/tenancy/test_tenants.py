@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.errors import refusal_error
 from app.factory import create_app
-from app.refusals import refusal_error
 from cli.main import main
 from config.settings import Settings, SettingsError
 from tenancy.errors import OpenModeRefused

@@ -6,8 +6,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from app import connection_refusals
-from app.connection_refusals import RefusalLog
+from telemetry import connection_refusals
+from telemetry.connection_refusals import RefusalLog
 from tests.logcapture import captured_logs
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import orjson
 import redis.asyncio as redis
 
-from app.errors import ApiError
+from tenancy.errors import StreamTokenRefused
 
 _SIGNATURE_BYTES = 32
 
@@ -57,7 +57,7 @@ class StreamTokens:
         return hmac.new(self.key, claims.encode(), hashlib.sha256).digest()[:_SIGNATURE_BYTES]
 
     def check(self, token: str, stream_id: str) -> StreamGrant:
-        """The grant a token gives for `stream_id`: 401 if it is not one of ours, 403 if it is
+        """The grant a token gives for `stream_id`; refused if it is not one of ours, or is
         for another answer."""
         claims, _, signature = token.partition(".")
         try:
@@ -67,10 +67,9 @@ class StreamTokens:
             decoded = None
         if not isinstance(decoded, dict) or not isinstance(decoded.get("s"), str) or not \
                 isinstance(decoded.get("t"), str) or not isinstance(decoded.get("e"), int):
-            raise ApiError(401, "invalid_stream_token", "The stream token is not valid: start "
-                                                        "the answer again (POST /chat/streams).")
+            raise StreamTokenRefused("invalid")
         if decoded["s"] != stream_id:  # ids are not secret; the signature was checked above
-            raise ApiError(403, "stream_forbidden", "This token is for another answer.")
+            raise StreamTokenRefused("forbidden")
         return StreamGrant(decoded["s"], decoded["t"], decoded["e"] <= time.time())
 
 
