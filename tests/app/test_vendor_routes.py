@@ -13,22 +13,12 @@ from tests.servers import FAST_DEMO, app_server
 from tests.sse import parse_sse
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.pool import UpstreamPool
-from tests.upstreams.vendors import AWS_TEST_ENV, BEDROCK, OPENAI, VENDORS, Vendor
+from tests.upstreams.vendors import BEDROCK, OPENAI, VENDORS, Vendor
 
 BODY = {"messages": [{"role": "system", "content": "Be brief."},
                      {"role": "user", "content": "Say hello."}]}
 
 
-@pytest.fixture(params=VENDORS, ids=lambda vendor: vendor.name)
-def vendor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Vendor:
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)  # the AWS SDK reads its credential chain itself
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def upstream(vendor: Vendor, upstream_pool: UpstreamPool) -> Upstream:
-    return upstream_pool.get(vendor)
 
 
 def settings_for(vendor: Vendor, upstream: Upstream, **extra: str) -> Settings:

@@ -48,7 +48,6 @@ from tests.upstreams.vendors import (
     BEDROCK,
     OPENAI,
     OPENAI_COMPATIBLE,
-    VENDORS,
     Vendor,
 )
 
@@ -58,16 +57,6 @@ REQUEST = CompletionRequest(
 )
 
 
-@pytest.fixture(params=VENDORS, ids=lambda vendor: vendor.name)
-def vendor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Vendor:
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def upstream(vendor: Vendor, upstream_pool: UpstreamPool) -> Upstream:
-    return upstream_pool.get(vendor)
 
 
 async def play(provider: Provider, request: CompletionRequest = REQUEST

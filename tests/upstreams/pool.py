@@ -1,4 +1,5 @@
-"""One fake server per vendor for a whole test session, reset before each test."""
+"""One fake server per vendor for a whole test session, reset before each test; and the
+`vendor` and `upstream` fixtures that run a test once per kind of route."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from contextlib import ExitStack
 import pytest
 
 from tests.upstreams.common import Upstream
-from tests.upstreams.vendors import Vendor
+from tests.upstreams.vendors import AWS_TEST_ENV, VENDORS, Vendor
 
 
 class UpstreamPool:
@@ -29,3 +30,18 @@ class UpstreamPool:
 def upstream_pool() -> Iterator[UpstreamPool]:
     with ExitStack() as stack:
         yield UpstreamPool(stack)
+
+
+@pytest.fixture(params=VENDORS, ids=lambda vendor: vendor.name)
+def vendor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Vendor:
+    """Each of the four kinds of route in turn; the AWS SDK reads its credential chain
+    itself, so Bedrock's test credentials are in the environment."""
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def upstream(vendor: Vendor, upstream_pool: UpstreamPool) -> Upstream:
+    """The fake server of `vendor`, reset for this test."""
+    return upstream_pool.get(vendor)
