@@ -108,16 +108,21 @@ async def sse_bytes(frames: MemoryObjectReceiveStream[Frame], encoder: FrameEnco
         yield chunk
 
 
-def drop_stalled(record: StreamRecord, scope: Scope, endpoint: str) -> None:
-    """The client stopped reading for SEND_TIMEOUT_S: the pipeline and the provider call are
-    already cancelled. The connection is dropped as for a client gone (under plain uvicorn,
-    by returning: it logs an error, and drops it)."""
-    if record.outcome != "client_disconnected":  # one line per client gone
-        log_client_gone(record, endpoint, "stalled")
-    record.outcome = "client_stalled"
+def drop_connection(scope: Scope) -> None:
+    """The client stopped reading for SEND_TIMEOUT_S: drop its connection quietly (under
+    plain uvicorn, which has no such hook, by returning: it logs an error, and drops it)."""
     drop = scope.get("extensions", {}).get(ABORT, {}).get("drop")
     if drop is not None:
         drop()
+
+
+def drop_stalled(record: StreamRecord, scope: Scope, endpoint: str) -> None:
+    """A stalled client whose answer ends with it: the pipeline and the provider call are
+    already cancelled; logged as a client gone, and its connection dropped."""
+    if record.outcome != "client_disconnected":  # one line per client gone
+        log_client_gone(record, endpoint, "stalled")
+    record.outcome = "client_stalled"
+    drop_connection(scope)
 
 
 class PipelineResponse:
@@ -166,13 +171,9 @@ class ReaderResponse:
         stalled = False
         try:
             await response(scope, receive, send)
-        except SendTimeoutError:
-            # The reader stopped reading for SEND_TIMEOUT_S: drop it (under plain uvicorn, by
-            # returning: it logs an error, and drops it). The answer goes on for its grace.
+        except SendTimeoutError:  # the answer goes on for its grace
             stalled = True
-            drop = scope.get("extensions", {}).get(ABORT, {}).get("drop")
-            if drop is not None:
-                drop()
+            drop_connection(scope)
         finally:
             self._answers.detach(run, stalled=stalled)
 

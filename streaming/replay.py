@@ -146,8 +146,9 @@ class MemoryReplay:
         log = self._live(stream_id)
         if log is None:
             return
-        known = log.first_id + len(log.frames)  # a retried append adds only what is new
-        frames = frames[max(0, known - first_id):]
+        known = log.first_id + len(log.frames)
+        if known > first_id:  # a retried append adds only what is new
+            frames = frames[known - first_id:]
         log.frames.extend(frames)
         surplus = len(log.frames) - self._max_frames
         if surplus > 0:

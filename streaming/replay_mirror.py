@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 from redis.exceptions import RedisError
@@ -117,14 +117,8 @@ class MirroredReplay:
             await self.remote.hold(stream_id, lease_s)
 
     async def attended(self, stream_id: str) -> bool:
-        if await self.local.attended(stream_id):
-            return True
-        if stream_id not in self._mirrored:
-            return False
-        try:
-            return await self.remote.attended(stream_id)
-        except _FAILURES:
-            return False
+        return (await self.local.attended(stream_id)
+                or await self._mirror_says(stream_id, self.remote.attended))
 
     async def stop(self, stream_id: str) -> None:
         if await self._here(stream_id):
@@ -133,12 +127,16 @@ class MirroredReplay:
             await self.remote.stop(stream_id)  # a failure is the caller's to report
 
     async def stop_asked(self, stream_id: str) -> bool:
-        if await self.local.stop_asked(stream_id):
-            return True
+        return (await self.local.stop_asked(stream_id)
+                or await self._mirror_says(stream_id, self.remote.stop_asked))
+
+    async def _mirror_says(self, stream_id: str,
+                           question: Callable[[str], Awaitable[bool]]) -> bool:
+        """What the mirror answers for one of this process's streams; no, when it cannot."""
         if stream_id not in self._mirrored:
             return False
         try:
-            return await self.remote.stop_asked(stream_id)
+            return await question(stream_id)
         except _FAILURES:
             return False
 
