@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from cli.loadtest import add_parser as add_loadtest
 from cli.serve import serve_command
 
 
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     hash_key.add_argument("key", nargs="?", help="the key, or - to read it from stdin")
     hash_key.set_defaults(run=_hash_key)
+    add_loadtest(commands)
     return parser
 
 

@@ -46,6 +46,7 @@ class Script:
     cache_read_tokens: int = 0  # input tokens served from the vendor's prompt cache
     short_delta_usage: bool = False  # Anthropic: message_delta repeats input_tokens alone
     token_delay_s: float = 0.0
+    first_token_s: float = 0.0  # after the opening frames, before the first token: a model's TTFT
     status: int | None = None  # refuse with this HTTP status and the vendor's error body
     error_code: str | None = None  # the vendor's error type/code for `status`; else its usual
     retry_after: str | None = None
@@ -210,6 +211,9 @@ async def _frames(upstream: Upstream, wire: Wire, script: Script,
             if frame is _PAUSE:
                 await anyio.sleep(script.token_delay_s)
                 continue
+            if frame is _THINK:
+                await anyio.sleep(script.first_token_s)
+                continue
             if frame is _STALL:
                 await anyio.sleep(script.stall_s or 0)
                 continue
@@ -221,6 +225,7 @@ async def _frames(upstream: Upstream, wire: Wire, script: Script,
 
 _DROP = b"<drop>"
 _PAUSE = b"<pause>"
+_THINK = b"<think>"
 _STALL = b"<stall>"
 
 
@@ -228,6 +233,8 @@ def _plan(wire: Wire, script: Script, model: str) -> Iterator[bytes]:
     yield from wire.opening(script, model)
     if script.stall_s:
         yield _STALL
+    if script.first_token_s:
+        yield _THINK
     for index in range(len(script.tokens) + 1):
         if script.raw_chunk is not None and index == script.raw_after:
             yield script.raw_chunk
