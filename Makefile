@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 # The suite runs in this many worker processes (pytest-xdist); 0 runs it in this one.
 TEST_PROCESSES ?= 2
 
-.PHONY: serve test test-tools mutation eval bench bench-adapters bench-guard bench-metrics lock clean
+.PHONY: serve test test-tools mutation eval bench bench-loadtest bench-adapters bench-guard bench-metrics lock clean
 
 $(VENV)/.runtime: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ mutation: $(VENV)/.mutation test-tools
 
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/relay.py
+
+# How many token frames per second the load tester itself reads on one core.
+bench-loadtest: $(VENV)/.runtime
+	$(BIN)/python -m bench.loadtest_client
 
 bench-adapters: $(VENV)/.test
 	$(BIN)/python bench/adapters.py

@@ -1,11 +1,13 @@
 """Relay benchmark: how many token frames per second one core pushes to SSE readers.
 
 Starts `hello-ship serve` pinned to core 0 on the demo provider with zero pacing, drives it
-from core 1 with a small load generator that reads the raw SSE bytes over keep-alive
-connections, and prints, per concurrency level, token frames relayed per second, streams per
-second and the median time to first token; then the service's resident memory per open,
-quiet stream. `--endpoints stream,openai` measures `/chat/stream` and OpenAI's
-`/v1/chat/completions` side by side on one service, alternating runs. Run: `make bench` (or
+from core 1 with `hello-ship loadtest`'s closed loop (tools/loadtest_run.py, which reads the
+raw SSE bytes over keep-alive connections), and prints, per concurrency level, token frames
+relayed per second, streams per second, the median time to first token, the service's CPU per
+token frame and the load generator's own CPU share (near 100 %, the figures would be its
+own); then the service's resident memory per open, quiet stream. `--endpoints stream,openai`
+measures `/chat/stream` and OpenAI's `/v1/chat/completions` side by side on one service,
+alternating runs. Run: `make bench` (or
 `.venv/bin/python bench/relay.py --help`).
 """
 
@@ -25,84 +27,45 @@ import time
 
 import orjson
 
+from tools.loadtest_http import Client, Target
+from tools.loadtest_progress import NoProgress
+from tools.loadtest_prompts import BUILTIN
+from tools.loadtest_run import Load, Plan, Run
+from tools.loadtest_sse import DIALECTS
+
 try:
     from uvloop import run
 except ImportError:  # pragma: no cover
     from asyncio import run
 
-# What marks a token frame on each endpoint: an SSE event name, or a chunk's content delta.
-TOKEN = {"stream": b"\nevent: token\n", "openai": b'"delta":{"content":'}
-PATH = {"stream": b"/chat/stream", "openai": b"/v1/chat/completions"}
-DONE = b"0\r\n\r\n"
+PATH = {"stream": "/chat/stream", "openai": "/v1/chat/completions"}
+DIALECT = {"stream": "hello-ship", "openai": "openai"}
 
 
-class StreamReader(asyncio.Protocol):
-    """Counts token frames and notices the end of each chunked response, without parsing."""
-
-    def __init__(self, token: bytes = TOKEN["stream"]) -> None:
-        self.token = token
-        self.tail = b""
-        self.tokens = 0
-        self.first_token_at: float | None = None
-        self.done: asyncio.Future[None] | None = None
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.tail + data
-        found = buf.count(self.token)
-        if found and self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        self.tokens += found
-        self.tail = buf[-32:]
-        if self.tail.endswith(DONE) and self.done is not None and not self.done.done():
-            self.done.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_exception(ConnectionError("server closed the connection"))
-
-
-def request_bytes(port: int, message: str, endpoint: str = "stream") -> bytes:
-    body = orjson.dumps({"message": message} if endpoint == "stream" else {
-        "model": "default", "stream": True, "messages": [{"role": "user", "content": message}]})
-    return (b"POST %b HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+def request_bytes(port: int, message: str) -> bytes:
+    body = orjson.dumps({"message": message})
+    return (b"POST /chat/stream HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-            % (PATH[endpoint], port, len(body), body))
-
-
-async def worker(port: int, deadline: float, ttfts: list[float], totals: list[int],
-                 endpoint: str) -> None:
-    loop = asyncio.get_running_loop()
-    _, reader = await loop.create_connection(lambda: StreamReader(TOKEN[endpoint]),
-                                             "127.0.0.1", port)
-    assert reader.transport is not None
-    streams = 0
-    while time.perf_counter() < deadline:
-        reader.done = loop.create_future()
-        reader.first_token_at = None
-        reader.tail = b""
-        sent = time.perf_counter()
-        reader.transport.write(request_bytes(port, f"benchmark stream {streams}", endpoint))
-        await reader.done
-        assert reader.first_token_at is not None, "a stream without token frames"
-        ttfts.append(reader.first_token_at - sent)
-        streams += 1
-    totals.append(reader.tokens)
-    reader.transport.close()
+            % (port, len(body), body))
 
 
 async def drive(port: int, concurrency: int, seconds: float,
-                endpoint: str = "stream") -> tuple[float, float, float]:
-    ttfts: list[float] = []
-    totals: list[int] = []
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(port, start + seconds, ttfts, totals, endpoint)
-                           for _ in range(concurrency)))
-    elapsed = time.perf_counter() - start
-    return sum(totals) / elapsed, len(ttfts) / elapsed, statistics.median(ttfts) * 1000
+                endpoint: str = "stream") -> tuple[float, float, float, float]:
+    """`hello-ship loadtest`'s closed loop for `seconds`: token frames and streams per
+    second, the median TTFT in ms, and the load generator's own CPU share."""
+    client = Client(Target.parse(f"http://127.0.0.1:{port}{PATH[endpoint]}"), {})
+    plan = Plan(client, DIALECTS[DIALECT[endpoint]], BUILTIN, [Load("concurrency", concurrency)],
+                requests=10**9, duration_s=seconds, model="default")
+    try:
+        (level,) = await Run(plan, NoProgress()).execute()
+    finally:
+        client.close()
+    summary = level.summary
+    if summary.failed or summary.ttft is None:
+        raise RuntimeError(f"the service failed requests: {summary.errors}")
+    frames = sum(record.text_frames for record in level.records if record.ok)
+    return (frames / summary.window_s, summary.requests_per_s, summary.ttft.p50 * 1000,
+            level.client.cpu_share)
 
 
 def cpu_s(pid: int) -> float:
@@ -121,7 +84,7 @@ async def hold_quiet_streams(port: int, count: int) -> list[asyncio.Transport]:
     loop = asyncio.get_running_loop()
     transports = []
     for index in range(count):
-        transport, _ = await loop.create_connection(StreamReader, "127.0.0.1", port)
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
         transport.write(request_bytes(port, f"quiet stream {index}"))
         transports.append(transport)
     await asyncio.sleep(2.0)  # let every request reach its quiet wait
@@ -188,22 +151,25 @@ def main() -> None:
               f"service on core 0, load on core 1, median of {args.repeat} runs of "
               f"{args.seconds:g} s")
         print(f"{'endpoint':>8} {'streams':>8} {'token frames/s':>15} {'streams/s':>10} "
-              f"{'median TTFT ms':>15} {'CPU us/frame':>13}")
+              f"{'median TTFT ms':>15} {'CPU us/frame':>13} {'load gen CPU':>13}")
         for level in (int(x) for x in args.levels.split(",")):
             runs: dict[str, list[tuple[float, ...]]] = {e: [] for e in endpoints}
             for _ in range(args.repeat):  # alternating, so both see the same machine
                 for endpoint in endpoints:
                     before = cpu_s(service.pid)
-                    frames, streams, ttft = run(drive(port, level, args.seconds, endpoint))
+                    started = time.perf_counter()
+                    frames, streams, ttft, load_cpu = run(drive(port, level, args.seconds,
+                                                                endpoint))
                     # The service's CPU per token frame: the cost of the per-token path, also
                     # when the core is not saturated (paced runs).
-                    cpu_us = (cpu_s(service.pid) - before) / (frames * args.seconds) * 1e6
-                    runs[endpoint].append((frames, streams, ttft, cpu_us))
+                    total = frames * (time.perf_counter() - started)
+                    cpu_us = (cpu_s(service.pid) - before) / total * 1e6
+                    runs[endpoint].append((frames, streams, ttft, cpu_us, load_cpu))
             for endpoint in endpoints:
-                frames, streams, ttft, cpu_us = (statistics.median(figure)
-                                                 for figure in zip(*runs[endpoint], strict=True))
+                frames, streams, ttft, cpu_us, load_cpu = (
+                    statistics.median(figure) for figure in zip(*runs[endpoint], strict=True))
                 print(f"{endpoint:>8} {level:>8} {frames:>15,.0f} {streams:>10,.1f} "
-                      f"{ttft:>15.2f} {cpu_us:>13.1f}")
+                      f"{ttft:>15.2f} {cpu_us:>13.1f} {load_cpu:>13.0%}")
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=30)

@@ -202,7 +202,7 @@ class Client:
     async def probe(self) -> None:
         """Open one connection (kept for the run), so an unreachable target is found before
         the clock starts; raises the connection's OSError."""
-        self._idle.append(await self._connect())
+        self._idle.append(await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT_S))
 
     async def send(self, recorder: Recorder, body: bytes, timeout_s: float) -> None:
         request = request_head(self.target, self._headers, len(body)) + body

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tools.loadtest_run import LevelResult
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 EXTRA_HINT = "--plot needs matplotlib: pip install 'hello-ship[loadtest]'"
 
@@ -25,13 +29,19 @@ def write_plot(path: str, title: str, levels: Sequence[LevelResult], clock_start
     figure, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
     histogram, cdf, over_time, fourth = axes.flat
     figure.suptitle(title, fontsize=11)
-    for level in levels:
-        ok = [r for r in level.records if r.ok and not r.warmup and r.ttft is not None]
+    measured = [[r for r in level.records if r.ok and not r.warmup and r.ttft is not None]
+                for level in levels]
+    everything = [r.ttft * 1000 for ok in measured for r in ok if r.ttft is not None]
+    bins = min(50, max(10, len(everything) // 5))
+    low, high = (min(everything), max(everything)) if everything else (0.0, 0.0)
+    # One set of bins for every level, so their histograms compare bar for bar.
+    edges = [low + (high - low) * i / bins for i in range(bins + 1)] if high > low else bins
+    for level, ok in zip(levels, measured, strict=True):
         ttfts = [r.ttft * 1000 for r in ok if r.ttft is not None]
         if not ttfts:
             continue
         label = str(level.load)
-        histogram.hist(ttfts, bins=min(50, max(10, len(ttfts) // 5)), alpha=0.6, label=label)
+        histogram.hist(ttfts, bins=edges, alpha=0.6, label=label)
         ordered = sorted(ttfts)
         cdf.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
         over_time.scatter([(r.sent or clock_start) - clock_start for r in ok], ttfts, s=6,
@@ -51,27 +61,27 @@ def write_plot(path: str, title: str, levels: Sequence[LevelResult], clock_start
     plt.close(figure)
 
 
-def _against_load(axis: object, levels: Sequence[LevelResult]) -> None:
+def _against_load(axis: Axes, levels: Sequence[LevelResult]) -> None:
     points = [(level.load.value, level.summary.ttft) for level in levels
               if level.summary.ttft is not None]
     values = [value for value, _ in points]
     for name in ("p50", "p90", "p99"):
-        axis.plot(values, [getattr(t, name) * 1000 for _, t in points],  # type: ignore[attr-defined]
+        axis.plot(values, [getattr(t, name) * 1000 for _, t in points],
                   marker="o", label=f"TTFT {name}")
     kind = levels[0].load.kind
-    axis.set(title=f"TTFT against {kind}",  # type: ignore[attr-defined]
+    axis.set(title=f"TTFT against {kind}",
              xlabel="concurrent requests" if kind == "concurrency" else "requests per second",
              ylabel="TTFT (ms)")
     if len(values) > 1 and min(values) > 0 and max(values) / min(values) >= 10:
-        axis.set_xscale("log")  # type: ignore[attr-defined]
-    axis.grid(alpha=0.3)  # type: ignore[attr-defined]
-    axis.legend(fontsize=8)  # type: ignore[attr-defined]
+        axis.set_xscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
 
 
-def _itl(axis: object, levels: Sequence[LevelResult]) -> None:
+def _itl(axis: Axes, levels: Sequence[LevelResult]) -> None:
     gaps = [gap * 1000 for level in levels for r in level.records
             if r.ok and not r.warmup for gap in r.gaps]
     if gaps:
-        axis.hist(gaps, bins=50, color="tab:green", alpha=0.7)  # type: ignore[attr-defined]
-    axis.set(title="inter-token latency (per frame)",  # type: ignore[attr-defined]
+        axis.hist(gaps, bins=50, color="tab:green", alpha=0.7)
+    axis.set(title="inter-token latency (per frame)",
              xlabel="ITL (ms)", ylabel="frames")

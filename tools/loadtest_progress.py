@@ -66,3 +66,15 @@ class LiveProgress:
             self._out.write("\n")
         self._out.write(f"loadtest: {result.load} finished: {self._status(time.monotonic())}\n")
         self._out.flush()
+
+
+class NoProgress:
+    """For callers printing their own results (the benchmarks)."""
+
+    def level_started(self, load: Load, total: int) -> None: ...
+
+    def request_closed(self, record: RequestRecord) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def level_ended(self, result: LevelResult) -> None: ...
