@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,9 @@ MAX_CONCURRENCY = 10_000
 MAX_RATE = 10_000.0
 MAX_REQUESTS = 10_000_000
 MAX_SECONDS = 86_400.0
-KEY_VARIABLE = "HELLO_SHIP_KEY"
+# Named for this command alone, so a key exported for something else is never sent to a
+# load test's target by accident.
+KEY_VARIABLE = "LOADTEST_KEY"
 
 DESCRIPTION = """\
 Measure time to first token (TTFT), inter-token latency, TPOT, end-to-end latency and
@@ -23,8 +26,8 @@ requests sent at Poisson arrivals whatever the target's pace, which shows queuei
 closed loop hides). A comma-separated list runs a sweep, one level after the other. Each
 level stops at --requests or --duration, whichever comes first.
 
-Exit status: 0 done; 1 every request failed; 2 the run could not start; 130 Ctrl-C (the
-partial summary is still printed and written)."""
+Exit status: 0 done; 1 no request succeeded; 2 the run could not start, or its report or
+plot could not be written; 130 Ctrl-C (the partial summary is still printed and written)."""
 
 EPILOG = """\
 examples:
@@ -34,7 +37,8 @@ examples:
   hello-ship loadtest https://api.example.com/v1/chat/completions --model my-model \\
       --concurrency 8 --prompts prompts.jsonl --max-tokens 256
 
-The key is read from $HELLO_SHIP_KEY when --key is not given (keeps it out of ps)."""
+The key is read from $LOADTEST_KEY when neither --key nor an Authorization header is given
+(it keeps the key out of ps and shell history)."""
 
 
 def add_parser(commands: Any) -> None:
@@ -68,7 +72,8 @@ def add_parser(commands: Any) -> None:
                                         "(default: the first it lists)")
     parser.add_argument("--header", action="append", default=[], type=_header,
                         metavar="'NAME: VALUE'", help="a header to send, repeatable")
-    parser.add_argument("--key", help=f"API key sent as a bearer token (default: ${KEY_VARIABLE})")
+    parser.add_argument("--key", type=_key,
+                        help=f"API key sent as a bearer token (default: ${KEY_VARIABLE})")
     parser.add_argument("--timeout", type=_bounded(float, 0, MAX_SECONDS, low_open=True),
                         default=120.0, help="seconds per request (default 120)")
     parser.add_argument("--slo-ttft-ms", type=_bounded(float, 0, MAX_SECONDS * 1000,
@@ -88,9 +93,30 @@ def add_parser(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    try:
+        return _load_test(args)
+    except KeyboardInterrupt:  # before the run's own Ctrl-C handling is in place
+        sys.stderr.write("\nloadtest: interrupted\n")
+        return 130
+
+
+def _load_test(args: argparse.Namespace) -> int:
     from tools.loadtest import Options, run_loadtest
     from tools.loadtest_run import Load
 
+    headers = dict(args.header)
+    authorization = any(name.lower() == "authorization" for name in headers)
+    if args.key and authorization:
+        sys.stderr.write("hello-ship: loadtest: give the key once: --key or an Authorization "
+                         "header\n")
+        return 2
+    key = args.key
+    if key is None and not authorization and (from_env := os.environ.get(KEY_VARIABLE)):
+        try:
+            key = _key(from_env)
+        except argparse.ArgumentTypeError as problem:
+            sys.stderr.write(f"hello-ship: loadtest: ${KEY_VARIABLE} {problem}\n")
+            return 2
     if args.rate:
         loads = [Load("rate", value) for value in args.rate]
     else:
@@ -98,8 +124,8 @@ def _run(args: argparse.Namespace) -> int:
     return run_loadtest(Options(
         url=args.url, api=args.api, loads=loads, requests=args.requests,
         duration_s=args.duration, warmup=args.warmup, prompts=args.prompts,
-        max_tokens=args.max_tokens, model=args.model, headers=dict(args.header),
-        key=args.key or os.environ.get(KEY_VARIABLE) or None, timeout_s=args.timeout,
+        max_tokens=args.max_tokens, model=args.model, headers=headers, key=key,
+        timeout_s=args.timeout,
         slo_ttft_ms=args.slo_ttft_ms, report=args.report, plot=args.plot, seed=args.seed,
         max_inflight=args.max_inflight))
 
@@ -136,8 +162,23 @@ def _list(item: Callable[[str], Any]) -> Callable[[str], list[Any]]:
 def _header(text: str) -> tuple[str, str]:
     name, colon, value = text.partition(":")
     name, value = name.strip(), value.strip()
-    if not colon or not name or any(c in name for c in " \t()<>@,;:\\\"/[]?={}"):
-        raise argparse.ArgumentTypeError(f"must be 'Name: value', got {text!r}")
+    if (not colon or not name or not name.isascii()
+            or any(c in name for c in " \t()<>@,;:\\\"/[]?={}")):
+        # The text itself is not echoed: it may hold a credential.
+        raise argparse.ArgumentTypeError("must be 'Name: value' with a name of letters, "
+                                         "digits and -")
     if any(c in text for c in "\r\n\0"):
         raise argparse.ArgumentTypeError("a header cannot hold a line break")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"the value of {name} has characters HTTP headers "
+                                         "cannot carry") from None
     return name, value
+
+
+def _key(text: str) -> str:
+    """A bearer token goes in a header as it is: printable ASCII only."""
+    if not text or not text.isascii() or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError("must be printable ASCII without spaces")
+    return text

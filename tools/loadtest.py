@@ -5,14 +5,16 @@ target without `--model` is asked for its models), then each level runs, then th
 JSON report and the plot. Ctrl-C stops sending, leaves the requests in flight unfinished and
 still prints and writes what was measured.
 
-Exit status: 0 when requests succeeded; 1 when every finished request failed; 2 when the run
-could not start (a bad URL or prompts file, an unreachable target); 130 after Ctrl-C.
+Exit status: 0 when requests succeeded; 1 when none did (every finished request failed, or
+none was measured); 2 when the run could not start (a bad URL or prompts file, an unreachable
+target) or its report or plot could not be written; 130 after Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import signal
 import sys
@@ -89,6 +91,8 @@ def endpoint(url: str, api: str | None) -> tuple[Target, str]:
 def run_loadtest(options: Options, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
+        if options.plot and not options.plot.lower().endswith(".png"):
+            raise CannotStart("--plot writes a PNG file: give a name ending in .png")
         if options.plot and not available():
             raise CannotStart(EXTRA_HINT)
         target, dialect = endpoint(options.url, options.api)
@@ -101,57 +105,83 @@ def run_loadtest(options: Options, out: TextIO | None = None, err: TextIO | None
         return runner.run(_main(options, target, dialect, prompts, out, err))
 
 
+def request_headers(options: Options) -> dict[str, str]:
+    """The headers every request carries: the key as a bearer token, unless an Authorization
+    header was given (which the command line allows only without --key)."""
+    headers = dict(options.headers or {})
+    if options.key and not any(name.lower() == "authorization" for name in headers):
+        headers["Authorization"] = f"Bearer {options.key}"
+    return headers
+
+
 async def _main(options: Options, target: Target, dialect: str, prompts: Sequence[Any],
                 out: TextIO, err: TextIO) -> int:
-    headers = dict(options.headers or {})
-    if options.key:
-        headers["Authorization"] = f"Bearer {options.key}"
+    headers = request_headers(options)
     client = Client(target, headers)
+    stop = asyncio.Event()
+    checking = asyncio.current_task()
+    running = False
+
+    def interrupted() -> None:
+        if stop.is_set():  # the second Ctrl-C: quit now, whatever is being written
+            err.write("loadtest: quit\n")
+            out.flush()
+            err.flush()
+            os._exit(INTERRUPTED)
+        stop.set()
+        if running:
+            err.write("\nloadtest: interrupted; Ctrl-C again to quit at once\n")
+        elif checking is not None:
+            checking.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, interrupted)
     try:
         try:
-            await client.probe()
-            model = options.model
-            if dialect == "openai" and model is None:
-                model = await _first_model(target, headers, options.timeout_s)
-        except OSError as error:
-            raise CannotStart(f"cannot connect to {target.url}: "
-                              f"{connect_error(error).removeprefix('connect ')}") from None
+            model = await _check_target(client, target, dialect, headers, options)
+        except CannotStart as problem:
+            err.write(f"hello-ship: loadtest: {problem}\n")
+            return 2
+        except asyncio.CancelledError:
+            err.write("\nloadtest: interrupted before the run started\n")
+            return INTERRUPTED
         plan = Plan(client, DIALECTS[dialect], prompts, options.loads, options.requests,
                     options.duration_s, options.warmup, options.timeout_s, options.max_tokens,
                     model, None if options.slo_ttft_ms is None else options.slo_ttft_ms / 1000,
                     options.max_inflight, options.seed)
         clock_start = time.perf_counter()
-        levels = await _run_until_interrupted(plan, err)
-    except CannotStart as problem:
-        err.write(f"hello-ship: loadtest: {problem}\n")
-        return 2
+        running = True
+        levels = await Run(plan, LiveProgress(err, err.isatty()), stop).execute()
+        write_table(out, target.url, dialect, levels)
+        out.flush()
+        written = _write_files(options, target, dialect, levels, clock_start, err)
     finally:
         client.close()
-    write_table(out, target.url, dialect, levels)
-    out.flush()
-    written = _write_files(options, target, dialect, levels, clock_start, err)
+        loop.remove_signal_handler(signal.SIGINT)
     if any(level.interrupted for level in levels):
         return INTERRUPTED
     if not written:
         return 2
-    finished = sum(level.summary.requests for level in levels)
-    return 1 if finished and not sum(level.summary.ok for level in levels) else 0
+    if not sum(level.summary.ok for level in levels):
+        if not sum(level.summary.requests for level in levels):
+            err.write("hello-ship: loadtest: no request was measured (is --duration shorter "
+                      "than the warm-up?)\n")
+        return 1
+    return 0
 
 
-async def _run_until_interrupted(plan: Plan, err: TextIO) -> list[LevelResult]:
-    run = Run(plan, LiveProgress(err, err.isatty()))
-    loop = asyncio.get_running_loop()
-
-    def interrupted() -> None:
-        err.write("\nloadtest: interrupted; Ctrl-C again to quit at once\n")
-        run.stop.set()
-        loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C is Python's own
-
-    loop.add_signal_handler(signal.SIGINT, interrupted)
+async def _check_target(client: Client, target: Target, dialect: str, headers: dict[str, str],
+                        options: Options) -> str | None:
+    """Before the clock starts: the target takes a connection; an OpenAI-style target without
+    --model names its first model. Returns the model to ask for."""
     try:
-        return await run.execute()
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        await client.probe()
+    except OSError as error:
+        raise CannotStart(f"cannot connect to {target.url}: "
+                          f"{connect_error(error).removeprefix('connect ')}") from None
+    if dialect == "openai" and options.model is None:
+        return await _first_model(target, headers, options.timeout_s)
+    return options.model
 
 
 async def _first_model(target: Target, headers: dict[str, str], timeout_s: float) -> str:
@@ -187,8 +217,9 @@ def _write_files(options: Options, target: Target, dialect: str,
         try:
             write_plot(options.plot, f"{target.url} ({dialect})", levels, clock_start)
             err.write(f"loadtest: plot written to {options.plot}\n")
-        except OSError as error:
-            err.write(f"hello-ship: loadtest: cannot write {options.plot}: {error.strerror}\n")
+        except (OSError, ValueError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            err.write(f"hello-ship: loadtest: cannot write {options.plot}: {reason}\n")
             ok = False
     return ok
 

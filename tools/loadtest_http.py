@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -48,14 +48,19 @@ class Target:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise TargetError(f"{url!r} has a bad port") from None
-        path = parts.path or "/"
+        try:  # a name in any script, as it goes on the wire
+            host = parts.hostname.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise TargetError(f"{url!r} has a host name that cannot be looked up") from None
+        # Characters a request line cannot hold are percent-encoded; escapes already there stay.
+        path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
         if parts.query:
-            path += "?" + parts.query
+            path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
         tls = ssl.create_default_context() if parts.scheme == "https" else None
-        netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = host if ":" not in host else f"[{host}]"
         if parts.port:
             netloc += f":{parts.port}"
-        return cls(f"{parts.scheme}://{netloc}{path}", parts.hostname, port, path, tls)
+        return cls(f"{parts.scheme}://{netloc}{path}", host, port, path, tls)
 
     def with_path(self, path: str) -> Target:
         base = self.url[:len(self.url) - len(self.path)]
@@ -83,9 +88,9 @@ def connect_error(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "connect timeout"
     if isinstance(error, socket.gaierror):
-        return "connect: name not resolved"
+        return "connect name not resolved"
     if isinstance(error, ssl.SSLError):
-        return "connect: TLS failed"
+        return "connect TLS failed"
     if isinstance(error, OSError) and error.errno is not None:
         return f"connect {errno.errorcode.get(error.errno, error.errno)}"
     return f"connect {type(error).__name__}"
@@ -105,6 +110,7 @@ class _Connection(asyncio.Protocol):
         self._now = 0.0
         self._got_bytes = False
         self._keep_alive = True
+        self._informational = False  # a 1xx answer (100 Continue, 103 Early Hints) is read
 
     def start(self, recorder: Recorder, request: bytes) -> asyncio.Future[None]:
         assert self.transport is not None
@@ -114,7 +120,7 @@ class _Connection(asyncio.Protocol):
         self._request_id = None
         self._event_stream = False
         self._got_bytes = False
-        recorder.record.sent = time.perf_counter()
+        self._informational = False
         if self.closed or self.transport.is_closing():
             self._end("disconnected")  # closed by the server while idle: nothing was sent
         else:
@@ -150,6 +156,11 @@ class _Connection(asyncio.Protocol):
             self._recorder.finished(time.perf_counter())
         self._end("disconnected")
 
+    def cancel(self) -> None:
+        """The request was called off: close without counting it as anything."""
+        self._recorder = None
+        self.abort()
+
     def abort(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -164,16 +175,26 @@ class _Connection(asyncio.Protocol):
             self._event_stream = value.lower().startswith(b"text/event-stream")
 
     def on_headers_complete(self) -> None:
+        if self._parser.get_status_code() < 200:
+            self._informational = True  # the answer itself follows
+            return
         self._keep_alive = self._parser.should_keep_alive()
         if self._recorder is not None:
             self._recorder.started(self._parser.get_status_code(), self._request_id,
                                    self._event_stream)
 
     def on_body(self, body: bytes) -> None:
-        if self._recorder is not None:
-            self._recorder.body(body, self._now)
+        recorder = self._recorder
+        if recorder is not None and not self._informational:
+            recorder.body(body, self._now)
+            if recorder.record.error is not None:  # the stream said it failed, or broke
+                self._end("stopped reading")
 
     def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            self._request_id, self._event_stream = None, False
+            return
         if self._recorder is not None:
             self._recorder.finished(self._now)
         self._end(None)
@@ -205,16 +226,20 @@ class Client:
         self._idle.append(await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT_S))
 
     async def send(self, recorder: Recorder, body: bytes, timeout_s: float) -> None:
+        """Sends one request and records its answer. Its time starts here, connecting
+        included, as vLLM's and llmperf's do."""
         request = request_head(self.target, self._headers, len(body)) + body
-        deadline = time.perf_counter() + timeout_s
+        if recorder.record.sent is None:
+            recorder.record.sent = time.perf_counter()
+        deadline = recorder.record.sent + timeout_s
         connection = self._take_idle()
         reused = connection is not None
         if connection is None:
             try:
+                left = max(deadline - time.perf_counter(), 0.001)
                 connection = await asyncio.wait_for(self._connect(),
-                                                    min(CONNECT_TIMEOUT_S, timeout_s))
+                                                    min(CONNECT_TIMEOUT_S, left))
             except (OSError, TimeoutError) as error:
-                recorder.record.sent = time.perf_counter()
                 recorder.failed(connect_error(error))
                 return
         recorder.record.new_connection = not reused
@@ -223,7 +248,7 @@ class Client:
             # The server closed an idle keep-alive connection as this request went out:
             # nothing was answered, so send it again on a fresh connection.
             recorder.record.error = None
-            await self.send(recorder, body, max(deadline - time.perf_counter(), 0.001))
+            await self.send(recorder, body, timeout_s)
 
     def _take_idle(self) -> _Connection | None:
         while self._idle:
@@ -242,7 +267,7 @@ class Client:
             recorder.failed("timeout")
             connection.abort()
         except asyncio.CancelledError:
-            connection.abort()
+            connection.cancel()
             raise
         finally:
             if connection.reusable and recorder.done:

@@ -13,15 +13,19 @@ from tools.loadtest_stats import Distribution
 TICK_S = 0.01
 BUSY_CPU_SHARE = 0.8  # of one core: above it, reads queue behind the client's own work
 BUSY_LAG_S = 0.01  # the client's event loop this late (p99) delays every timestamp it takes
+MIN_JUDGED_S = 1.0  # a shorter level's CPU share is mostly its start-up: not judged
 
 
 @dataclass(frozen=True)
 class ClientLoad:
     cpu_share: float  # CPU seconds per wall second (1.0 is one core)
     loop_lag: Distribution | None  # how late the event loop woke for a timer
+    wall_s: float = MIN_JUDGED_S
 
     @property
     def busy(self) -> bool:
+        if self.wall_s < MIN_JUDGED_S:
+            return False
         lag = self.loop_lag.p99 if self.loop_lag is not None else 0.0
         return self.cpu_share >= BUSY_CPU_SHARE or lag >= BUSY_LAG_S
 
@@ -65,4 +69,4 @@ class ClientMeter:
             self._task.cancel()
         wall = time.perf_counter() - self._wall
         cpu = time.process_time() - self._cpu
-        return ClientLoad(cpu / wall if wall > 0 else 0.0, Distribution.of(self._lags))
+        return ClientLoad(cpu / wall if wall > 0 else 0.0, Distribution.of(self._lags), wall)

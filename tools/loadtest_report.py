@@ -34,7 +34,7 @@ def _level_table(out: TextIO, target: str, dialect: str, level: LevelResult) -> 
     out.write(f"\n{target} ({dialect}), {level.load}{cut}\n")
     unfinished = f", {s.unfinished} unfinished" if s.unfinished else ""
     out.write(f"  {s.requests} requests: {s.ok} ok, {s.failed} failed{unfinished}, "
-              f"in {s.window_s:.2f} s: {s.requests_per_s:.2f} requests/s")
+              f"in {s.window_s:.2f} s: {s.requests_per_s:.2f} successful requests/s")
     if s.goodput_per_s is not None and s.slo_ttft_s is not None:
         out.write(f"; goodput {s.goodput_per_s:.2f}/s (TTFT <= {s.slo_ttft_s * 1000:g} ms)")
     out.write("\n")
@@ -44,6 +44,9 @@ def _level_table(out: TextIO, target: str, dialect: str, level: LevelResult) -> 
         out.write(f"  sent {level.achieved_rate:.2f} requests/s ({level.load.value:g} asked; "
                   f"the Poisson arrivals drawn: {drawn:.2f}/s); late by {late:.1f} ms at "
                   "p99\n")
+    if level.unsent:
+        out.write(f"  {level.unsent} arrivals not sent: --max-inflight requests were in flight "
+                  "until the duration ended\n")
     source = {"usage": "the server's count", "frames": "frames with text, the server gave no "
               "count", "mixed": "the server's count where given"}[s.token_source]
     per_frame = (f"; {s.tokens_per_frame:.2f} tokens per frame"
@@ -72,7 +75,7 @@ def _level_table(out: TextIO, target: str, dialect: str, level: LevelResult) -> 
 
 
 def _sweep_table(out: TextIO, levels: Sequence[LevelResult]) -> None:
-    out.write(f"\n{'load':18}{'req/s':>9}{'tokens/s':>11}{'TTFT p50':>10}{'TTFT p99':>10}"
+    out.write(f"\n{'load':18}{'ok req/s':>9}{'tokens/s':>11}{'TTFT p50':>10}{'TTFT p99':>10}"
               f"{'ITL p50':>9}{'failed':>8}\n")
     for level in levels:
         s = level.summary
@@ -102,6 +105,7 @@ def report(target: str, dialect: str, options: Mapping[str, Any],
             "interrupted": level.interrupted,
             "achieved_rate": level.achieved_rate,
             "scheduled_rate": level.scheduled_rate,
+            "unsent": level.unsent,
             "late_ms": None if level.late is None else level.late.scaled(1000.0),
             "summary": level.summary.to_json(),
             "client": level.client.to_json(),

@@ -60,6 +60,7 @@ class LevelResult:
     achieved_rate: float | None  # requests sent per second (open loop)
     scheduled_rate: float | None  # the rate of the Poisson arrivals drawn (open loop)
     late: Distribution | None  # how long after their due time requests went out (open loop)
+    unsent: int = 0  # open loop: arrivals still waiting for --max-inflight when time was up
     interrupted: bool = False
 
 
@@ -79,6 +80,7 @@ class Run:
     progress: Progress
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     levels: list[LevelResult] = field(default_factory=list)
+    _unsent: int = 0
 
     async def execute(self) -> list[LevelResult]:
         for index, load in enumerate(self.plan.loads):
@@ -109,7 +111,8 @@ class Run:
             scheduled = _rate([r.due for r in measured if r.sent is not None])
             late = Distribution.of([r.sent - r.due for r in measured if r.sent is not None])
         result = LevelResult(load, started, records, summarize(records, plan.slo_ttft_s),
-                             client, achieved, scheduled, late, interrupted=self.stop.is_set())
+                             client, achieved, scheduled, late, self._unsent,
+                             interrupted=self.stop.is_set())
         self.progress.level_ended(result)
         return result
 
@@ -141,16 +144,29 @@ class Run:
         arrivals = random.Random(plan.seed + level)
         slots = asyncio.Semaphore(plan.max_inflight)
         running: set[asyncio.Task[None]] = set()
+        deadline = started + plan.duration_s
         due = started
+        self._unsent = 0
         try:
             for index in range(plan.warmup + plan.requests):
                 if index:
                     due += arrivals.expovariate(load.value)
-                if due - started >= plan.duration_s:
+                if due >= deadline:
                     break
                 if (wait := due - time.perf_counter()) > 0:
                     await asyncio.sleep(wait)
-                await slots.acquire()
+                    if (rest := due - time.perf_counter()) > 0:  # a timer may wake early
+                        await asyncio.sleep(rest)
+                try:
+                    if slots.locked():
+                        left = max(deadline - time.perf_counter(), 0.0)
+                        await asyncio.wait_for(slots.acquire(), left)
+                    else:
+                        await slots.acquire()  # free: at once
+                except TimeoutError:  # --max-inflight in flight until the time was up
+                    self._unsent = _arrivals_before(deadline, due, arrivals, load.value,
+                                                    plan.warmup + plan.requests - index)
+                    break
                 record = RequestRecord(index, level, index < plan.warmup, due=due)
                 records.append(record)
                 task = asyncio.get_running_loop().create_task(self._send(record))
@@ -169,6 +185,17 @@ class Run:
         await plan.client.send(Recorder(record, plan.dialect), body, plan.timeout_s)
         record.closed = time.perf_counter()
         self.progress.request_closed(record)
+
+
+def _arrivals_before(deadline: float, due: float, arrivals: random.Random, rate: float,
+                     cap: int) -> int:
+    """How many arrivals, from the one due at `due` on, fell before `deadline` (at most
+    `cap`): the requests an open loop should have sent and could not."""
+    count = 0
+    while due < deadline and count < cap:
+        count += 1
+        due += arrivals.expovariate(rate)
+    return count
 
 
 def _rate(times: Sequence[float]) -> float | None:

@@ -17,10 +17,14 @@ import orjson
 
 from tools.loadtest_prompts import Prompt
 
+MAX_EVENT = 1 << 20  # bytes of one event still without its blank line; more is not a stream
+
 
 class EventSplitter:
     """Splits a body arriving in pieces into `(event name, data)` pairs, as SSE defines them:
-    events end at a blank line; comments (heartbeats) and events without data are dropped."""
+    events end at a blank line; comments (heartbeats) and events without data are dropped.
+    An event growing past `MAX_EVENT` raises `MalformedFrame`: each read rescans what is
+    pending, so an endless one would cost the client time that belongs to every stream."""
 
     __slots__ = ("_skip_lf", "_tail")
 
@@ -38,6 +42,8 @@ class EventSplitter:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         blocks = buf.split(b"\n\n")
         self._tail = blocks.pop()
+        if len(self._tail) > MAX_EVENT:
+            raise MalformedFrame(f"an event longer than {MAX_EVENT} bytes")
         events: list[tuple[bytes, bytes]] = []
         for block in blocks:
             name = b"message"
@@ -92,6 +98,11 @@ def _object(data: bytes) -> dict[str, Any]:
     return value
 
 
+def _count(value: Any) -> bool:
+    """A token count: a whole number, not a boolean (which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _error_field(body: Any) -> str | None:
     if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
         return None
@@ -122,8 +133,7 @@ class HelloShip:
         if event == b"done":
             usage = _object(data).get("usage")
             output = usage.get("output_tokens") if isinstance(usage, dict) else None
-            return Reading(output_tokens=output if isinstance(output, int) else None,
-                           ended=True)
+            return Reading(output_tokens=output if _count(output) else None, ended=True)
         if event == b"error":
             code = _object(data).get("code")
             return Reading(ended=True, error=code if isinstance(code, str) else "error")
@@ -152,10 +162,13 @@ class OpenAIChat:
         if data == b"[DONE]":
             return Reading(ended=True)
         chunk = _object(data)
-        if "error" in chunk:
+        if chunk.get("error"):
             return Reading(ended=True, error=_error_field(chunk) or "error")
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise MalformedFrame("a chunk whose choices are not a list")
         text = 0
-        for choice in chunk.get("choices") or ():
+        for choice in choices:
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):
                 for key in ("content", "reasoning_content", "reasoning"):
@@ -164,7 +177,7 @@ class OpenAIChat:
                         text += len(value)
         usage = chunk.get("usage")
         output = usage.get("completion_tokens") if isinstance(usage, dict) else None
-        if isinstance(output, int):
+        if _count(output):
             return Reading(text=text, output_tokens=output)
         return Reading(text=text) if text else NOTHING
 

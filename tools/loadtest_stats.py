@@ -7,8 +7,8 @@
 - Output tokens: the server's own count where it reports one (hello-ship's `done` usage,
   OpenAI's usage chunk), else the frames carrying text.
 - Throughput over the level's window (first request sent to last request closed): requests
-  per second, output tokens per second, and goodput, the requests per second that succeeded
-  with a TTFT within the SLO.
+  that succeeded per second (failures are counted apart), output tokens per second, and
+  goodput, the requests per second that succeeded with a TTFT within the SLO.
 
 Warm-up requests and requests cut short by an interrupt are left out of every figure.
 """
@@ -60,7 +60,7 @@ class Summary:
     failed: int
     unfinished: int  # still running when the run was interrupted
     window_s: float
-    requests_per_s: float
+    requests_per_s: float  # that succeeded
     slo_ttft_s: float | None
     goodput_per_s: float | None
     output_tokens: int
@@ -113,7 +113,7 @@ def summarize(records: Sequence[RequestRecord], slo_ttft_s: float | None = None)
     return Summary(
         requests=len(closed), ok=len(ok), failed=len(closed) - len(ok),
         unfinished=len(measured) - len(closed), window_s=window,
-        requests_per_s=per_s(len(closed)), slo_ttft_s=slo_ttft_s, goodput_per_s=good,
+        requests_per_s=per_s(len(ok)), slo_ttft_s=slo_ttft_s, goodput_per_s=good,
         output_tokens=tokens, tokens_per_s=per_s(tokens), token_source=token_source,
         tokens_per_frame=tokens / frames if frames else None,
         ttft=Distribution.of(ttfts),

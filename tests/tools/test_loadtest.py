@@ -194,6 +194,39 @@ def command(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def test_the_key_goes_where_it_was_meant_to(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                           openai_upstream: Upstream,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    url = openai_upstream.url + "/v1/chat/completions"
+    key = openai_upstream.api_key
+
+    def authorization() -> list[str]:
+        return [r.headers.get("authorization", "") for r in openai_upstream.requests
+                if r.path == "/v1/chat/completions"]
+
+    monkeypatch.setenv("LOADTEST_KEY", key)
+    assert loadtest(capsys, tmp_path, url, "--requests", "1")[0] == 0
+    assert authorization() == [f"Bearer {key}"]
+    # A header of the user's own wins over the environment's key, which is then not sent.
+    openai_upstream.requests.clear()
+    monkeypatch.setenv("LOADTEST_KEY", "some-other-services-key")
+    code, _, _ = loadtest(capsys, tmp_path, url, "--requests", "1",
+                          "--header", f"Authorization: Bearer {key}")
+    assert code == 0 and authorization() == [f"Bearer {key}"]
+    assert main(["loadtest", url, "--key", key, "--header", f"authorization: Bearer {key}"]) == 2
+    assert "give the key once" in capsys.readouterr().err
+    monkeypatch.setenv("LOADTEST_KEY", "line\nbreak")
+    assert main(["loadtest", url]) == 2
+    assert "$LOADTEST_KEY must be printable ASCII" in capsys.readouterr().err
+
+
+def test_a_plot_that_is_not_a_png_is_refused_before_the_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", "http://127.0.0.1:9", "--plot", "ttft.pdf"]) == 2
+    assert capsys.readouterr().err == ("hello-ship: loadtest: --plot writes a PNG file: give a "
+                                       "name ending in .png\n")
+
+
 def test_a_target_that_refuses_connections_ends_with_a_clear_message() -> None:
     port = free_port()
     proc = command(f"http://127.0.0.1:{port}", "--requests", "5")
@@ -215,6 +248,8 @@ def test_bad_prompts_file_is_named_by_line(tmp_path: Path,
 @pytest.mark.parametrize("args", [
     ["--concurrency", "0"], ["--concurrency", "4", "--rate", "2"], ["--rate", "nan"],
     ["--header", "no colon"], ["--duration", "0"], ["--requests", "-1"],
+    ["--key", "sk-1\r\nX-Injected: yes"], ["--key", "sk-ключ"],
+    ["--header", "X-Note: ключ"], ["--header", "X-Note: a\r\nX-Injected: yes"],
 ])
 def test_bad_flags_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -243,3 +278,41 @@ def test_ctrl_c_prints_and_writes_the_partial_summary(tmp_path: Path) -> None:
     assert written["interrupted"] is True and s["ok"] >= 4
     assert s["unfinished"] == 4  # the four in flight, left out of every figure
     assert f"{s['requests']} requests: {s['ok']} ok, 0 failed, 4 unfinished" in out
+    cut = [r for r in written["requests"] if not r["finished"]]
+    assert len(cut) == 4 and all(r["error"] is None for r in cut)
+
+
+def test_ctrl_c_while_the_target_is_checked_ends_cleanly(openai_upstream: Upstream) -> None:
+    openai_upstream.script = Script(hang_s=30)  # GET /v1/models does not answer
+    proc = command(openai_upstream.url + "/v1/chat/completions", "--key",
+                   openai_upstream.api_key)
+    deadline = time.monotonic() + 20
+    while not any(r.path == "/v1/models" for r in openai_upstream.requests):
+        assert time.monotonic() < deadline, "the model list was never asked for"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (130, "")
+    assert err == "\nloadtest: interrupted before the run started\n"
+
+
+def test_an_open_loop_stops_sending_when_its_time_is_up(capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path) -> None:
+    settings = settings_from(DEMO_TTFT_MS="1500", DEMO_ANSWER_TOKENS="2")
+    with app_server(settings) as live:
+        started = time.monotonic()
+        code, table, report = loadtest(capsys, tmp_path, live.url, "--rate", "20",
+                                       "--duration", "1", "--max-inflight", "2")
+        took = time.monotonic() - started
+    level = report["levels"][0]
+    assert code == 0 and level["summary"]["ok"] == 2
+    assert level["unsent"] >= 10  # about 20 arrivals in the second; 2 could be sent
+    assert f"{level['unsent']} arrivals not sent: --max-inflight" in table
+    assert took < 4  # one second of sending, then the two in flight finish
+
+
+def test_a_run_that_measured_nothing_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    with app_server() as live:
+        code = main(["loadtest", live.url, "--warmup", "1000", "--duration", "0.3"])
+    assert code == 1
+    assert "no request was measured" in capsys.readouterr().err

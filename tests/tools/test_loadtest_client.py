@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 
 from tools.loadtest_http import Client, Target
 from tools.loadtest_record import Recorder, RequestRecord
@@ -19,40 +20,59 @@ FRAMES = [b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n',
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Request-ID: req_raw\r\n"
 
 
-async def read_request(reader: asyncio.StreamReader) -> bool:
-    """Reads one request (head and body); False when the client closed instead."""
+async def read_request(reader: asyncio.StreamReader) -> bytes | None:
+    """Reads one request (head and body) and returns its head; None when the client closed."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, ConnectionError):
-        return False
+        return None
     length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                   if line.lower().startswith(b"content-length:"))
     await reader.readexactly(length)
-    return True
+    return head
+
+
+@dataclass
+class Seen:
+    """What a raw server saw: when it accepted each connection, each request's head."""
+
+    url: str = ""
+    accepted: list[float] = field(default_factory=list)
+    heads: list[bytes] = field(default_factory=list)
 
 
 @asynccontextmanager
-async def raw_server(answer: Answer) -> AsyncIterator[tuple[str, list[int]]]:
-    """A server on 127.0.0.1 answering each request with `answer`; yields its URL and a list
-    that counts the connections it accepted."""
-    connections: list[int] = []
+async def raw_server(answer: Answer, path: str = "/v1/chat/completions") -> AsyncIterator[Seen]:
+    """A server on 127.0.0.1 answering each request with `answer`."""
+    seen = Seen()
+    handlers: set[asyncio.Task[None]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(1)
+        if (task := asyncio.current_task()) is not None:
+            handlers.add(task)
+        seen.accepted.append(time.perf_counter())
         try:
-            while await read_request(reader):
+            while (head := await read_request(reader)) is not None:
+                seen.heads.append(head)
                 await answer(reader, writer)
                 if writer.is_closing():
                     break
+        except ConnectionError:
+            pass  # the client cut it: what these tests are about
         finally:
             writer.close()
+            with suppress(ConnectionError):
+                await writer.wait_closed()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    seen.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}{path}"
     try:
-        yield f"http://127.0.0.1:{port}/v1/chat/completions", connections
+        yield seen
     finally:
         server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
 
 
@@ -75,8 +95,8 @@ async def test_a_chunked_stream_is_read_frame_by_frame_over_one_kept_connection(
             await asyncio.sleep(0.02)
         writer.write(b"0\r\n\r\n")
 
-    async with raw_server(answer) as (url, connections):
-        client = Client(Target.parse(url), {})
+    async with raw_server(answer) as seen:
+        client = Client(Target.parse(seen.url), {})
         records = [await send(client, i) for i in range(3)]
         client.close()
     assert all(r.ok for r in records), [r.error for r in records]
@@ -84,7 +104,7 @@ async def test_a_chunked_stream_is_read_frame_by_frame_over_one_kept_connection(
     assert (first.text_frames, first.output_tokens, first.request_id) == (2, 2, "req_raw")
     assert first.ttft is not None and 0 <= first.ttft < 0.05
     assert len(first.gaps) == 1 and 0.015 <= first.gaps[0] < 0.1
-    assert len(connections) == 1 and [r.new_connection for r in records] == [True, False, False]
+    assert len(seen.accepted) == 1 and [r.new_connection for r in records] == [True, False, False]
 
 
 async def test_a_server_closing_its_kept_connections_costs_no_request() -> None:
@@ -97,15 +117,15 @@ async def test_a_server_closing_its_kept_connections_costs_no_request() -> None:
         await writer.drain()
         writer.close()
 
-    async with raw_server(answer) as (url, connections):
-        client = Client(Target.parse(url), {})
+    async with raw_server(answer) as seen:
+        client = Client(Target.parse(seen.url), {})
         records = []
         for index in range(4):
             records.append(await send(client, index))
             await asyncio.sleep(0.02)
         client.close()
     assert [r.error for r in records] == [None] * 4
-    assert len(connections) == 4
+    assert len(seen.accepted) == 4
 
 
 async def test_a_request_lost_as_the_server_closes_the_connection_is_sent_again() -> None:
@@ -121,12 +141,12 @@ async def test_a_request_lost_as_the_server_closes_the_connection_is_sent_again(
         writer.write(SSE_HEAD + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
         await writer.drain()
 
-    async with raw_server(answer) as (url, connections):
-        client = Client(Target.parse(url), {})
+    async with raw_server(answer) as seen:
+        client = Client(Target.parse(seen.url), {})
         records = [await send(client, index) for index in range(3)]
         client.close()
     assert [r.error for r in records] == [None] * 3
-    assert len(connections) == 3
+    assert len(seen.accepted) == 3
 
 
 async def test_a_body_ended_by_closing_the_connection_is_complete_after_its_last_frame() -> None:
@@ -135,8 +155,8 @@ async def test_a_body_ended_by_closing_the_connection_is_complete_after_its_last
         await writer.drain()
         writer.close()
 
-    async with raw_server(answer) as (url, _):
-        client = Client(Target.parse(url), {})
+    async with raw_server(answer) as seen:
+        client = Client(Target.parse(seen.url), {})
         record = await send(client)
         client.close()
     assert record.ok and record.text_frames == 2
@@ -163,8 +183,8 @@ async def test_what_is_not_a_good_stream_fails_with_its_reason() -> None:
             await writer.drain()
             writer.close()
 
-        async with raw_server(answer) as (url, _):
-            client = Client(Target.parse(url), {})
+        async with raw_server(answer) as seen:
+            client = Client(Target.parse(seen.url), {})
             record = await send(client)
             client.close()
         assert (record.ok, record.error) == (False, reason)
@@ -176,10 +196,79 @@ async def test_a_request_past_its_timeout_is_cut_and_counted() -> None:
         await writer.drain()
         await reader.read()  # until the client gives up and closes
 
-    async with raw_server(answer) as (url, _):
-        client = Client(Target.parse(url), {})
+    async with raw_server(answer) as seen:
+        client = Client(Target.parse(seen.url), {})
         started = time.perf_counter()
         record = await send(client, timeout_s=0.3)
         client.close()
     assert record.error == "timeout" and record.text_frames == 1
     assert 0.3 <= time.perf_counter() - started < 1.0
+
+
+async def test_informational_answers_are_skipped_for_the_answer_after_them() -> None:
+    body = b"".join(FRAMES)
+    served = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        served += 1
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(SSE_HEAD.replace(b"req_raw", b"req_%d" % served)
+                     + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+
+    async with raw_server(answer) as seen:
+        client = Client(Target.parse(seen.url), {})
+        records = [await send(client, index) for index in range(3)]
+        client.close()
+    assert [(r.error, r.status, r.request_id) for r in records] == [
+        (None, 200, "req_1"), (None, 200, "req_2"), (None, 200, "req_3")]
+    assert all(r.text_frames == 2 for r in records) and len(seen.accepted) == 1
+
+
+async def test_an_endless_event_fails_its_request_without_stalling_the_client() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        piece = b"data: " + b"x" * 65_536
+        for _ in range(40):  # 2.6 MB of one event, never ended by a blank line
+            writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            await writer.drain()
+            piece = b"x" * 65_536
+
+    async with raw_server(answer) as seen:
+        client = Client(Target.parse(seen.url), {})
+        started = time.perf_counter()
+        record = await send(client)
+        client.close()
+    assert record.error == "malformed frame: an event longer than 1048576 bytes"
+    assert time.perf_counter() - started < 2
+
+
+async def test_a_requests_time_counts_from_before_its_connection_is_made() -> None:
+    body = b"".join(FRAMES)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+
+    async with raw_server(answer) as seen:
+        client = Client(Target.parse(seen.url), {})
+        record = await send(client)
+        client.close()
+    assert record.ok and record.new_connection
+    assert record.sent is not None and record.sent < seen.accepted[0]
+
+
+async def test_a_path_in_any_script_is_sent_percent_encoded() -> None:
+    body = b"".join(FRAMES)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+
+    async with raw_server(answer, path="/чат/v1/chat/completions?q=a b") as seen:
+        client = Client(Target.parse(seen.url), {})
+        record = await send(client)
+        client.close()
+    assert record.ok
+    assert [head.split(b"\r\n")[0] for head in seen.heads] == [
+        b"POST /%D1%87%D0%B0%D1%82/v1/chat/completions?q=a%20b HTTP/1.1"]

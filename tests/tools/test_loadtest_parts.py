@@ -78,6 +78,10 @@ def test_openai_chunks_are_read_for_text_count_end_and_error() -> None:
     assert (failed.ended, failed.error) == (True, "server_error")
     with pytest.raises(MalformedFrame):
         dialect.read(b"message", b"[1, 2]")
+    with pytest.raises(MalformedFrame):
+        dialect.read(b"message", b'{"choices": 5}')
+    assert dialect.read(b"message", b'{"error": null, "choices": []}').error is None
+    assert dialect.read(b"message", b'{"usage": {"completion_tokens": true}}').output_tokens is None
     body = orjson.loads(dialect.body(*_prompt(), max_tokens=None, model="m"))
     assert body["stream"] is True and body["model"] == "m" and "max_tokens" not in body
 
@@ -124,7 +128,7 @@ def test_the_figures_follow_the_definitions_of_vllm_and_llmperf() -> None:
     s = summarize(records, slo_ttft_s=0.3)
     assert (s.requests, s.ok, s.failed, s.unfinished) == (4, 3, 1, 0)
     assert s.window_s == pytest.approx(3.0)  # first sent at 0.0, last closed at 3.0
-    assert s.requests_per_s == pytest.approx(4 / 3)
+    assert s.requests_per_s == pytest.approx(3 / 3)  # those that succeeded
     assert s.goodput_per_s == pytest.approx(2 / 3)  # TTFT 0.2 and 0.1 within 0.3; 0.4 not
     assert s.ttft is not None and sorted([s.ttft.p50, s.ttft.max]) == pytest.approx([0.2, 0.4])
     assert s.tpot is not None and s.tpot.mean == pytest.approx(0.2)
@@ -166,3 +170,8 @@ def test_the_client_warns_when_it_is_the_bottleneck(cpu: float, lag_ms: float,
     assert (warning is not None) is busy
     if warning:
         assert f"CPU {cpu:.0%} of a core" in warning and "--processes" not in warning
+
+
+def test_a_level_too_short_to_judge_is_not_called_busy() -> None:
+    assert not ClientLoad(0.95, Distribution.of([0.001] * 3), wall_s=0.2).busy
+    assert ClientLoad(0.95, Distribution.of([0.001] * 3), wall_s=2.0).busy
