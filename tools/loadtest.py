@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx2
@@ -78,14 +79,15 @@ def endpoint(url: str, api: str | None) -> tuple[Target, str]:
     """The target and its dialect: a URL naming an endpoint is used as it is; a base URL
     gets the endpoint of `api` (hello-ship's `/chat/stream` by default)."""
     target = Target.parse(url)
-    path = target.path.split("?")[0].rstrip("/")
+    path, _, query = target.path.partition("?")
+    path = path.rstrip("/")
     named = next((name for name, end in ENDPOINTS.items() if path.endswith(end)), None)
     dialect = api or named or "hello-ship"
     if named is not None:
         return target, dialect
     if dialect == "openai" and not path.endswith("/v1"):
         path += "/v1"
-    return target.with_path(path + ENDPOINTS[dialect]), dialect
+    return target.with_path(path + ENDPOINTS[dialect] + (f"?{query}" if query else "")), dialect
 
 
 def run_loadtest(options: Options, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -95,6 +97,10 @@ def run_loadtest(options: Options, out: TextIO | None = None, err: TextIO | None
             raise CannotStart("--plot writes a PNG file: give a name ending in .png")
         if options.plot and not available():
             raise CannotStart(EXTRA_HINT)
+        for path in (options.report, options.plot):
+            if path and not os.access(Path(path).parent, os.W_OK):
+                raise CannotStart(f"cannot write {path}: its directory does not exist or "
+                                  "is not writable")
         target, dialect = endpoint(options.url, options.api)
         prompts = load_prompts(options.prompts) if options.prompts else BUILTIN
     except (CannotStart, TargetError, PromptsError) as problem:
@@ -152,12 +158,13 @@ async def _main(options: Options, target: Target, dialect: str, prompts: Sequenc
         clock_start = time.perf_counter()
         running = True
         levels = await Run(plan, LiveProgress(err, err.isatty()), stop).execute()
-        write_table(out, target.url, dialect, levels)
-        out.flush()
-        written = _write_files(options, target, dialect, levels, clock_start, err)
     finally:
         client.close()
+        # Python's own handler again: a Ctrl-C while the files are written stops at once.
         loop.remove_signal_handler(signal.SIGINT)
+    write_table(out, target.url, dialect, levels)
+    out.flush()
+    written = _write_files(options, target, dialect, levels, clock_start, err)
     if any(level.interrupted for level in levels):
         return INTERRUPTED
     if not written:

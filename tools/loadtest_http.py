@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import httptools
+import idna
 
 from tools.loadtest_record import Recorder
 
@@ -48,10 +49,12 @@ class Target:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise TargetError(f"{url!r} has a bad port") from None
-        try:  # a name in any script, as it goes on the wire
-            host = parts.hostname.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise TargetError(f"{url!r} has a host name that cannot be looked up") from None
+        host = parts.hostname
+        if not host.isascii():  # a name in any script, as browsers and httpx send it
+            try:
+                host = idna.encode(host, uts46=True).decode("ascii")
+            except idna.IDNAError:
+                raise TargetError(f"{url!r} has a host name that cannot be looked up") from None
         # Characters a request line cannot hold are percent-encoded; escapes already there stay.
         path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
         if parts.query:
@@ -73,11 +76,20 @@ class Target:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+# Headers that frame the request: the client's own, never the user's.
+FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
 def request_head(target: Target, headers: dict[str, str], length: int) -> bytes:
+    """The request line and headers; the user's headers replace the defaults of the same
+    name (Accept, Content-Type, User-Agent), whatever their case."""
+    chosen = {"accept": ("Accept", "text/event-stream"),
+              "content-type": ("Content-Type", "application/json")}
+    for name, value in headers.items():
+        chosen[name.lower()] = (name, value)
     lines = [f"POST {target.path} HTTP/1.1", f"Host: {target.host_header}",
-             "Accept: text/event-stream", "Content-Type: application/json",
              f"Content-Length: {length}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += [f"{name}: {value}" for key, (name, value) in chosen.items() if key not in FRAMING]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
@@ -146,8 +158,8 @@ class _Connection(asyncio.Protocol):
         self._got_bytes = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._end("bad http")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._end("bad http")  # an upgrade (101) is no answer to a streamed POST either
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -187,7 +199,7 @@ class _Connection(asyncio.Protocol):
         recorder = self._recorder
         if recorder is not None and not self._informational:
             recorder.body(body, self._now)
-            if recorder.record.error is not None:  # the stream said it failed, or broke
+            if recorder.stream_broken:  # nothing more of it can be read for sure
                 self._end("stopped reading")
 
     def on_message_complete(self) -> None:

@@ -84,6 +84,11 @@ class Recorder:
         return self.record.ended is not None or self.record.error is not None
 
     @property
+    def stream_broken(self) -> bool:
+        """The body broke the protocol: the rest of it cannot be trusted to be read."""
+        return self.record.error is not None and self.record.error.startswith("malformed")
+
+    @property
     def stream_complete(self) -> bool:
         """The dialect's last frame has arrived."""
         return self._finished_stream

@@ -35,9 +35,10 @@ def _level_table(out: TextIO, target: str, dialect: str, level: LevelResult) -> 
     unfinished = f", {s.unfinished} unfinished" if s.unfinished else ""
     out.write(f"  {s.requests} requests: {s.ok} ok, {s.failed} failed{unfinished}, "
               f"in {s.window_s:.2f} s: {s.requests_per_s:.2f} successful requests/s")
-    if s.goodput_per_s is not None and s.slo_ttft_s is not None:
-        out.write(f"; goodput {s.goodput_per_s:.2f}/s (TTFT <= {s.slo_ttft_s * 1000:g} ms)")
     out.write("\n")
+    if s.goodput_per_s is not None and s.slo_ttft_s is not None:
+        out.write(f"  goodput {s.goodput_per_s:.2f} requests/s with TTFT <= "
+                  f"{s.slo_ttft_s * 1000:g} ms\n")
     if level.achieved_rate is not None:
         late = level.late.p99 * 1000 if level.late is not None else 0.0
         drawn = level.scheduled_rate or 0.0

@@ -106,7 +106,11 @@ class Run:
         measured = [r for r in records if not r.warmup]
         sent = sorted(r.sent for r in measured if r.sent is not None)
         achieved = scheduled = late = None
-        if load.kind == "rate":
+        if load.kind == "rate" and self._unsent:
+            # Sending was held back until the time was up: the rates over the whole duration.
+            achieved = len(sent) / plan.duration_s
+            scheduled = (len(sent) + self._unsent) / plan.duration_s
+        elif load.kind == "rate":
             achieved = _rate(sent)
             scheduled = _rate([r.due for r in measured if r.sent is not None])
             late = Distribution.of([r.sent - r.due for r in measured if r.sent is not None])
@@ -153,10 +157,10 @@ class Run:
                     due += arrivals.expovariate(load.value)
                 if due >= deadline:
                     break
-                if (wait := due - time.perf_counter()) > 0:
+                # The loop's timers have a millisecond's resolution and may wake a little
+                # early; the rest is waited out in turns of the loop.
+                while (wait := due - time.perf_counter()) > 0:  # noqa: ASYNC110
                     await asyncio.sleep(wait)
-                    if (rest := due - time.perf_counter()) > 0:  # a timer may wake early
-                        await asyncio.sleep(rest)
                 try:
                     if slots.locked():
                         left = max(deadline - time.perf_counter(), 0.0)

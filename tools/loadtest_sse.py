@@ -162,7 +162,7 @@ class OpenAIChat:
         if data == b"[DONE]":
             return Reading(ended=True)
         chunk = _object(data)
-        if chunk.get("error"):
+        if chunk.get("error") is not None:
             return Reading(ended=True, error=_error_field(chunk) or "error")
         choices = chunk.get("choices") or []
         if not isinstance(choices, list):

@@ -220,11 +220,15 @@ def test_the_key_goes_where_it_was_meant_to(capsys: pytest.CaptureFixture[str], 
     assert "$LOADTEST_KEY must be printable ASCII" in capsys.readouterr().err
 
 
-def test_a_plot_that_is_not_a_png_is_refused_before_the_run(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_files_that_could_not_be_written_are_refused_before_the_run(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["loadtest", "http://127.0.0.1:9", "--plot", "ttft.pdf"]) == 2
     assert capsys.readouterr().err == ("hello-ship: loadtest: --plot writes a PNG file: give a "
                                        "name ending in .png\n")
+    missing = tmp_path / "no-such-dir" / "report.json"
+    assert main(["loadtest", "http://127.0.0.1:9", "--report", str(missing)]) == 2
+    assert capsys.readouterr().err == (f"hello-ship: loadtest: cannot write {missing}: its "
+                                       "directory does not exist or is not writable\n")
 
 
 def test_a_target_that_refuses_connections_ends_with_a_clear_message() -> None:
@@ -250,6 +254,8 @@ def test_bad_prompts_file_is_named_by_line(tmp_path: Path,
     ["--header", "no colon"], ["--duration", "0"], ["--requests", "-1"],
     ["--key", "sk-1\r\nX-Injected: yes"], ["--key", "sk-ключ"],
     ["--header", "X-Note: ключ"], ["--header", "X-Note: a\r\nX-Injected: yes"],
+    ["--header", "X-Note: a\x01b"], ["--header", "Host: elsewhere"],
+    ["--header", "content-length: 0"],
 ])
 def test_bad_flags_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -307,6 +313,7 @@ def test_an_open_loop_stops_sending_when_its_time_is_up(capsys: pytest.CaptureFi
     level = report["levels"][0]
     assert code == 0 and level["summary"]["ok"] == 2
     assert level["unsent"] >= 10  # about 20 arrivals in the second; 2 could be sent
+    assert level["achieved_rate"] == pytest.approx(2.0)  # 2 sent in the second of sending
     assert f"{level['unsent']} arrivals not sent: --max-inflight" in table
     assert took < 4  # one second of sending, then the two in flight finish
 

@@ -163,20 +163,22 @@ async def test_a_body_ended_by_closing_the_connection_is_complete_after_its_last
 
 
 async def test_what_is_not_a_good_stream_fails_with_its_reason() -> None:
-    answers = {
-        "bad http": b"HTTP/1.1 2OO OK\r\n\r\n",
-        "not an event stream": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                               b"Content-Length: 2\r\n\r\n{}",
-        "truncated": SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(FRAMES[:2]),
-        "disconnected": SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
-                        + chunked(FRAMES[:2])[:-5],
-        "malformed frame: a frame that is not JSON": SSE_HEAD + b"Transfer-Encoding: chunked"
-                        b"\r\n\r\n" + chunked([b"data: {nope\n\n", FRAMES[-1]]),
-        "http 401 invalid_api_key": b"HTTP/1.1 401 Unauthorized\r\nContent-Type: "
-                        b"application/json\r\nContent-Length: 51\r\n\r\n"
-                        b'{"error":{"code":"invalid_api_key","message":"no"}}',
-    }
-    for reason, response in answers.items():
+    chunked_sse = SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+    answers = [
+        ("bad http", b"HTTP/1.1 2OO OK\r\n\r\n"),
+        ("bad http", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n"),
+        ("not an event stream", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: 2\r\n\r\n{}"),
+        ("truncated", chunked_sse + chunked(FRAMES[:2])),
+        ("disconnected", chunked_sse + chunked(FRAMES[:2])[:-5]),
+        ("malformed frame: a frame that is not JSON",
+         chunked_sse + chunked([b"data: {nope\n\n", FRAMES[-1]])),
+        ("http 401 invalid_api_key", b"HTTP/1.1 401 Unauthorized\r\nContent-Type: "
+                                     b"application/json\r\nContent-Length: 51\r\n\r\n"
+                                     b'{"error":{"code":"invalid_api_key","message":"no"}}'),
+    ]
+    for reason, response in answers:
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          response: bytes = response) -> None:
             writer.write(response)
@@ -188,6 +190,20 @@ async def test_what_is_not_a_good_stream_fails_with_its_reason() -> None:
             record = await send(client)
             client.close()
         assert (record.ok, record.error) == (False, reason)
+
+
+async def test_a_stream_ending_in_an_error_frame_keeps_its_connection() -> None:
+    failing = [FRAMES[0], b'data: {"error":{"type":"server_error","message":"x"}}\n\n']
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(failing))
+
+    async with raw_server(answer) as seen:
+        client = Client(Target.parse(seen.url), {})
+        records = [await send(client, index) for index in range(3)]
+        client.close()
+    assert [r.error for r in records] == ["stream server_error"] * 3
+    assert len(seen.accepted) == 1  # a failed answer is no reason to connect again
 
 
 async def test_a_request_past_its_timeout_is_cut_and_counted() -> None:

@@ -81,6 +81,7 @@ def test_openai_chunks_are_read_for_text_count_end_and_error() -> None:
     with pytest.raises(MalformedFrame):
         dialect.read(b"message", b'{"choices": 5}')
     assert dialect.read(b"message", b'{"error": null, "choices": []}').error is None
+    assert dialect.read(b"message", b'{"error": {}}').error == "error"
     assert dialect.read(b"message", b'{"usage": {"completion_tokens": true}}').output_tokens is None
     body = orjson.loads(dialect.body(*_prompt(), max_tokens=None, model="m"))
     assert body["stream"] is True and body["model"] == "m" and "max_tokens" not in body
@@ -100,6 +101,9 @@ def _prompt() -> tuple[object]:
     ("http://h/v1/chat/completions", None, "http://h/v1/chat/completions", "openai"),
     ("http://h/gateway/chat/stream", None, "http://h/gateway/chat/stream", "hello-ship"),
     ("https://h:443/x", None, "https://h:443/x/chat/stream", "hello-ship"),
+    ("http://h/v1?api-version=2", "openai", "http://h/v1/chat/completions?api-version=2",
+     "openai"),
+    ("https://faß.de/", None, "https://xn--fa-hia.de/chat/stream", "hello-ship"),
 ])
 def test_the_endpoint_comes_from_the_url_or_the_api(url: str, api: str | None, expected: str,
                                                     dialect: str) -> None:
@@ -175,3 +179,33 @@ def test_the_client_warns_when_it_is_the_bottleneck(cpu: float, lag_ms: float,
 def test_a_level_too_short_to_judge_is_not_called_busy() -> None:
     assert not ClientLoad(0.95, Distribution.of([0.001] * 3), wall_s=0.2).busy
     assert ClientLoad(0.95, Distribution.of([0.001] * 3), wall_s=2.0).busy
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from tools import loadtest_progress
+    from tools.loadtest_run import Load
+
+    clock = [100.0]
+    monkeypatch.setattr(loadtest_progress.time, "monotonic", lambda: clock[0])
+    for terminal in (True, False):
+        out = io.StringIO()
+        progress = loadtest_progress.LiveProgress(out, terminal)
+        progress.level_started(Load("concurrency", 4), 10)
+        for index in range(5):
+            progress.request_closed(record(index, 0.0, 0.25, 1.0, []))
+        progress.tick()
+        clock[0] += 6
+        progress.tick()
+        lines = out.getvalue()
+        if terminal:
+            assert "\r[############............] 5/10 done, 0 failed, TTFT p50 250 ms" in lines
+            assert lines.count("\n") == 1  # the bar is redrawn in place
+        else:
+            assert "\r" not in lines
+            # One line when the level starts, then one every 5 seconds, not one per tick.
+            assert lines.splitlines()[1:] == ["loadtest: 5/10 done, 0 failed, TTFT p50 250 ms, "
+                                              "6 s"]
+        clock[0] = 100.0
