@@ -74,6 +74,8 @@ def _against_load(axis: Axes, levels: Sequence[LevelResult]) -> None:
              ylabel="TTFT (ms)")
     if len(values) > 1 and min(values) > 0 and max(values) / min(values) >= 10:
         axis.set_xscale("log")
+        axis.minorticks_off()
+    axis.set_xticks(values, [f"{value:g}" for value in values])
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
 
