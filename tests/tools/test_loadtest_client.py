@@ -82,6 +82,19 @@ async def send(client: Client, index: int = 0, timeout_s: float = 5.0) -> Reques
     return record
 
 
+async def requests_to(answer: Answer, count: int = 1, timeout_s: float = 5.0,
+                      path: str = "/v1/chat/completions") -> tuple[list[RequestRecord], Seen]:
+    """`count` requests one after the other, over one client, to a server answering with
+    `answer`; their records and what the server saw."""
+    async with raw_server(answer, path) as seen:
+        client = Client(Target.parse(seen.url), {})
+        try:
+            records = [await send(client, index, timeout_s) for index in range(count)]
+        finally:
+            client.close()
+    return records, seen
+
+
 def chunked(frames: list[bytes]) -> bytes:
     return b"".join(b"%x\r\n%b\r\n" % (len(frame), frame) for frame in frames) + b"0\r\n\r\n"
 
@@ -95,10 +108,7 @@ async def test_a_chunked_stream_is_read_frame_by_frame_over_one_kept_connection(
             await asyncio.sleep(0.02)
         writer.write(b"0\r\n\r\n")
 
-    async with raw_server(answer) as seen:
-        client = Client(Target.parse(seen.url), {})
-        records = [await send(client, i) for i in range(3)]
-        client.close()
+    records, seen = await requests_to(answer, 3)
     assert all(r.ok for r in records), [r.error for r in records]
     first = records[0]
     assert (first.text_frames, first.output_tokens, first.request_id) == (2, 2, "req_raw")
@@ -141,10 +151,7 @@ async def test_a_request_lost_as_the_server_closes_the_connection_is_sent_again(
         writer.write(SSE_HEAD + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
         await writer.drain()
 
-    async with raw_server(answer) as seen:
-        client = Client(Target.parse(seen.url), {})
-        records = [await send(client, index) for index in range(3)]
-        client.close()
+    records, seen = await requests_to(answer, 3)
     assert [r.error for r in records] == [None] * 3
     assert len(seen.accepted) == 3
 
@@ -155,10 +162,7 @@ async def test_a_body_ended_by_closing_the_connection_is_complete_after_its_last
         await writer.drain()
         writer.close()
 
-    async with raw_server(answer) as seen:
-        client = Client(Target.parse(seen.url), {})
-        record = await send(client)
-        client.close()
+    (record,), _ = await requests_to(answer)
     assert record.ok and record.text_frames == 2
 
 
@@ -185,10 +189,7 @@ async def test_what_is_not_a_good_stream_fails_with_its_reason() -> None:
             await writer.drain()
             writer.close()
 
-        async with raw_server(answer) as seen:
-            client = Client(Target.parse(seen.url), {})
-            record = await send(client)
-            client.close()
+        (record,), _ = await requests_to(answer)
         assert (record.ok, record.error) == (False, reason)
 
 
@@ -198,10 +199,7 @@ async def test_a_stream_ending_in_an_error_frame_keeps_its_connection() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(failing))
 
-    async with raw_server(answer) as seen:
-        client = Client(Target.parse(seen.url), {})
-        records = [await send(client, index) for index in range(3)]
-        client.close()
+    records, seen = await requests_to(answer, 3)
     assert [r.error for r in records] == ["stream server_error"] * 3
     assert len(seen.accepted) == 1  # a failed answer is no reason to connect again
 
@@ -212,11 +210,8 @@ async def test_a_request_past_its_timeout_is_cut_and_counted() -> None:
         await writer.drain()
         await reader.read()  # until the client gives up and closes
 
-    async with raw_server(answer) as seen:
-        client = Client(Target.parse(seen.url), {})
-        started = time.perf_counter()
-        record = await send(client, timeout_s=0.3)
-        client.close()
+    started = time.perf_counter()
+    (record,), _ = await requests_to(answer, timeout_s=0.3)
     assert record.error == "timeout" and record.text_frames == 1
     assert 0.3 <= time.perf_counter() - started < 1.0
 
@@ -234,10 +229,7 @@ async def test_informational_answers_are_skipped_for_the_answer_after_them() -> 
         writer.write(SSE_HEAD.replace(b"req_raw", b"req_%d" % served)
                      + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
 
-    async with raw_server(answer) as seen:
-        client = Client(Target.parse(seen.url), {})
-        records = [await send(client, index) for index in range(3)]
-        client.close()
+    records, seen = await requests_to(answer, 3)
     assert [(r.error, r.status, r.request_id) for r in records] == [
         (None, 200, "req_1"), (None, 200, "req_2"), (None, 200, "req_3")]
     assert all(r.text_frames == 2 for r in records) and len(seen.accepted) == 1
@@ -252,11 +244,8 @@ async def test_an_endless_event_fails_its_request_without_stalling_the_client() 
             await writer.drain()
             piece = b"x" * 65_536
 
-    async with raw_server(answer) as seen:
-        client = Client(Target.parse(seen.url), {})
-        started = time.perf_counter()
-        record = await send(client)
-        client.close()
+    started = time.perf_counter()
+    (record,), _ = await requests_to(answer)
     assert record.error == "malformed frame: an event longer than 1048576 bytes"
     assert time.perf_counter() - started < 2
 
@@ -267,10 +256,7 @@ async def test_a_requests_time_counts_from_before_its_connection_is_made() -> No
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(SSE_HEAD + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
 
-    async with raw_server(answer) as seen:
-        client = Client(Target.parse(seen.url), {})
-        record = await send(client)
-        client.close()
+    (record,), seen = await requests_to(answer)
     assert record.ok and record.new_connection
     assert record.sent is not None and record.sent < seen.accepted[0]
 
@@ -281,10 +267,7 @@ async def test_a_path_in_any_script_is_sent_percent_encoded() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(SSE_HEAD + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
 
-    async with raw_server(answer, path="/чат/v1/chat/completions?q=a b") as seen:
-        client = Client(Target.parse(seen.url), {})
-        record = await send(client)
-        client.close()
+    (record,), seen = await requests_to(answer, path="/чат/v1/chat/completions?q=a b")
     assert record.ok
     assert [head.split(b"\r\n")[0] for head in seen.heads] == [
         b"POST /%D1%87%D0%B0%D1%82/v1/chat/completions?q=a%20b HTTP/1.1"]
