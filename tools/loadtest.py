@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import resource
 import signal
@@ -30,7 +31,7 @@ from tools.loadtest_http import Client, Target, TargetError, connect_error
 from tools.loadtest_plot import EXTRA_HINT, available, write_plot
 from tools.loadtest_progress import LiveProgress
 from tools.loadtest_prompts import BUILTIN, PromptsError, load_prompts
-from tools.loadtest_report import report, write_report, write_table
+from tools.loadtest_report import RunFacts, report, write_report, write_table
 from tools.loadtest_run import LevelResult, Load, Plan, Run
 from tools.loadtest_sse import DIALECTS
 
@@ -155,7 +156,8 @@ async def _main(options: Options, target: Target, dialect: str, prompts: Sequenc
                     options.duration_s, options.warmup, options.timeout_s, options.max_tokens,
                     model, None if options.slo_ttft_ms is None else options.slo_ttft_ms / 1000,
                     options.max_inflight, options.seed)
-        clock_start = time.perf_counter()
+        facts = RunFacts(target.url, dialect, model, datetime.datetime.now(datetime.UTC),
+                         time.perf_counter())
         running = True
         levels = await Run(plan, LiveProgress(err, err.isatty()), stop).execute()
     finally:
@@ -164,7 +166,7 @@ async def _main(options: Options, target: Target, dialect: str, prompts: Sequenc
         loop.remove_signal_handler(signal.SIGINT)
     write_table(out, target.url, dialect, levels)
     out.flush()
-    written = _write_files(options, target, dialect, levels, clock_start, err)
+    written = _write_files(options, facts, levels, err)
     if any(level.interrupted for level in levels):
         return INTERRUPTED
     if not written:
@@ -208,13 +210,12 @@ async def _first_model(target: Target, headers: dict[str, str], timeout_s: float
                           "list") from None
 
 
-def _write_files(options: Options, target: Target, dialect: str,
-                 levels: Sequence[LevelResult], clock_start: float, err: TextIO) -> bool:
+def _write_files(options: Options, facts: RunFacts, levels: Sequence[LevelResult],
+                 err: TextIO) -> bool:
     ok = True
     if options.report:
         try:
-            write_report(options.report,
-                         report(target.url, dialect, options.shown(), levels, clock_start))
+            write_report(options.report, report(facts, options.shown(), levels))
             err.write(f"loadtest: report written to {options.report}\n")
         except OSError as error:
             err.write(f"hello-ship: loadtest: cannot write {options.report}: "
@@ -222,7 +223,8 @@ def _write_files(options: Options, target: Target, dialect: str,
             ok = False
     if options.plot:
         try:
-            write_plot(options.plot, f"{target.url} ({dialect})", levels, clock_start)
+            write_plot(options.plot, f"{facts.target} ({facts.dialect})", levels,
+                       facts.clock_start)
             err.write(f"loadtest: plot written to {options.plot}\n")
         except (OSError, ValueError) as error:
             reason = error.strerror if isinstance(error, OSError) else str(error)

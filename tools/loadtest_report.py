@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -90,14 +91,26 @@ def _sweep_table(out: TextIO, levels: Sequence[LevelResult]) -> None:
 _NONE = Distribution(0, float("nan"), *(float("nan"),) * 5)
 
 
-def report(target: str, dialect: str, options: Mapping[str, Any],
-           levels: Sequence[LevelResult], clock_start: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunFacts:
+    """What the report says of the run as a whole."""
+
+    target: str
+    dialect: str
+    model: str | None  # asked of an OpenAI-style target
+    started_at: datetime.datetime
+    clock_start: float  # the same moment on the run's clock (time.perf_counter)
+
+
+def report(run: RunFacts, options: Mapping[str, Any],
+           levels: Sequence[LevelResult]) -> dict[str, Any]:
     """The JSON report: the run's options, each level's summary and every request's record,
     with times in milliseconds from the start of the run."""
+    clock_start = run.clock_start
     return {
         "schema": SCHEMA,
-        "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "target": {"url": target, "api": dialect},
+        "started_at": run.started_at.isoformat(timespec="seconds"),
+        "target": {"url": run.target, "api": run.dialect, "model": run.model},
         "options": dict(options),
         "interrupted": any(level.interrupted for level in levels),
         "levels": [{

@@ -3,6 +3,7 @@ vendor straight and through the service, and the command as a user runs it."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import signal
 import socket
@@ -19,7 +20,7 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from tests.servers import app_server, settings_from
+from tests.servers import app_server, service_process, settings_from
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import OPENAI
@@ -119,8 +120,10 @@ def test_the_services_own_error_codes_are_counted_through_it(
 
 def test_an_open_loop_sends_at_the_rate_asked(capsys: pytest.CaptureFixture[str],
                                               tmp_path: Path) -> None:
-    with app_server() as live:
-        code, table, report = loadtest(capsys, tmp_path, live.url, "--rate", "40",
+    # The service in a process of its own: in a thread of this one it would take turns with
+    # the load tester for the interpreter, and hold up its sending.
+    with service_process() as service:
+        code, table, report = loadtest(capsys, tmp_path, service.url, "--rate", "40",
                                        "--requests", "120")
     level = report["levels"][0]
     assert code == 0 and level["summary"]["ok"] == 120
@@ -128,7 +131,7 @@ def test_an_open_loop_sends_at_the_rate_asked(capsys: pytest.CaptureFixture[str]
     # asked (a fixed seed: the same 120 arrivals every run).
     assert abs(level["achieved_rate"] / level["scheduled_rate"] - 1) < 0.05, level
     assert abs(level["achieved_rate"] / 40 - 1) < 0.2, level
-    assert level["late_ms"]["p99"] < 50
+    assert level["late_ms"]["p99"] < 100
     gaps = [b["sent_ms"] - a["sent_ms"] for a, b in zip(report["requests"],
                                                           report["requests"][1:], strict=False)]
     assert max(gaps) > 3 * min(gaps)  # arrivals are random, not a metronome
@@ -138,12 +141,15 @@ def test_an_open_loop_sends_at_the_rate_asked(capsys: pytest.CaptureFixture[str]
 def test_a_sweep_writes_a_report_that_matches_its_schema_and_a_png_plot(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     plot = tmp_path / "ttft.png"
+    before = datetime.datetime.now(datetime.UTC)
     with app_server() as live:
         code, table, report = loadtest(capsys, tmp_path, live.url, "--concurrency", "1,3",
                                        "--requests", "6", "--warmup", "2", "--plot", str(plot),
                                        "--slo-ttft-ms", "10000")
     assert code == 0
     jsonschema.validate(report, json.loads(SCHEMA_FILE.read_text()))
+    started = datetime.datetime.fromisoformat(report["started_at"])
+    assert abs(started - before) < datetime.timedelta(seconds=5)  # the start, not the end
     assert [level["load"] for level in report["levels"]] == [
         {"kind": "concurrency", "value": 1}, {"kind": "concurrency", "value": 3}]
     assert len(report["requests"]) == 16
@@ -178,6 +184,7 @@ def test_the_key_and_headers_are_sent_and_the_key_is_never_shown(
     listed = httpx.get(openai_upstream.url + "/v1/models",
                        headers={"Authorization": f"Bearer {openai_upstream.api_key}"})
     assert sent[0].json["model"] == listed.json()["data"][0]["id"]  # no --model: the first
+    assert report["target"]["model"] == sent[0].json["model"]
     assert report["options"]["key"] is True
     assert report["options"]["header_names"] == ["X-Load-Test"]
     assert openai_upstream.api_key not in table + json.dumps(report)
