@@ -238,6 +238,16 @@ def test_files_that_could_not_be_written_are_refused_before_the_run(
                                        "directory does not exist or is not writable\n")
 
 
+def test_a_plot_without_matplotlib_names_the_extra_to_install(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import tools.loadtest
+
+    monkeypatch.setattr(tools.loadtest, "available", lambda: False)  # as without the extra
+    assert main(["loadtest", "http://127.0.0.1:9", "--plot", "ttft.png"]) == 2
+    assert capsys.readouterr().err == ("hello-ship: loadtest: --plot needs matplotlib: pip "
+                                       "install 'hello-ship[loadtest]'\n")
+
+
 def test_a_target_that_refuses_connections_ends_with_a_clear_message() -> None:
     port = free_port()
     proc = command(f"http://127.0.0.1:{port}", "--requests", "5")
