@@ -33,6 +33,8 @@ from providers.registry import ProviderOptions, build_provider
 from quota.ledger import QuotaStore
 from quota.memory_store import MemoryStore
 from quota.redis_store import RedisStore
+from streaming.chain import RouteChain
+from streaming.headroom_mirror import HeadroomMirror
 from streaming.readiness import FIRST_ROUND_WAIT_S, RouteChecks
 from streaming.replay import AnswerLogs, MemoryReplay
 from streaming.replay_mirror import MirroredReplay
@@ -82,6 +84,7 @@ def create_app(settings: Settings,
     checks = RouteChecks(chain.links, settings.ready_check_s)
     store = store or quota_store(settings)
     replay = replay_store(settings)
+    headroom = headroom_mirror(settings, chain)
     answers = Answers(replay, grace_s=settings.streams.resume_grace_s,
                       heartbeat_s=settings.heartbeat_s)
     stream_tokens = StreamTokens(settings.streams.token_key, settings.streams.token_ttl_s)
@@ -103,6 +106,8 @@ def create_app(settings: Settings,
             async with anyio.create_task_group() as background:
                 background.start_soon(answers.serve)
                 background.start_soon(checks.run)
+                if headroom is not None:
+                    background.start_soon(headroom.run)
                 await checks.first_round(FIRST_ROUND_WAIT_S)
                 yield
                 background.cancel_scope.cancel()
@@ -131,6 +136,11 @@ def create_app(settings: Settings,
                 await replay.aclose()
             except Exception:
                 logger.exception("replay_store_close_failed")
+            try:
+                if headroom is not None:
+                    await headroom.aclose()
+            except Exception:
+                logger.exception("headroom_mirror_close_failed")
             finally:
                 lifecycle.log_complete()
                 flush_logs()  # the event loop is ending: write directly from now on
@@ -177,6 +187,16 @@ def create_app(settings: Settings,
                                              "X-Request-ID", "traceparent"],
                               expose_headers=["X-Request-ID"], max_age=600)
     return edge
+
+
+def headroom_mirror(settings: Settings, chain: RouteChain) -> HeadroomMirror | None:
+    """With Redis, the routes' quota headroom shared by the replicas."""
+    headrooms = [link.headroom for link in chain.links if link.headroom is not None]
+    if settings.quota.redis_url is None or not headrooms:
+        return None
+    return HeadroomMirror(settings.quota.redis_url, headrooms,
+                          prefix=settings.quota.redis_prefix,
+                          timeout_s=settings.quota.redis_timeout_s)
 
 
 def replay_store(settings: Settings) -> AnswerLogs:

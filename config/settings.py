@@ -165,6 +165,8 @@ def _read(env: EnvReader) -> Settings:
             cap_s=env.number("RETRY_MAX_S", 8.0, float, 0.0, 600.0),
             ttft_timeout_s=env.number("TTFT_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
             request_timeout_s=env.number("REQUEST_TIMEOUT_S", 120.0, float, 0.5, 86_400.0),
+            headroom_fallback_at=env.number("HEADROOM_FALLBACK_AT", 0.0, float, 0.0, 1.0)
+            or None,
         ),
         idle_timeout_s=env.number("IDLE_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
         breaker_failures=env.number("BREAKER_FAILURES", 5, int, 1, 1000),

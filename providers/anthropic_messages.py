@@ -29,6 +29,7 @@ from providers.errors import (
     ProviderUnavailable,
     error_for_status,
 )
+from providers.headroom import Headroom
 from providers.spec import RouteSpec, missing_key
 from providers.types import (
     CompletionRequest,
@@ -77,6 +78,7 @@ _STREAM_ERROR_STATUS: dict[str, int] = {
 class AnthropicMessagesProvider:
     def __init__(self, spec: RouteSpec) -> None:
         self._spec = spec
+        self.headroom = Headroom(spec.name)
         key = spec.credentials.key if spec.credentials else None
         self._client: AsyncAnthropic | None = None
         if key is not None:
@@ -122,9 +124,12 @@ class AnthropicMessagesProvider:
                 extra_headers=request.trace_headers(),
             )
         except Exception as exc:
+            if isinstance(exc, anthropic.APIStatusError):  # a 429 says how much is left too
+                self.headroom.observe(exc.response.headers)
             if (error := vendor_error(exc)) is None:
                 raise  # not the vendor's doing: a bug, for the pipeline to report with its stack
             raise error from None
+        self.headroom.observe(stream.response.headers)
         input_counts = _InputCounts()
         output_tokens = 0
         finish: FinishReason | None = None

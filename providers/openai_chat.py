@@ -26,6 +26,7 @@ from providers.errors import (
     ProviderUnavailable,
     error_for_status,
 )
+from providers.headroom import Headroom
 from providers.openai_client import openai_client
 from providers.spec import RouteSpec, missing_key
 from providers.types import (
@@ -64,6 +65,7 @@ _FINISH: dict[str, FinishReason] = {
 class OpenAIChatProvider:
     def __init__(self, spec: RouteSpec) -> None:
         self._spec = spec
+        self.headroom = Headroom(spec.name)
         key = spec.credentials.key if spec.credentials else None
         self._client: AsyncOpenAI | None = None
         if key is not None:
@@ -100,9 +102,12 @@ class OpenAIChatProvider:
                                          options={"headers": headers} if headers else {},
                                          stream=True, stream_cls=AsyncStream[object])
         except Exception as exc:
+            if isinstance(exc, openai.APIStatusError):  # a 429 says how much is left too
+                self.headroom.observe(exc.response.headers)
             if (error := vendor_error(exc)) is None:
                 raise  # not the vendor's doing: a bug, for the pipeline to report with its stack
             raise error from None
+        self.headroom.observe(response.response.headers)
         finish: FinishReason | None = None
         usage: Usage | None = None
         try:

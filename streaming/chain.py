@@ -26,6 +26,7 @@ from providers.errors import (
     ProviderMisconfigured,
     ProviderUnavailable,
 )
+from providers.headroom import Headroom
 from providers.types import ChainEvent, CompletionRequest, RouteAnswering
 from streaming.backoff import retry_delay
 from streaming.breaker import CircuitBreaker
@@ -45,6 +46,9 @@ class RetryPolicy:
     cap_s: float = 8.0
     ttft_timeout_s: float = 30.0
     request_timeout_s: float = 120.0
+    # A route whose vendor reports this share of a rate limit used, in a window not yet reset,
+    # is passed over for the next usable route (HEADROOM_FALLBACK_AT); None: never.
+    headroom_fallback_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,7 @@ class ChainLink:
     cap: RateCap  # how much traffic this route may take as a fallback
     tier: Tier
     disabled: bool = False  # taken out by the operator (a drill, a vendor incident)
+    headroom: Headroom | None = None  # the vendor's quota, for adapters that read it
 
 
 class FirstTokenTimeout(ProviderUnavailable):
@@ -109,7 +114,7 @@ class RouteChain:
         errors: list[ProviderError] = []
         reopening: list[float] = []  # when the routes skipped for open breakers reopen
         for position, link in enumerate(self.links):
-            if not self._eligible(link, reopening):
+            if not self._eligible(link, position, reopening):
                 continue
             for attempt in range(1, policy.max_attempts + 1):
                 admission = link.breaker.admit()
@@ -166,8 +171,9 @@ class RouteChain:
                 return
         raise _exhausted(errors, reopening)
 
-    def _eligible(self, link: ChainLink, reopening: list[float]) -> bool:
-        """Disabled, open-breaker and (for fallbacks) capped routes are skipped; the cap is
+    def _eligible(self, link: ChainLink, position: int, reopening: list[float]) -> bool:
+        """Disabled, open-breaker and (for fallbacks) capped routes are skipped, and routes
+        near their vendor's rate limit while a later route can take the request; the cap is
         only spent on a route that is going to be tried."""
         reason = None
         if link.disabled:
@@ -175,6 +181,8 @@ class RouteChain:
         elif not link.breaker.admissible():  # open, or another request holds its trial
             reason = "breaker_open"
             reopening.append(link.breaker.reopens_in())
+        elif self._near_its_limit(link) and self._fallback_left(position):
+            reason = "quota_headroom"
         elif link.tier == "fallback" and not link.cap.take():
             reason = "fallback_cap"
         if reason is not None:
@@ -196,6 +204,11 @@ class RouteChain:
                 f"{link.provider.route}: no first token within {timeout:.1f}s") from None
         except StopAsyncIteration:
             return None
+
+    def _near_its_limit(self, link: ChainLink) -> bool:
+        used_at = self._policy.headroom_fallback_at
+        return (used_at is not None and link.headroom is not None
+                and link.headroom.short(used_at, time.time()) is not None)
 
     def _fallback_left(self, position: int) -> bool:
         """Whether a later route could take this request now."""

@@ -111,6 +111,23 @@ ACTIVE_STREAMS = Gauge(
     "Answers in flight (pipelines running), by endpoint.",
     ["endpoint"], multiprocess_mode="livesum",
 )
+# The vendors' own rate limits, read from their response headers (kind: requests, tokens,
+# input_tokens, output_tokens). The last report wins, whichever worker saw it.
+QUOTA_LIMIT = Gauge(
+    "hello_ship_provider_quota_limit",
+    "The vendor's rate limit for the route in its current window, as it last reported it.",
+    ["route", "kind"], multiprocess_mode="mostrecent",
+)
+QUOTA_REMAINING = Gauge(
+    "hello_ship_provider_quota_remaining",
+    "What is left of the vendor's rate limit for the route, as it last reported it.",
+    ["route", "kind"], multiprocess_mode="mostrecent",
+)
+QUOTA_RESET = Gauge(
+    "hello_ship_provider_quota_reset_timestamp_seconds",
+    "When the vendor's rate-limit window for the route resets (Unix time), as last reported.",
+    ["route", "kind"], multiprocess_mode="mostrecent",
+)
 BREAKER_STATE = Gauge(
     "hello_ship_breaker_state",
     "Circuit breaker state per route: 0 closed, 1 half_open, 2 open (the worst worker's).",

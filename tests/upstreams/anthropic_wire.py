@@ -5,6 +5,7 @@ Routes: `POST /v1/messages` (streamed) and `GET /v1/models`; `x-api-key` checked
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.upstreams.common import (
+    Quota,
     Script,
     Upstream,
     answer,
@@ -117,6 +119,18 @@ class AnthropicWire:
                                      "usage": _delta_usage(script)}),
             _event("message_stop", {"type": "message_stop"}),
         ]
+
+    def quota_headers(self, quota: Quota) -> dict[str, str]:
+        reset = (datetime.datetime.now(datetime.UTC)
+                 + datetime.timedelta(seconds=quota.reset_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        headers = {"anthropic-ratelimit-requests-limit": str(quota.requests_limit),
+                   "anthropic-ratelimit-requests-remaining": str(quota.requests_remaining),
+                   "anthropic-ratelimit-requests-reset": reset}
+        for kind in ("tokens", "input-tokens", "output-tokens"):
+            headers |= {f"anthropic-ratelimit-{kind}-limit": str(quota.tokens_limit),
+                        f"anthropic-ratelimit-{kind}-remaining": str(quota.tokens_remaining),
+                        f"anthropic-ratelimit-{kind}-reset": reset}
+        return headers
 
     def malformed(self) -> bytes:
         return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'

@@ -17,7 +17,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.upstreams.common import Script, Upstream, answer, receive, serve, turn_order_problem
+from tests.upstreams.common import (
+    Quota,
+    Script,
+    Upstream,
+    answer,
+    receive,
+    serve,
+    turn_order_problem,
+)
 from tests.upstreams.eventstream import encode_message, event, exception
 
 REQUEST_ID = "7f0c6b3e-0000-4000-8000-00000000fake"
@@ -69,6 +77,9 @@ class BedrockWire:
             event("messageStop", _padded({"stopReason": script.finish or "end_turn"})),
             event("metadata", _padded({"usage": usage, "metrics": {"latencyMs": 412}})),
         ]
+
+    def quota_headers(self, quota: Quota) -> dict[str, str]:
+        return {}  # Bedrock reports no rate limits in its headers
 
     def malformed(self) -> bytes:
         frame = bytearray(self.token("corrupted"))

@@ -66,6 +66,25 @@ class Script:
 
 
 @dataclass
+class Quota:
+    """The vendor's rate limit as its headers report it on every completion response (an
+    answer or a refusal), counted down as requests arrive: one request and
+    `tokens_per_request` tokens each, as vendors reserve them up front."""
+
+    requests_limit: int = 100
+    requests_remaining: int = 100
+    tokens_limit: int = 10_000
+    tokens_remaining: int = 10_000
+    tokens_per_request: int = 100
+    reset_s: float = 60.0  # until the window resets, as reported
+    raw: dict[str, str] | None = None  # sent as they are instead: malformed headers
+
+    def take(self) -> None:
+        self.requests_remaining = max(self.requests_remaining - 1, 0)
+        self.tokens_remaining = max(self.tokens_remaining - self.tokens_per_request, 0)
+
+
+@dataclass
 class Received:
     path: str
     headers: dict[str, str]
@@ -84,6 +103,7 @@ class Upstream:
     # applies again.
     queue: list[Script] = field(default_factory=list)
     url: str = ""
+    quota: Quota | None = None  # rate-limit headers on completion responses; None: none
     requests: list[Received] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
@@ -109,6 +129,7 @@ class Upstream:
         with self._changed:
             self.api_key = self._accepted_key
             self.script = Script()
+            self.quota = None
             self.queue.clear()
             self.requests.clear()
             self.outcomes.clear()
@@ -139,6 +160,9 @@ class Wire(Protocol):
     def stream_error(self, error_type: str | None) -> bytes: ...
 
     def error(self, status: int, script: Script, presented_key: str) -> Response: ...
+
+    def quota_headers(self, quota: Quota) -> dict[str, str]:
+        """The vendor's rate-limit headers for this state of its quota."""
 
 
 def turn_order_problem(body: dict[str, Any]) -> Literal["first", "repeat"] | None:
@@ -176,13 +200,20 @@ async def receive(upstream: Upstream, request: Request) -> Received:
 
 async def answer(upstream: Upstream, wire: Wire, request: Request, model: str,
                  presented_key: str, headers: dict[str, str] | None = None) -> Response:
-    """The scripted answer: an error response, or a stream with the scripted fault."""
+    """The scripted answer: an error response, or a stream with the scripted fault; with the
+    quota's rate-limit headers on either."""
     script = upstream.take_script()
+    quota: dict[str, str] = {}
+    if upstream.quota is not None:
+        upstream.quota.take()
+        raw = upstream.quota.raw
+        quota = raw if raw is not None else wire.quota_headers(upstream.quota)
     refused = await refusal(upstream, wire, request, presented_key, script)
     if refused is not None:
+        refused.headers.update(quota)
         return refused
     return StreamingResponse(_frames(upstream, wire, script, model),
-                             media_type=wire.media_type, headers=headers)
+                             media_type=wire.media_type, headers={**(headers or {}), **quota})
 
 
 async def refusal(upstream: Upstream, wire: Wire, request: Request, presented_key: str,

@@ -16,7 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.upstreams.common import Script, Upstream, answer, receive, refusal, serve
+from tests.upstreams.common import (
+    Quota,
+    Script,
+    Upstream,
+    answer,
+    receive,
+    refusal,
+    serve,
+)
 
 CREATED = 1_732_752_000
 # A text holding this is flagged for violence; holding `FLAG-ME:harassment`, harassment too.
@@ -37,6 +45,14 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
     500: ("server_error", None, "The server had an error while processing your request."),
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
 }
+
+
+def _go_duration(seconds: float) -> str:
+    """As OpenAI writes its reset times: `20ms`, `1s`, `6m0s`."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:g}s" if minutes else f"{rest:g}s"
 
 
 def _data(payload: dict[str, Any]) -> bytes:
@@ -95,6 +111,15 @@ class OpenAIWire:
             }))
         frames.append(b"data: [DONE]\n\n")
         return frames
+
+    def quota_headers(self, quota: Quota) -> dict[str, str]:
+        reset = _go_duration(quota.reset_s)
+        return {"x-ratelimit-limit-requests": str(quota.requests_limit),
+                "x-ratelimit-remaining-requests": str(quota.requests_remaining),
+                "x-ratelimit-reset-requests": reset,
+                "x-ratelimit-limit-tokens": str(quota.tokens_limit),
+                "x-ratelimit-remaining-tokens": str(quota.tokens_remaining),
+                "x-ratelimit-reset-tokens": reset}
 
     def malformed(self) -> bytes:
         return b'data: {"id":"chatcmpl-AZfake0001","object":"chat.completion.chunk","choi\n\n'

@@ -1,0 +1,50 @@
+"""A route's quota as its vendor last reported it, for the gauges and for moving traffic to
+the next route before the vendor starts answering 429 (`HEADROOM_FALLBACK_AT`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from providers.rate_limits import Kind, Window, read_rate_limits
+from telemetry.metrics import QUOTA_LIMIT, QUOTA_REMAINING, QUOTA_RESET
+
+
+class Headroom:
+    """The last window of each kind one route's vendor reported, here or (with Redis) on
+    another replica: the most recently seen wins."""
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self._windows: dict[Kind, Window] = {}
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Reads a vendor response's headers (of an answer or a refusal)."""
+        self.merge(read_rate_limits(headers, time.time()))
+
+    def merge(self, windows: Mapping[Kind, Window]) -> bool:
+        """Takes the windows newer than those known; says whether any was."""
+        newer = False
+        for kind, window in windows.items():
+            known = self._windows.get(kind)
+            if known is None or window.seen_at > known.seen_at:
+                self._windows[kind] = window
+                newer = True
+                QUOTA_LIMIT.labels(self.route, kind).set(window.limit)
+                QUOTA_REMAINING.labels(self.route, kind).set(window.remaining)
+                if window.resets_at is not None:
+                    QUOTA_RESET.labels(self.route, kind).set(window.resets_at)
+        return newer
+
+    def windows(self) -> dict[Kind, Window]:
+        return dict(self._windows)
+
+    def short(self, used_at: float, now: float) -> Kind | None:
+        """The kind whose share used has reached `used_at` in a window that has not reset
+        yet, if any. A window with no reset time is never short: nothing would say when the
+        route is worth asking again."""
+        for kind, window in self._windows.items():
+            if (window.resets_at is not None and window.resets_at > now
+                    and window.used() >= used_at):
+                return kind
+        return None

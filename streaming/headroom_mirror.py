@@ -1,0 +1,103 @@
+"""The routes' quota headroom shared through Redis.
+
+Each replica learns a vendor's rate limits only from its own responses. With `REDIS_URL`,
+every replica writes what it learnt once a second and reads what the others did, so a route
+near its limit is passed over by all of them. A window replaces the stored one only when it
+was seen later (one Lua script per route, so two replicas never undo each other). Redis down
+costs the sharing, never a request: logged once as `headroom_sync_failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import anyio
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from providers.headroom import Headroom
+from providers.rate_limits import KINDS, Kind, Window
+
+logger = logging.getLogger("hello_ship.chain")
+SYNC_S = 1.0
+KEEP_S = 3600  # a route nobody has asked for an hour has no headroom worth sharing
+
+# KEYS[1]: the route's hash (kind -> window JSON); ARGV: ttl, then kind, seen_at, window ...
+_MERGE = """
+for i = 2, #ARGV, 3 do
+  local known = redis.call('HGET', KEYS[1], ARGV[i])
+  if not known or cjson.decode(known)['seen_at'] < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+class HeadroomMirror:
+    def __init__(self, url: str, headrooms: Sequence[Headroom], *, prefix: str = "hello-ship",
+                 timeout_s: float = 0.5) -> None:
+        self._redis = Redis.from_url(url, socket_timeout=timeout_s,
+                                     socket_connect_timeout=timeout_s)
+        self._merge = self._redis.register_script(_MERGE)
+        self._headrooms = headrooms
+        self._prefix = prefix
+        self._written: dict[tuple[str, Kind], float] = {}  # seen_at of what is in Redis
+        self._failing = False
+
+    async def run(self) -> None:
+        while True:
+            await self.sync()
+            await anyio.sleep(SYNC_S)
+
+    async def sync(self) -> None:
+        try:
+            for headroom in self._headrooms:
+                await self._sync(headroom)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not self._failing:
+                logger.warning("headroom_sync_failed", extra={"error_class": type(exc).__name__})
+            self._failing = True
+            return
+        self._failing = False
+
+    async def _sync(self, headroom: Headroom) -> None:
+        fresh = {kind: window for kind, window in headroom.windows().items()
+                 if window.seen_at > self._written.get((headroom.route, kind), 0.0)}
+        args: list[str | float | bytes] = [KEEP_S]
+        for kind, window in fresh.items():
+            args += [kind, window.seen_at, orjson.dumps(asdict(window))]
+        stored = await self._merge(keys=[f"{self._prefix}:headroom:{headroom.route}"],
+                                   args=args)
+        for kind, window in fresh.items():
+            self._written[headroom.route, kind] = window.seen_at
+        headroom.merge(_windows(stored))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+def _windows(flat: list[bytes]) -> dict[Kind, Window]:
+    """What Redis holds for a route; what this version cannot read is left out."""
+    windows: dict[Kind, Window] = {}
+    for name, value in zip(flat[::2], flat[1::2], strict=True):
+        kind = _KIND_NAMED.get(name)
+        if kind is None:
+            continue
+        try:
+            fields = orjson.loads(value)
+            window = Window(int(fields["limit"]), int(fields["remaining"]),
+                            None if fields["resets_at"] is None else float(fields["resets_at"]),
+                            float(fields["seen_at"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        if window.limit > 0:
+            windows[kind] = window
+    return windows
+
+
+_KIND_NAMED: dict[bytes, Kind] = {kind.encode(): kind for kind in KINDS}
