@@ -290,7 +290,8 @@ def test_label_sets_stay_small() -> None:
     samples = scrape_registry_now()
     allowed = {"route", "endpoint", "outcome", "status_class", "code", "direction", "tier",
                "error_class", "state", "detector", "action", "limit", "operation", "policy",
-               "phase", "reason", "le"}
+               "phase", "reason", "le",
+               "kind"}  # of a vendor's rate limit: requests, tokens, input_tokens, output_tokens
     used: defaultdict[str, set[str]] = defaultdict(set)
     for name, labels in samples:
         if name.startswith("hello_ship_"):
