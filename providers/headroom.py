@@ -19,8 +19,13 @@ class Headroom:
         self._windows: dict[Kind, Window] = {}
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Reads a vendor response's headers (of an answer or a refusal)."""
-        self.merge(read_rate_limits(headers, time.time()))
+        """Reads a vendor response's headers (of an answer or a refusal). Never raises: what
+        the vendor wrote there cannot fail its answer."""
+        try:
+            windows = read_rate_limits(headers, time.time())
+        except Exception:  # a case the parser does not foresee: ignored, as malformed ones are
+            return
+        self.merge(windows)
 
     def merge(self, windows: Mapping[Kind, Window]) -> bool:
         """Takes the windows newer than those known; says whether any was."""

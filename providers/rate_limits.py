@@ -5,7 +5,8 @@ OpenAI (and the servers that pass its headers on, such as LiteLLM) sends
 `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, the reset as a duration (`1s`, `6m0s`,
 `20ms`); Anthropic sends `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
 {limit,remaining,reset}`, the reset as an RFC 3339 time. AWS Bedrock sends none. A header that
-is missing or malformed leaves its kind out: it never raises.
+is missing or malformed (or implausible: a count past 10^15, a reset more than a week
+away) leaves its kind out: it never raises.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class Window:
         """The share of the limit used, 0 to 1."""
         return 1 - self.remaining / self.limit if self.limit else 1.0
 
+
+MAX_COUNT = 10**15  # more than any vendor's limit, and exact as a float
+MAX_RESET_S = 7 * 86_400.0  # the longest window vendors use is a day
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
@@ -65,15 +69,31 @@ def _anthropic(headers: Mapping[str, str], kind: Kind, now: float) -> Window | N
 def _window(limit: str | None, remaining: str | None, resets_at: float | None,
             now: float) -> Window | None:
     top, left = _count(limit), _count(remaining)
-    if top is None or left is None or top == 0:
+    if top is None or left is None:
         return None
-    return Window(top, min(left, top), resets_at, now)
+    return plausible_window(top, left, resets_at, now)
+
+
+def plausible_window(limit: int, remaining: int, resets_at: float | None,
+                     seen_at: float) -> Window | None:
+    """A window from numbers read anywhere (headers, another replica's), or None when they
+    cannot be one: a limit of 0, counts out of range, times that are not finite."""
+    if not (0 < limit <= MAX_COUNT and remaining >= 0) or not math.isfinite(seen_at):
+        return None
+    if resets_at is not None and not (math.isfinite(resets_at)
+                                      and resets_at <= seen_at + MAX_RESET_S):
+        resets_at = None
+    return Window(limit, min(remaining, limit), resets_at, seen_at)
 
 
 def _count(text: str | None) -> int | None:
-    if text is None or not text.strip().isdigit():
+    if text is None:
         return None
-    return int(text.strip())
+    text = text.strip()
+    # ASCII digits only: str.isdigit also takes superscripts, which int() refuses.
+    if not (text.isascii() and text.isdigit()) or len(text) > 15:
+        return None
+    return int(text)
 
 
 def _duration(text: str | None) -> float | None:
@@ -90,7 +110,8 @@ def _duration(text: str | None) -> float | None:
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         return None
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+    seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+    return seconds if math.isfinite(seconds) else None
 
 
 def _timestamp(text: str | None) -> float | None:
@@ -102,4 +123,7 @@ def _timestamp(text: str | None) -> float | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None

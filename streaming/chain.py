@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -113,9 +113,7 @@ class RouteChain:
         deadline = request.deadline_at or time.monotonic() + policy.request_timeout_s
         errors: list[ProviderError] = []
         reopening: list[float] = []  # when the routes skipped for open breakers reopen
-        for position, link in enumerate(self.links):
-            if not self._eligible(link, position, reopening):
-                continue
+        for position, link in self._candidates(reopening):
             for attempt in range(1, policy.max_attempts + 1):
                 admission = link.breaker.admit()
                 if admission is None:  # opened by this request's failures, or by others'
@@ -171,9 +169,24 @@ class RouteChain:
                 return
         raise _exhausted(errors, reopening)
 
-    def _eligible(self, link: ChainLink, position: int, reopening: list[float]) -> bool:
-        """Disabled, open-breaker and (for fallbacks) capped routes are skipped, and routes
-        near their vendor's rate limit while a later route can take the request; the cap is
+    def _candidates(self, reopening: list[float]) -> Iterator[tuple[int, ChainLink]]:
+        """The routes to try, in the chain's order, each judged when its turn comes; but a
+        route near its vendor's rate limit goes after the later routes with more room, and
+        is still tried when they fail: near its limit is better than no answer."""
+        last: list[tuple[int, ChainLink]] = []
+        for position, link in enumerate(self.links):
+            turn = self._turn(link, position, reopening)
+            if turn == "now":
+                yield position, link
+            elif turn == "last":
+                last.append((position, link))
+        for position, link in last:
+            if link.breaker.admissible() and (link.tier == "primary" or link.cap.take()):
+                yield position, link
+
+    def _turn(self, link: ChainLink, position: int,
+              reopening: list[float]) -> Literal["now", "last", "skip"]:
+        """Disabled, open-breaker and (for fallbacks) capped routes are skipped; the cap is
         only spent on a route that is going to be tried."""
         reason = None
         if link.disabled:
@@ -181,7 +194,7 @@ class RouteChain:
         elif not link.breaker.admissible():  # open, or another request holds its trial
             reason = "breaker_open"
             reopening.append(link.breaker.reopens_in())
-        elif self._near_its_limit(link) and self._fallback_left(position):
+        elif self._near_its_limit(link) and self._roomier_after(position):
             reason = "quota_headroom"
         elif link.tier == "fallback" and not link.cap.take():
             reason = "fallback_cap"
@@ -189,7 +202,9 @@ class RouteChain:
             logger.log(logging.WARNING if reason == "fallback_cap" else logging.INFO,
                        "route_skipped", extra={"model_route": link.provider.route,
                                                "reason": reason})
-        return reason is None
+        if reason is None:
+            return "now"
+        return "last" if reason == "quota_headroom" else "skip"
 
     async def _first_event(self, link: ChainLink,
                            events: AsyncGenerator[ChainEvent, None],
@@ -209,6 +224,13 @@ class RouteChain:
         used_at = self._policy.headroom_fallback_at
         return (used_at is not None and link.headroom is not None
                 and link.headroom.short(used_at, time.time()) is not None)
+
+    def _roomier_after(self, position: int) -> bool:
+        """Whether a later route could take this request now and is not near its own limit."""
+        return any(not link.disabled and link.breaker.admissible()
+                   and (link.tier == "primary" or link.cap.has_room())
+                   and not self._near_its_limit(link)
+                   for link in self.links[position + 1:])
 
     def _fallback_left(self, position: int) -> bool:
         """Whether a later route could take this request now."""

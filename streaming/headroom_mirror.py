@@ -16,20 +16,23 @@ from dataclasses import asdict
 import anyio
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from providers.headroom import Headroom
-from providers.rate_limits import KINDS, Kind, Window
+from providers.rate_limits import KINDS, Kind, Window, plausible_window
 
 logger = logging.getLogger("hello_ship.chain")
 SYNC_S = 1.0
-KEEP_S = 3600  # a route nobody has asked for an hour has no headroom worth sharing
+# Refreshed by every sync: the windows outlive the last replica by an hour, no longer.
+KEEP_S = 3600
 
 # KEYS[1]: the route's hash (kind -> window JSON); ARGV: ttl, then kind, seen_at, window ...
+# A stored value that cannot be read (another version's, or damaged) is replaced.
 _MERGE = """
 for i = 2, #ARGV, 3 do
   local known = redis.call('HGET', KEYS[1], ARGV[i])
-  if not known or cjson.decode(known)['seen_at'] < tonumber(ARGV[i + 1]) then
+  local ok, stored = pcall(cjson.decode, known or 'null')
+  local seen = ok and type(stored) == 'table' and stored['seen_at']
+  if type(seen) ~= 'number' or seen < tonumber(ARGV[i + 1]) then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
   end
 end
@@ -55,15 +58,15 @@ class HeadroomMirror:
             await anyio.sleep(SYNC_S)
 
     async def sync(self) -> None:
-        try:
-            for headroom in self._headrooms:
+        failure: Exception | None = None
+        for headroom in self._headrooms:  # each route on its own: one failing stops no other
+            try:
                 await self._sync(headroom)
-        except (RedisError, OSError, TimeoutError) as exc:
-            if not self._failing:
-                logger.warning("headroom_sync_failed", extra={"error_class": type(exc).__name__})
-            self._failing = True
-            return
-        self._failing = False
+            except Exception as exc:  # whatever it is, it must not end the loop
+                failure = exc
+        if failure is not None and not self._failing:
+            logger.warning("headroom_sync_failed", extra={"error_class": type(failure).__name__})
+        self._failing = failure is not None
 
     async def _sync(self, headroom: Headroom) -> None:
         fresh = {kind: window for kind, window in headroom.windows().items()
@@ -90,14 +93,21 @@ def _windows(flat: list[bytes]) -> dict[Kind, Window]:
             continue
         try:
             fields = orjson.loads(value)
-            window = Window(int(fields["limit"]), int(fields["remaining"]),
-                            None if fields["resets_at"] is None else float(fields["resets_at"]),
-                            float(fields["seen_at"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            resets_at = fields["resets_at"]
+            window = plausible_window(
+                _whole(fields["limit"]), _whole(fields["remaining"]),
+                None if resets_at is None else float(resets_at), float(fields["seen_at"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
             continue
-        if window.limit > 0:
+        if window is not None:
             windows[kind] = window
     return windows
 
 
 _KIND_NAMED: dict[bytes, Kind] = {kind.encode(): kind for kind in KINDS}
+
+
+def _whole(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("not a count")
+    return value

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app.test_fallback import FALLBACK, PRIMARY, chain_settings
 from tests.logcapture import captured_logs
 from tests.servers import ThreadServer, app_server
-from tests.upstreams.common import Quota, Upstream
+from tests.upstreams.common import Quota, Script, Upstream
 from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import ANTHROPIC, OPENAI
 
@@ -107,6 +108,32 @@ def test_without_headroom_fallback_nothing_changes(upstreams: tuple[Upstream, Up
     assert routes == [PRIMARY] * 3 and not logs.records("route_skipped")
 
 
+def test_a_primary_near_its_limit_is_still_asked_when_the_roomier_route_fails(
+        upstreams: tuple[Upstream, Upstream], client: httpx.Client) -> None:
+    primary, fallback = upstreams
+    primary.quota = Quota(requests_limit=100, requests_remaining=4, tokens_per_request=0,
+                          reset_s=30)
+    fallback.script = Script(status=529)  # Anthropic overloaded, every time
+    settings = chain_settings(primary, fallback, HEADROOM_FALLBACK_AT="0.95", MAX_ATTEMPTS="1")
+    with captured_logs() as logs, app_server(settings) as live:
+        routes = [answered_by(client, live) for _ in range(2)]
+    assert routes == [PRIMARY, PRIMARY]  # the second after the fallback failed: not a 503
+    assert [r["reason"] for r in logs.records("route_skipped")] == ["quota_headroom"]
+
+
+def test_when_every_route_is_near_its_limit_the_chain_keeps_its_order(
+        upstreams: tuple[Upstream, Upstream], client: httpx.Client) -> None:
+    primary, fallback = upstreams
+    primary.quota = Quota(requests_limit=100, requests_remaining=4, reset_s=30)
+    fallback.quota = Quota(requests_limit=100, requests_remaining=3, reset_s=30)
+    primary.queue = [Script(status=503)]  # so that the fallback answers, and reports, first
+    settings = chain_settings(primary, fallback, HEADROOM_FALLBACK_AT="0.95", MAX_ATTEMPTS="1")
+    with captured_logs() as logs, app_server(settings) as live:
+        routes = [answered_by(client, live) for _ in range(2)]
+    # 97 % used on the primary, 98 % on the fallback: no route has more room, so no skipping.
+    assert routes == [FALLBACK, PRIMARY] and not logs.records("route_skipped")
+
+
 def test_a_primary_near_its_limit_still_answers_when_no_other_route_can(
         upstreams: tuple[Upstream, Upstream], client: httpx.Client) -> None:
     primary, _ = upstreams
@@ -126,6 +153,10 @@ def test_a_primary_near_its_limit_still_answers_when_no_other_route_can(
      "x-ratelimit-reset-requests": "soon"},
     {"x-ratelimit-limit-requests": "0", "x-ratelimit-remaining-requests": "0",
      "x-ratelimit-reset-requests": "1s"},
+    {"x-ratelimit-limit-requests": "²", "x-ratelimit-remaining-requests": "1",
+     "x-ratelimit-reset-requests": "1s"},
+    {"x-ratelimit-limit-tokens": str(2**64), "x-ratelimit-remaining-tokens": "1",
+     "x-ratelimit-reset-tokens": "1" * 400 + "s"},
     {},
 ])
 def test_malformed_or_missing_headers_change_nothing(
@@ -146,6 +177,11 @@ def test_with_redis_every_replica_passes_over_a_route_one_of_them_saw_near_its_l
     primary.quota = Quota(requests_limit=100, requests_remaining=3, tokens_per_request=0,
                           reset_s=30)
     settings = chain_settings(primary, fallback, HEADROOM_FALLBACK_AT="0.95", **redis_env)
+    # What an older version, or damage, left in Redis is replaced, not a reason to stop.
+    poisoned = redis.Redis.from_url(redis_env["REDIS_URL"])
+    poisoned.hset(f"{redis_env['REDIS_KEY_PREFIX']}:headroom:{PRIMARY}",
+                  mapping={"requests": "not json", "tokens": '{"seen_at": "soon"}'})
+    poisoned.close()
     with app_server(settings) as first, app_server(settings) as second:
         assert answered_by(client, first) == PRIMARY  # 2 % left, seen by this replica only
         time.sleep(2.5)  # one round for the first to write what it saw, one for the other

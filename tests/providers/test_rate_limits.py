@@ -15,7 +15,9 @@ NOW = 1_800_000_000.0
 
 
 def read(headers: dict[str, str]) -> dict[str, Window]:
-    return dict(read_rate_limits(httpx.Headers(headers), NOW))
+    # As httpx holds them: bytes off the wire, read as Latin-1.
+    raw = httpx.Headers({name: value.encode("latin-1") for name, value in headers.items()})
+    return dict(read_rate_limits(raw, NOW))
 
 
 @pytest.mark.parametrize(("reset", "seconds"), [
@@ -47,12 +49,16 @@ def test_anthropics_four_kinds_and_their_reset_times() -> None:
     {"x-ratelimit-limit-requests": "0", "x-ratelimit-remaining-requests": "0"},
     {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "-5"},
     {"anthropic-ratelimit-tokens-limit": "ten", "anthropic-ratelimit-tokens-remaining": "1"},
+    {"x-ratelimit-limit-requests": "²", "x-ratelimit-remaining-requests": "1"},  # isdigit()
+    {"x-ratelimit-limit-requests": "1" * 400, "x-ratelimit-remaining-requests": "1"},
+    {"x-ratelimit-limit-tokens": str(2**64), "x-ratelimit-remaining-tokens": "1"},
 ])
 def test_a_malformed_window_is_left_out(headers: dict[str, str]) -> None:
     assert read(headers) == {}
 
 
-@pytest.mark.parametrize("reset", ["soon", "1d", "nan", "inf", "-3", "5m30", ""])
+@pytest.mark.parametrize("reset", ["soon", "1d", "nan", "inf", "-3", "5m30", "",
+                                   "1" * 400 + "s", "200h"])
 def test_a_malformed_reset_leaves_the_window_without_one(reset: str) -> None:
     windows = read({"x-ratelimit-limit-tokens": "10", "x-ratelimit-remaining-tokens": "12",
                     "x-ratelimit-reset-tokens": reset})
@@ -69,3 +75,14 @@ def test_a_route_is_short_only_while_its_window_has_not_reset() -> None:
     assert headroom.short(0.95, NOW) == "requests"
     headroom.merge({"requests": Window(100, 1, None, NOW + 1)})  # no reset time: never short
     assert headroom.short(0.5, NOW) is None
+
+
+def test_what_another_replica_wrote_is_read_only_when_it_can_be_a_window() -> None:
+    from streaming.headroom_mirror import _windows
+
+    good = b'{"limit":100,"remaining":5,"resets_at":1800000030.0,"seen_at":1800000000.0}'
+    stored = [b"requests", good, b"tokens", b"not json", b"input_tokens",
+              b'{"limit":"1' + b"1" * 400 + b'","remaining":1,"resets_at":null,"seen_at":1.0}',
+              b"output_tokens", b'{"limit":1e400,"remaining":1,"resets_at":null,"seen_at":1}',
+              b"furlongs", good]
+    assert _windows(stored) == {"requests": Window(100, 5, 1800000030.0, 1800000000.0)}
