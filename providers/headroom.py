@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
+from prometheus_client import Gauge
+
 from providers.rate_limits import Kind, Window, read_rate_limits
 from telemetry.metrics import QUOTA_LIMIT, QUOTA_REMAINING, QUOTA_RESET
 
@@ -17,6 +19,7 @@ class Headroom:
     def __init__(self, route: str) -> None:
         self.route = route
         self._windows: dict[Kind, Window] = {}
+        self._gauges: dict[Kind, tuple[Gauge, Gauge, Gauge]] = {}  # labelled once, not per set
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Reads a vendor response's headers (of an answer or a refusal). Never raises: what
@@ -35,11 +38,20 @@ class Headroom:
             if known is None or window.seen_at > known.seen_at:
                 self._windows[kind] = window
                 newer = True
-                QUOTA_LIMIT.labels(self.route, kind).set(window.limit)
-                QUOTA_REMAINING.labels(self.route, kind).set(window.remaining)
+                limit, remaining, reset = self._gauges_of(kind)
+                limit.set(window.limit)
+                remaining.set(window.remaining)
                 if window.resets_at is not None:
-                    QUOTA_RESET.labels(self.route, kind).set(window.resets_at)
+                    reset.set(window.resets_at)
         return newer
+
+    def _gauges_of(self, kind: Kind) -> tuple[Gauge, Gauge, Gauge]:
+        gauges = self._gauges.get(kind)
+        if gauges is None:
+            gauges = self._gauges[kind] = (QUOTA_LIMIT.labels(self.route, kind),
+                                           QUOTA_REMAINING.labels(self.route, kind),
+                                           QUOTA_RESET.labels(self.route, kind))
+        return gauges
 
     def windows(self) -> dict[Kind, Window]:
         return dict(self._windows)

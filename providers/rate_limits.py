@@ -42,10 +42,15 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
 
 
 def read_rate_limits(headers: Mapping[str, str], now: float) -> dict[Kind, Window]:
-    """The windows the headers report, by kind; `headers` is case-insensitive (httpx's)."""
+    """The windows the headers report, by kind."""
+    # One pass over the headers, then lookups in a small dict: a response's other headers
+    # cost nothing more, and one with none of these costs a scan.
+    found = {name.lower(): value for name, value in headers.items() if "ratelimit" in name.lower()}
     windows: dict[Kind, Window] = {}
+    if not found:
+        return windows
     for kind in KINDS:
-        window = _openai(headers, kind, now) or _anthropic(headers, kind, now)
+        window = _openai(found, kind, now) or _anthropic(found, kind, now)
         if window is not None:
             windows[kind] = window
     return windows
