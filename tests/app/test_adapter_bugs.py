@@ -9,7 +9,6 @@ asked at all, the route's breaker does not count it, and the log has the stack t
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,7 +20,6 @@ from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, ThreadServer, app_server
 from tests.sse import parse_sse
 from tests.upstreams.common import Upstream
-from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import ANTHROPIC, OPENAI
 
 BODY = {"message": "Say hello."}
@@ -30,17 +28,6 @@ BUG = "planted adapter bug"
 # The first text delta (before any token reached the chain), or the third: "Hello" and ","
 # are the client's by then.
 BEFORE_THE_FIRST_TOKEN, MID_ANSWER = 1, 3
-
-
-@pytest.fixture
-def upstreams(upstream_pool: UpstreamPool) -> tuple[Upstream, Upstream]:
-    return upstream_pool.get(OPENAI), upstream_pool.get(ANTHROPIC)
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=15) as http:
-        yield http
 
 
 def chain_settings(primary: Upstream, fallback: Upstream) -> Settings:

@@ -7,28 +7,20 @@ exact wire format; the service is configured the way an operator would.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from config.settings import Settings
 from tests.logcapture import captured_logs
 from tests.servers import FAST_DEMO, ThreadServer, app_server
 from tests.sse import parse_sse
 from tests.upstreams.common import Script, Upstream
-from tests.upstreams.pool import UpstreamPool
 from tests.upstreams.vendors import ANTHROPIC, OPENAI
 
 BODY = {"message": "Say hello."}
 PRIMARY = "openai/gpt-4o-mini"
 FALLBACK = "anthropic/claude-3-5-haiku-20241022"
 DEGRADED = "Our assistant is taking a short break. Your request id helps support."
-
-
-@pytest.fixture
-def upstreams(upstream_pool: UpstreamPool) -> tuple[Upstream, Upstream]:
-    return upstream_pool.get(OPENAI), upstream_pool.get(ANTHROPIC)
 
 
 def chain_settings(primary: Upstream, fallback: Upstream | None, **env: str) -> Settings:
@@ -39,12 +31,6 @@ def chain_settings(primary: Upstream, fallback: Upstream | None, **env: str) -> 
                        if k not in ("LLM_PROVIDER", "PRIMARY_MODEL")})
         values["FALLBACK_MODEL"] = FALLBACK
     return Settings.from_env({**values, **env})
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=15) as http:
-        yield http
 
 
 def stream_events(client: httpx.Client, live: ThreadServer) -> list[dict[str, object]]:

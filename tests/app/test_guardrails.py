@@ -4,7 +4,6 @@ chain, the input guard before any provider call, tenant policies, and the logs."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ KEY = "sk-proj-Zq8sK2mX9vL4nR7tW1yB3cD5"
 ECHO = f"/echo Write to {EMAIL} today. My card is {CARD} and that is all."
 REDACTED = ("Write to [redacted:email] today. My card is [redacted:credit_card] and that "
             "is all.")
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=15) as http:
-        yield http
 
 
 def settings(**env: str) -> Settings:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,21 +16,8 @@ from tests.app.test_fallback import FALLBACK, PRIMARY, chain_settings
 from tests.logcapture import captured_logs
 from tests.servers import ThreadServer, app_server
 from tests.upstreams.common import Quota, Script, Upstream
-from tests.upstreams.pool import UpstreamPool
-from tests.upstreams.vendors import ANTHROPIC, OPENAI
 
 BODY = {"message": "Say hello."}
-
-
-@pytest.fixture
-def upstreams(upstream_pool: UpstreamPool) -> tuple[Upstream, Upstream]:
-    return upstream_pool.get(OPENAI), upstream_pool.get(ANTHROPIC)
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=15) as http:
-        yield http
 
 
 def gauge(client: httpx.Client, live: ThreadServer, name: str, route: str,

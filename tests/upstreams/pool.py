@@ -9,7 +9,7 @@ from contextlib import ExitStack
 import pytest
 
 from tests.upstreams.common import Upstream
-from tests.upstreams.vendors import AWS_TEST_ENV, VENDORS, Vendor
+from tests.upstreams.vendors import ANTHROPIC, AWS_TEST_ENV, OPENAI, VENDORS, Vendor
 
 
 class UpstreamPool:
@@ -45,3 +45,9 @@ def vendor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> V
 def upstream(vendor: Vendor, upstream_pool: UpstreamPool) -> Upstream:
     """The fake server of `vendor`, reset for this test."""
     return upstream_pool.get(vendor)
+
+
+@pytest.fixture
+def upstreams(upstream_pool: UpstreamPool) -> tuple[Upstream, Upstream]:
+    """An OpenAI-protocol primary and an Anthropic fallback, reset for this test."""
+    return upstream_pool.get(OPENAI), upstream_pool.get(ANTHROPIC)
