@@ -30,20 +30,17 @@ class Headroom:
             return
         self.merge(windows)
 
-    def merge(self, windows: Mapping[Kind, Window]) -> bool:
-        """Takes the windows newer than those known; says whether any was."""
-        newer = False
+    def merge(self, windows: Mapping[Kind, Window]) -> None:
+        """Takes the windows newer than those known."""
         for kind, window in windows.items():
             known = self._windows.get(kind)
             if known is None or window.seen_at > known.seen_at:
                 self._windows[kind] = window
-                newer = True
                 limit, remaining, reset = self._gauges_of(kind)
                 limit.set(window.limit)
                 remaining.set(window.remaining)
                 if window.resets_at is not None:
                     reset.set(window.resets_at)
-        return newer
 
     def _gauges_of(self, kind: Kind) -> tuple[Gauge, Gauge, Gauge]:
         gauges = self._gauges.get(kind)

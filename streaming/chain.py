@@ -47,7 +47,7 @@ class RetryPolicy:
     ttft_timeout_s: float = 30.0
     request_timeout_s: float = 120.0
     # A route whose vendor reports this share of a rate limit used, in a window not yet reset,
-    # is passed over for the next usable route (HEADROOM_FALLBACK_AT); None: never.
+    # goes after the later routes with more room (HEADROOM_FALLBACK_AT); None: never.
     headroom_fallback_at: float | None = None
 
 
