@@ -23,7 +23,7 @@ import idna
 from tools.loadtest_record import Recorder
 
 CONNECT_TIMEOUT_S = 10.0
-USER_AGENT = b"hello-ship-loadtest"
+USER_AGENT = "hello-ship-loadtest"
 
 
 class TargetError(Exception):
@@ -228,7 +228,7 @@ class Client:
 
     def __init__(self, target: Target, headers: dict[str, str]) -> None:
         self.target = target
-        self._headers = {"User-Agent": USER_AGENT.decode(), **headers}
+        self._headers = {"User-Agent": USER_AGENT, **headers}
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
 

@@ -80,7 +80,7 @@ class Run:
     progress: Progress
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     levels: list[LevelResult] = field(default_factory=list)
-    _unsent: int = 0
+    _unsent: int = 0  # of the level running: arrivals the open loop could not send
 
     async def execute(self) -> list[LevelResult]:
         for index, load in enumerate(self.plan.loads):
@@ -92,6 +92,7 @@ class Run:
     async def _level(self, index: int, load: Load) -> LevelResult:
         plan = self.plan
         records: list[RequestRecord] = []
+        self._unsent = 0
         meter = ClientMeter()
         self.progress.level_started(load, plan.warmup + plan.requests)
         meter.start()
@@ -150,7 +151,6 @@ class Run:
         running: set[asyncio.Task[None]] = set()
         deadline = started + plan.duration_s
         due = started
-        self._unsent = 0
         try:
             for index in range(plan.warmup + plan.requests):
                 if index:
