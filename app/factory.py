@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -24,6 +24,7 @@ from app.errors import (
 from app.guardrails import Guardrails
 from app.lifecycle import Lifecycle
 from app.middleware import EdgeMiddleware
+from app.reload import ConfigReloader
 from app.request_metrics import counting_rejections
 from app.service import ChatService
 from config.chain import build_chain
@@ -68,10 +69,12 @@ def quota_store(settings: Settings) -> QuotaStore:
 def create_app(settings: Settings,
                provider: Provider | Sequence[Provider] | None = None,
                store: QuotaStore | None = None,
-               clock: Callable[[], float] = time.time) -> ASGIApp:
+               clock: Callable[[], float] = time.time,
+               env: Mapping[str, str] | None = None) -> ASGIApp:
     """The service as an ASGI app; `provider` (or a list, a chain) replaces the configured
     routes, `store` the quota store and `clock` the wall clock budgets run on (tests,
-    embedding)."""
+    embedding). With `env`, the environment `settings` came from, the config file and key
+    files are read again on SIGHUP and when they change (app.reload)."""
     if provider is None:
         options = ProviderOptions(demo=settings.demo)
         providers = [build_provider(spec, options) for spec in settings.routes]
@@ -108,6 +111,8 @@ def create_app(settings: Settings,
                 background.start_soon(checks.run)
                 if headroom is not None:
                     background.start_soon(headroom.run)
+                if reloader is not None:
+                    background.start_soon(reloader.run)
                 await checks.first_round(FIRST_ROUND_WAIT_S)
                 yield
                 background.cancel_scope.cancel()
@@ -171,6 +176,8 @@ def create_app(settings: Settings,
     )
     guardrails = Guardrails(settings.guard)
     app.state.service = ChatService(settings, chain, guardrails)
+    reloader = None if env is None else ConfigReloader(env, settings, app.state.service, gate,
+                                                       chain, checks)
     app.state.guardrails = guardrails
     app.state.lifecycle = lifecycle
     app.state.checks = checks

@@ -10,4 +10,4 @@ from telemetry.jsonlog import configure_logging
 
 settings = load_settings_or_exit(os.environ)
 configure_logging(settings.log_level)
-app = create_app(settings)
+app = create_app(settings, env=os.environ)

@@ -208,11 +208,11 @@ def _key_from_file(path: str) -> KeySource:
     try:
         value = Path(path).read_text(encoding="utf-8").strip()
     except UnicodeDecodeError:  # before ValueError: it is one
-        return KeySource(description, None, f"cannot read {path}: not UTF-8 text")
+        return KeySource(description, None, f"cannot read {path}: not UTF-8 text", path)
     except (OSError, ValueError) as exc:  # missing, a directory, no permission, a NUL in it
         reason = (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
-        return KeySource(description, None, f"cannot read {path}: {reason}")
-    return KeySource(description, Secret(value) if value else None, f"{path} is empty")
+        return KeySource(description, None, f"cannot read {path}: {reason}", path)
+    return KeySource(description, Secret(value) if value else None, f"{path} is empty", path)
 
 
 def _text(entry: Mapping[str, object], key: str, where: str) -> str | None:

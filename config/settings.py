@@ -98,6 +98,8 @@ class Settings:
     connections: ConnectionLimits = ConnectionLimits()
     trusted_proxies: tuple[IPNetwork, ...] = ()
     streams: StreamSettings = field(default_factory=StreamSettings)
+    # How often the config file and key files are checked for changes (0: only on SIGHUP)
+    config_watch_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -203,6 +205,7 @@ def _read(env: EnvReader) -> Settings:
         connections=read_connection_limits(env),
         trusted_proxies=read_trusted_proxies(env),
         streams=read_stream_settings(env),
+        config_watch_s=env.number("CONFIG_WATCH_S", 5.0, float, 0.0, 3600.0),
     )
 
 

@@ -15,6 +15,7 @@ failure.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
 import anthropic
@@ -23,6 +24,7 @@ from anthropic import AsyncAnthropic, BaseModel
 from anthropic.types import MessageParam
 
 from providers.conversation import Turn, split_system
+from providers.credentials import KeySource, Secret
 from providers.errors import (
     ProviderError,
     ProviderMisconfigured,
@@ -82,20 +84,35 @@ class AnthropicMessagesProvider:
         key = spec.credentials.key if spec.credentials else None
         self._client: AsyncAnthropic | None = None
         if key is not None:
-            self._client = AsyncAnthropic(
-                api_key=key.reveal(),
-                base_url=spec.base_url,
-                max_retries=0,  # the route chain retries, knowing fallback and budgets
-                timeout=anthropic.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
-                # The SDK's own call spans would put their own `traceparent` in place of the
-                # request's (a new trace, when the process has a global tracer provider and
-                # no current span); off, it also calls nothing of OpenTelemetry per request.
-                open_telemetry=False,
-            )
+            self._client = self._new_client(key)
+
+    def _new_client(self, key: Secret) -> AsyncAnthropic:
+        spec = self._spec
+        return AsyncAnthropic(
+            api_key=key.reveal(),
+            base_url=spec.base_url,
+            max_retries=0,  # the route chain retries, knowing fallback and budgets
+            timeout=anthropic.Timeout(spec.timeout_s, connect=spec.connect_timeout_s),
+            # The SDK's own call spans would put their own `traceparent` in place of the
+            # request's (a new trace, when the process has a global tracer provider and no
+            # current span); off, it also calls nothing of OpenTelemetry per request.
+            open_telemetry=False,
+        )
 
     @property
     def route(self) -> str:
         return self._spec.name
+
+    def use_key(self, credentials: KeySource) -> None:
+        """A rotated key for the requests that start from now; those in flight finish with
+        the one they began with. The copy shares the client's connection pool."""
+        self._spec = replace(self._spec, credentials=credentials)
+        if credentials.key is None:
+            return
+        if self._client is None:
+            self._client = self._new_client(credentials.key)
+        else:
+            self._client = self._client.with_options(api_key=credentials.key.reveal())
 
     def _require_client(self) -> AsyncAnthropic:
         if self._client is None:

@@ -29,6 +29,7 @@ class KeySource:
     description: str
     key: Secret | None
     remedy: str  # what to do when it is missing: "set OPENAI_API_KEY"
+    file: str | None = None  # a key file is read again when it changes (config.reload)
 
     @property
     def present(self) -> bool:

@@ -14,12 +14,14 @@ is checked here: a chunk of another shape is a malformed chunk, a vendor failure
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import anyio
 import openai
 from openai import AsyncOpenAI, AsyncStream
 
+from providers.credentials import KeySource
 from providers.errors import (
     ProviderError,
     ProviderMisconfigured,
@@ -80,6 +82,19 @@ class OpenAIChatProvider:
     @property
     def route(self) -> str:
         return self._spec.name
+
+    def use_key(self, credentials: KeySource) -> None:
+        """A rotated key for the requests that start from now; those in flight finish with
+        the one they began with. The copy shares the client's connection pool."""
+        self._spec = replace(self._spec, credentials=credentials)
+        if credentials.key is None:
+            return
+        if self._client is None:
+            self._client = openai_client(credentials.key, self._spec.base_url,
+                                         timeout_s=self._spec.timeout_s,
+                                         connect_timeout_s=self._spec.connect_timeout_s)
+        else:
+            self._client = self._client.with_options(api_key=credentials.key.reveal())
 
     def _require_client(self) -> AsyncOpenAI:
         if self._client is None:

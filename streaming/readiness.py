@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -57,6 +57,13 @@ class RouteChecks:
                     group.start_soon(self._check, index)
             self._first_round.set()
             await anyio.sleep(self._interval_s)
+
+    async def check_routes(self, routes: Collection[str]) -> None:
+        """Check these routes now, not at the next round: their keys have just changed."""
+        async with anyio.create_task_group() as group:
+            for index, link in enumerate(self._links):
+                if link.provider.route in routes:
+                    group.start_soon(self._check, index)
 
     async def _check(self, index: int) -> None:
         """One route's check; nothing it raises may end the loop (or reach uvicorn's log)."""

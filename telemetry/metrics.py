@@ -134,6 +134,20 @@ BREAKER_STATE = Gauge(
     ["route"], multiprocess_mode="livemax",
 )
 BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
+# Keys rotated without a restart (config.reload): result is applied or failed.
+CONFIG_RELOADS = Counter(
+    "hello_ship_config_reloads",
+    "Re-reads of the config file and key files, by result (applied, failed).",
+    ["result"],
+)
+# Labelled (trigger: start, sighup, file_changed) like every metric here: an unlabelled one
+# would open its multiprocess file on import, before `serve` has checked the directory.
+CONFIG_LOADED = Gauge(
+    "hello_ship_config_last_reload_success_timestamp_seconds",
+    "When the running configuration was last read successfully (Unix time), by what made it "
+    "read the files; the latest of the live workers'.",
+    ["trigger"], multiprocess_mode="livemax",
+)
 
 
 class GapTally:

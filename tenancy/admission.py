@@ -83,16 +83,22 @@ class Gatekeeper:
     def __init__(self, tenancy: Tenancy, prices: Mapping[str, Price], route_names: Sequence[str],
                  store: QuotaStore, on_store_error: StorePolicy, retention_days: int,
                  clock: Callable[[], float] = time.time) -> None:
-        self.tenancy = tenancy
         self.store = store
         self.retention_days = retention_days
-        self._prices = prices
-        self._worst_price = Price.most_expensive(
-            [prices[name] for name in route_names if name in prices])
+        self._route_names = tuple(route_names)
+        self.reconfigure(tenancy, prices)
         self._on_store_error = on_store_error
         self._clock = clock
         self._last_store_error_log = -math.inf
         self._last_release_log = -math.inf
+
+    def reconfigure(self, tenancy: Tenancy, prices: Mapping[str, Price]) -> None:
+        """Keys, tenants and prices from a reloaded configuration: requests are admitted by
+        them from now on, and every bill from now on is at the new prices."""
+        self.tenancy = tenancy
+        self._prices = prices
+        self._worst_price = Price.most_expensive(
+            [prices[name] for name in self._route_names if name in prices])
 
     def now(self) -> float:
         return self._clock()

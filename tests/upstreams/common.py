@@ -98,6 +98,8 @@ class Upstream:
     """A running fake vendor: its URL, the key it accepts, the script it plays, what it saw."""
 
     api_key: str
+    # Keys accepted besides `api_key`, as a vendor accepts old and new during a rotation.
+    also_accepted: set[str] = field(default_factory=set)
     script: Script = field(default_factory=Script)
     # Scripts for the next completion (or moderation) requests, one each, before `script`
     # applies again.
@@ -128,6 +130,7 @@ class Upstream:
         """Back to a fresh server's state, so one server can serve many tests."""
         with self._changed:
             self.api_key = self._accepted_key
+            self.also_accepted.clear()
             self.script = Script()
             self.quota = None
             self.queue.clear()
@@ -224,7 +227,7 @@ async def refusal(upstream: Upstream, wire: Wire, request: Request, presented_ke
     if script.hang_s and await hang(request, script.hang_s):
         upstream.record("client_closed")
         return Response(status_code=499)  # nobody reads it: the client has gone
-    if presented_key != upstream.api_key:
+    if presented_key != upstream.api_key and presented_key not in upstream.also_accepted:
         return wire.error(wire.auth_status, script, presented_key)
     if script.status is not None:
         return wire.error(script.status, script, presented_key)
