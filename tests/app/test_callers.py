@@ -12,18 +12,21 @@ import pytest
 from app.callers import client_address, forwarded_for, is_local
 from config.connections import read_trusted_proxies
 from config.env import EnvReader, SettingsError
-from tests.nginx_server import Nginx, nginx_proxy
+from tests.nginx_server import CLIENT_ADDRESS, Nginx, nginx_proxy
 from tests.servers import ServiceProcess, app_server, service_process, settings_from
 from tests.tenant_keys import ACME_KEY, bearer, config_env, tenants_toml
 
 BODY = {"message": "hello"}
-FAR = {"X-Forwarded-For": "203.0.113.9"}
+# A client elsewhere reaches nginx on this host itself, or through another proxy in front.
+FAR_CLIENTS = [pytest.param({CLIENT_ADDRESS: "203.0.113.9"}, id="far-client"),
+               pytest.param({"X-Forwarded-For": "203.0.113.9"}, id="far-client-behind-a-proxy")]
 
 
 @pytest.fixture(scope="module")
 def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess,
                                                                              Nginx]]:
-    """An open-mode `hello-ship serve` with nginx in front of it on the same host."""
+    """An open-mode `hello-ship serve` with nginx (the shipped config) in front of it on the
+    same host."""
     with service_process({"TRUSTED_PROXIES": "127.0.0.1"}) as service, \
             nginx_proxy(service.url, tmp_path_factory.mktemp("nginx")) as nginx:
         yield service, nginx
@@ -36,6 +39,7 @@ def assert_refused(response: httpx.Response) -> None:
     assert error["request_id"] == response.headers["x-request-id"]
 
 
+@pytest.mark.parametrize("far", FAR_CLIENTS)
 @pytest.mark.parametrize(("method", "path", "headers"), [
     ("POST", "/chat", {}),
     ("POST", "/chat/stream", {}),
@@ -45,10 +49,10 @@ def assert_refused(response: httpx.Response) -> None:
 ])
 def test_a_request_forwarded_for_a_far_client_is_refused_in_open_mode(
         behind_nginx: tuple[ServiceProcess, Nginx], method: str, path: str,
-        headers: dict[str, str]) -> None:
+        headers: dict[str, str], far: dict[str, str]) -> None:
     _, nginx = behind_nginx
     with httpx.Client(timeout=10) as client:
-        response = client.request(method, nginx.url + path, headers={**FAR, **headers},
+        response = client.request(method, nginx.url + path, headers={**far, **headers},
                                   json=BODY if method == "POST" else None)
     assert_refused(response)
 
@@ -64,14 +68,14 @@ def test_a_request_from_this_host_through_nginx_is_served(
         assert client.get(nginx.url + "/metrics").status_code == 200
 
 
+@pytest.mark.parametrize("far", FAR_CLIENTS)
 def test_the_access_line_names_the_client_a_trusted_proxy_forwarded_for(
-        behind_nginx: tuple[ServiceProcess, Nginx]) -> None:
+        behind_nginx: tuple[ServiceProcess, Nginx], far: dict[str, str]) -> None:
     service, nginx = behind_nginx
     with httpx.Client(timeout=10) as client:
-        request_id = client.get(nginx.url + "/health", headers={
-            "X-Forwarded-For": "198.51.100.7"}).headers["x-request-id"]
+        request_id = client.get(nginx.url + "/health", headers=far).headers["x-request-id"]
     line = service.wait_for_log("http_access", request_id=request_id)
-    assert line["client_ip"] == "198.51.100.7"
+    assert line["client_ip"] == "203.0.113.9"
 
 
 @pytest.mark.parametrize("headers", [
