@@ -55,6 +55,8 @@ class ConfigReloader:
         """Watch until cancelled (the app's lifespan ends)."""
         self._hup = anyio.Event()
         CONFIG_LOADED.labels("start").set(time.time())
+        for result in ("applied", "failed"):  # at 0 from the start, so a first failure is a rise
+            CONFIG_RELOADS.labels(result)
         self._states = await anyio.to_thread.run_sync(file_states, self._files)
         restore = self._catch_sighup()
         watch_s = self._settings.config_watch_s or math.inf

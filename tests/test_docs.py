@@ -30,18 +30,31 @@ def prose(path: Path) -> Iterator[str]:
             yield line
 
 
-def anchors(path: Path) -> set[str]:
-    """Its headings' anchors; a repeated heading's get -1, -2, ... as on the forges."""
-    found: set[str] = set()
+def sections(path: Path) -> dict[str, str]:
+    """Its headings' anchors, each with its section's prose: the heading and what follows, up
+    to the next heading of the same or a higher level. A repeated heading's anchor gets -1,
+    -2, ... as on the forges."""
+    lines = list(prose(path))
+    headings: list[tuple[str, int, int]] = []  # anchor, level, line
     repeats: dict[str, int] = {}
-    for line in prose(path):
+    for number, line in enumerate(lines):
         match = re.match(r"(#{1,6})\s+(.*?)\s*$", line)
         if match:
             base = slug(match.group(2))
             seen = repeats.get(base, 0)
             repeats[base] = seen + 1
-            found.add(base if not seen else f"{base}-{seen}")
+            headings.append((base if not seen else f"{base}-{seen}", len(match.group(1)), number))
+    found = {}
+    for index, (anchor, level, start) in enumerate(headings):
+        end = next((line for _, other, line in headings[index + 1:] if other <= level),
+                   len(lines))
+        found[anchor] = "\n".join(lines[start:end])
     return found
+
+
+def anchors(path: Path) -> set[str]:
+    """Its headings' anchors."""
+    return set(sections(path))
 
 
 def links(path: Path) -> Iterator[str]:
@@ -75,6 +88,18 @@ def test_every_docs_page_is_one_link_from_the_readme() -> None:
 def test_no_link_between_the_pages_is_broken() -> None:
     pages = [README, *PAGES, *sorted((ROOT / "ops").rglob("*.md"))]
     assert {page.name: broken_links(page) for page in pages if broken_links(page)} == {}
+
+
+def test_a_section_runs_to_the_next_heading_of_its_level(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\n## One\n\nfirst\n\n### Detail\n\nmore\n\n## Two\n\nsecond\n"
+                    "\n## One\n\nagain\n")
+    found = sections(page)
+    assert list(found) == ["title", "one", "detail", "two", "one-1"]
+    assert found["one"] == "## One\n\nfirst\n\n### Detail\n\nmore\n"
+    assert found["detail"] == "### Detail\n\nmore\n"
+    assert found["one-1"] == "## One\n\nagain"
+    assert found["title"].endswith("again")
 
 
 def test_the_link_checker_sees_a_broken_anchor(tmp_path: Path) -> None:

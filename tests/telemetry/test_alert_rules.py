@@ -17,6 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import telemetry.metrics as defined
 from tests.programs import required_tool
+from tests.test_docs import sections
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
@@ -24,6 +25,9 @@ RULE_TESTS = sorted((ROOT / "ops" / "prometheus").glob("*.test.yml"))
 DASHBOARD_MD = ROOT / "ops" / "grafana" / "dashboard.md"
 DASHBOARD_JSON = ROOT / "ops" / "grafana" / "hello-ship.json"
 OPS_FILES = [RULES, *RULE_TESTS, DASHBOARD_MD, DASHBOARD_JSON]
+RUNBOOK = ROOT / "docs" / "runbook.md"
+# Alerts that share one runbook section on purpose (none yet): name -> the other names.
+SHARED_SECTIONS: dict[str, set[str]] = {}
 
 
 
@@ -126,6 +130,16 @@ def test_recording_rules_used_are_defined() -> None:
     assert defined <= used, f"recorded but never read: {sorted(defined - used)}"
 
 
+def runbook_urls() -> dict[str, set[str]]:
+    """Each alert's name -> the runbook_url of its rules (a name may have several rules)."""
+    urls: dict[str, set[str]] = {}
+    for alert in rule_blocks("alert"):
+        name = alert.split("alert:", 1)[1].split()[0]
+        found = re.findall(r"\n\s+runbook_url: \"([^\"]*)\"", alert)
+        urls.setdefault(name, set()).update(found or {""})
+    return urls
+
+
 def test_every_alert_has_a_severity_and_a_runbook() -> None:
     alerts = rule_blocks("alert")
     assert len(alerts) >= 8
@@ -134,7 +148,58 @@ def test_every_alert_has_a_severity_and_a_runbook() -> None:
         assert re.search(r"\n\s+severity: (critical|warning)\n", alert), name
         for annotation in ("summary", "description"):
             assert re.search(rf"\n\s+{annotation}: \S", alert), (name, annotation)
-        assert 'runbook_url: "docs/observability.md#metrics-and-alerts"' in alert, name
+        assert re.search(r'\n\s+runbook_url: "docs/runbook\.md#[\w-]+"(\n|$)', alert), name
+
+
+def test_each_alert_has_its_own_runbook_section() -> None:
+    """The runbook_url's anchor is a heading of docs/runbook.md whose section names the
+    alert, and alerts about different things do not share one."""
+    found = sections(RUNBOOK)
+    urls = runbook_urls()
+    by_anchor: dict[str, set[str]] = {}
+    for name, targets in urls.items():
+        assert len(targets) == 1, f"{name}: its rules point at {sorted(targets)}"
+        anchor = next(iter(targets)).removeprefix("docs/runbook.md#")
+        assert anchor in found, f"{name}: no heading #{anchor} in docs/runbook.md"
+        assert name in found[anchor], f"{name}: its section #{anchor} does not name it"
+        by_anchor.setdefault(anchor, set()).add(name)
+    for anchor, names in by_anchor.items():
+        for name in names:
+            assert names - {name} <= SHARED_SECTIONS.get(name, set()), (
+                f"#{anchor} is the section of {sorted(names)}")
+
+
+def runbook_queries() -> list[str]:
+    """The runbook's PromQL: one query a line in its ```promql blocks (some in list items,
+    indented), `#` comments left out."""
+    queries = []
+    for block in re.findall(r"```promql\n(.*?)\n\s*```", RUNBOOK.read_text(), re.DOTALL):
+        for line in block.splitlines():
+            query = "" if line.lstrip().startswith("#") else line.split("  #", 1)[0].strip()
+            if query:
+                queries.append(query)
+    return queries
+
+
+def test_the_runbook_queries_are_valid_promql(tmp_path: Path) -> None:
+    queries = runbook_queries()
+    assert queries, "no ```promql blocks in docs/runbook.md"
+    rules = ["groups:", "  - name: runbook", "    rules:"]
+    for number, query in enumerate(queries):
+        rules += [f"      - record: runbook:query_{number}:check", "        expr: |",
+                  f"          {query}"]
+    path = tmp_path / "runbook-queries.yml"
+    path.write_text("\n".join(rules) + "\n")
+    run_promtool("check", "rules", str(path))
+
+
+def test_the_runbook_names_only_the_services_metrics_and_rules() -> None:
+    text = RUNBOOK.read_text()
+    used = metric_names(text)
+    assert used <= METRICS, f"docs/runbook.md names unknown metrics: {sorted(used - METRICS)}"
+    recorded = set(re.findall(r"- record: (\S+)", RULES.read_text()))
+    unknown = set(RECORDED_NAME.findall(text)) - recorded
+    assert not unknown, f"docs/runbook.md names rules alerts.yml does not record: {sorted(unknown)}"
 
 
 def test_the_slo_alerts_exist() -> None:
