@@ -47,12 +47,14 @@ class ConfigReloader:
         self._gate = gate
         self._chain = chain
         self._checks = checks
+        self._limits_backend = "redis" if settings.quota.redis_url else "memory"
         self._files = watched_files(self._env, settings)
         self._states: tuple[Any, ...] = ()
         self._hup: anyio.Event | None = None
 
     async def run(self) -> None:
-        """Watch until cancelled (the app's lifespan ends)."""
+        """Watch until cancelled (the app's lifespan ends). Nothing here may end that
+        lifespan: a failure is logged and counted, and the watch goes on."""
         self._hup = anyio.Event()
         CONFIG_LOADED.labels("start").set(time.time())
         for result in ("applied", "failed"):  # at 0 from the start, so a first failure is a rise
@@ -74,15 +76,15 @@ class ConfigReloader:
 
     async def reload(self, trigger: str) -> bool:
         """Read, check and apply the configuration; False when it was refused."""
-        watched = self._files
-        # Taken before reading: a write that lands while the files are read is a change the
-        # next check sees.
-        states = await anyio.to_thread.run_sync(file_states, watched)
         try:
+            # Taken before reading: a write that lands while the files are read is a change
+            # the next check sees.
+            self._states = await anyio.to_thread.run_sync(file_states, self._files)
             result = await anyio.to_thread.run_sync(reread, self._env, self._settings,
                                                     self._started_with)
-        except Exception as exc:
-            self._states = states  # tried: not again until a file changes or SIGHUP
+            was_open = self._settings.tenancy.open_mode
+            self._apply(result)
+        except Exception as exc:  # the states stay: not tried again until a file changes
             CONFIG_RELOADS.labels("failed").inc()
             if isinstance(exc, SettingsError):
                 logger.error("config_reload_failed", extra={"trigger": trigger,
@@ -91,36 +93,33 @@ class ConfigReloader:
                 logger.exception("config_reload_failed", extra={
                     "trigger": trigger, "reason": f"internal error ({type(exc).__name__})"})
             return False
-        self._apply(result)
-        self._files = watched_files(self._env, result.settings)
-        self._states = (states if self._files == watched
-                        else await anyio.to_thread.run_sync(file_states, self._files))
         CONFIG_RELOADS.labels("applied").inc()
         CONFIG_LOADED.labels(trigger).set(time.time())
-        tenancy = result.settings.tenancy
+        tenancy = result.tenancy
         logger.info("config_reloaded", extra={
             "trigger": trigger, "tenants": len(tenancy.policies), "keys": len(tenancy.keys),
             "admin_keys": len(tenancy.admin_keys), "metrics_keys": len(tenancy.metrics_keys),
             "keys_rotated": list(result.rotated), "restart_needed": list(result.restart_needed)})
+        if tenancy.open_mode and not was_open:
+            logger.warning("open_mode", extra={
+                "detail": "the reloaded configuration has no API keys: every caller is the "
+                          "'anonymous' tenant", "limits_backend": self._limits_backend})
         if result.rotated:  # /ready tells at once whether the vendor takes the new key
             await self._checks.check_routes(result.rotated)
         return True
 
     def _apply(self, result: Reread) -> None:
         """No await in here: a request sees the old configuration or the new, never a mix."""
-        new = result.settings
-        self._service.settings = replace(self._service.settings, tenancy=new.tenancy,
-                                         prices=new.prices)
-        self._gate.reconfigure(new.tenancy, new.prices)
-        routes = {route.name: route for route in new.routes}
+        self._service.settings = replace(self._service.settings, tenancy=result.tenancy,
+                                         prices=result.prices)
+        self._gate.reconfigure(result.tenancy, result.prices)
         for link in self._chain.links:
-            spec = routes.get(link.provider.route)
             use_key = getattr(link.provider, "use_key", None)
-            if link.provider.route in result.rotated and spec is not None and use_key:
-                use_key(spec.credentials)
+            if link.provider.route in result.rotated and use_key is not None:
+                use_key(result.keys[link.provider.route])
         self._settings = replace(
-            self._settings, tenancy=new.tenancy, prices=new.prices,
-            routes=tuple(replace(route, credentials=routes[route.name].credentials)
+            self._settings, tenancy=result.tenancy, prices=result.prices,
+            routes=tuple(replace(route, credentials=result.keys[route.name])
                          if route.name in result.rotated else route
                          for route in self._settings.routes))
 
@@ -133,6 +132,7 @@ class ConfigReloader:
 
         def restore() -> None:
             loop.remove_signal_handler(signal.SIGHUP)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # shutting down: nothing to reload
 
         return restore
 

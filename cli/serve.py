@@ -28,6 +28,9 @@ def serve_command(args: argparse.Namespace) -> int:
         os.environ["HOST"] = args.host
     if args.port is not None:
         os.environ["PORT"] = str(args.port)
+    # SIGHUP asks for a reload (app/reload.py), which the app takes over once it runs; until
+    # then start-up is reading the files anyway, and the default action would end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = load_settings_or_exit(os.environ)
     if args.workers > 1 and settings.metrics_port == 0:
         exit_with(SettingsError("METRICS_PORT", "0 (any free port) would give each worker "

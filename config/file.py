@@ -26,6 +26,8 @@ def load_config_file(env: EnvReader) -> dict[str, Any]:
             data = tomllib.load(file)
     except OSError as exc:
         raise SettingsError(CONFIG_VAR, f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:  # before ValueError-like TOML errors: the bytes, not the syntax
+        raise SettingsError(CONFIG_VAR, f"{path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(CONFIG_VAR, f"{path} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - _TOP_LEVEL_KEYS)

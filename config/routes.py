@@ -182,7 +182,7 @@ def _complete(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | No
     if spec.provider in DEFAULT_KEY_ENV:
         if key_env and key_file:
             raise SettingsError(where, "give api_key_env or api_key_file, not both")
-        credentials = (_key_from_file(key_file) if key_file
+        credentials = (key_from_file(key_file) if key_file
                        else _key_from_env(env, key_env or DEFAULT_KEY_ENV[spec.provider]))
     if spec.provider == "bedrock":
         region_source = f"{where}.region"
@@ -201,9 +201,11 @@ def _key_from_env(env: EnvReader, name: str) -> KeySource:
     return KeySource(name, Secret(value) if value else None, f"set {name}")
 
 
-def _key_from_file(path: str) -> KeySource:
+def key_from_file(path: str) -> KeySource:
     """The key in `path`. A file that cannot be read is a missing key, as an unset variable
-    is: the route starts unusable and `/ready` names the file and why (never its content)."""
+    is: the route starts unusable and `/ready` names the file and why (never its content).
+    So is one with whitespace or control characters inside the key (two keys on two lines,
+    say), which no vendor takes and no HTTP header may carry."""
     description = f"the file {path}"
     try:
         value = Path(path).read_text(encoding="utf-8").strip()
@@ -212,7 +214,12 @@ def _key_from_file(path: str) -> KeySource:
     except (OSError, ValueError) as exc:  # missing, a directory, no permission, a NUL in it
         reason = (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
         return KeySource(description, None, f"cannot read {path}: {reason}", path)
-    return KeySource(description, Secret(value) if value else None, f"{path} is empty", path)
+    if not value:
+        return KeySource(description, None, f"{path} is empty", path)
+    if any(char.isspace() or not char.isprintable() for char in value):
+        return KeySource(description, None, f"{path} holds more than one key, or whitespace "
+                                            "or control characters inside the key", path)
+    return KeySource(description, Secret(value), f"{path} is empty", path)
 
 
 def _text(entry: Mapping[str, object], key: str, where: str) -> str | None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,8 +152,10 @@ class ServiceProcess:
 
 
 @contextmanager
-def service_process(env: Mapping[str, str] | None = None,
-                    args: tuple[str, ...] = ()) -> Iterator[ServiceProcess]:
+def service_process(env: Mapping[str, str] | None = None, args: tuple[str, ...] = (),
+                    on_first_line: Callable[[subprocess.Popen[str]], None] | None = None,
+                    ) -> Iterator[ServiceProcess]:
+    """`on_first_line` runs when the process writes its first log line, while it starts."""
     full_env = {**os.environ, **FAST_DEMO, "PORT": "0", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "serve", *args],
@@ -164,6 +166,8 @@ def service_process(env: Mapping[str, str] | None = None,
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
+            if not service.lines and on_first_line is not None:
+                on_first_line(proc)
             service.lines.append(line)
 
     service._reader = threading.Thread(target=read, daemon=True)

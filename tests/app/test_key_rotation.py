@@ -257,3 +257,13 @@ def test_a_route_started_without_its_key_answers_once_the_file_appears(
         service.wait_for_log("config_reloaded", timeout=10, keys_rotated=[ROUTE])
         assert status_with(service, OLD_TENANT_KEY) == 200
         wait_until(lambda: httpx.get(f"{service.url}/ready", timeout=10).status_code == 200)
+
+
+def test_a_sighup_while_the_service_starts_does_not_end_it() -> None:
+    """Operators send SIGHUP after writing a file, whether or not a restart is under way."""
+    with service_process(on_first_line=lambda proc: proc.send_signal(signal.SIGHUP)) as service:
+        assert service.log_records()[0]["event"] != "config_reloaded"  # it was still starting
+        assert httpx.get(f"{service.url}/health", timeout=10).status_code == 200
+        service.proc.send_signal(signal.SIGHUP)
+        service.wait_for_log("config_reloaded", trigger="sighup")
+        assert service.proc.poll() is None
