@@ -33,3 +33,9 @@ def test_the_chat_pages_files_ship_in_the_package() -> None:
     files = [path.name for path in (ROOT / "app" / "static").iterdir()]
     assert files
     assert [name for name in files if not any(fnmatch(name, glob) for glob in globs)] == []
+
+
+def test_the_build_context_lets_every_package_in() -> None:
+    """The context is an allowlist: a package missing from it builds an image without it."""
+    allowed = re.findall(r"^!(\w+)/$", (ROOT / ".containerignore").read_text(), re.M)
+    assert set(LAYERS) <= set(allowed)
