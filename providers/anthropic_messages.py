@@ -24,7 +24,7 @@ from anthropic import AsyncAnthropic, BaseModel
 from anthropic.types import MessageParam
 
 from providers.conversation import Turn, split_system
-from providers.credentials import KeySource, Secret
+from providers.credentials import KeySource, Secret, client_for_key
 from providers.errors import (
     ProviderError,
     ProviderMisconfigured,
@@ -104,15 +104,10 @@ class AnthropicMessagesProvider:
         return self._spec.name
 
     def use_key(self, credentials: KeySource) -> None:
-        """A rotated key for the requests that start from now; those in flight finish with
-        the one they began with. The copy shares the client's connection pool."""
+        """A rotated key for the requests that start from now (config.reload)."""
         self._spec = replace(self._spec, credentials=credentials)
-        if credentials.key is None:
-            return
-        if self._client is None:
-            self._client = self._new_client(credentials.key)
-        else:
-            self._client = self._client.with_options(api_key=credentials.key.reveal())
+        if credentials.key is not None:
+            self._client = client_for_key(self._client, credentials.key, self._new_client)
 
     def _require_client(self) -> AsyncAnthropic:
         if self._client is None:

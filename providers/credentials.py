@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
 
 
 class Secret:
@@ -34,3 +36,20 @@ class KeySource:
     @property
     def present(self) -> bool:
         return self.key is not None
+
+
+class KeyedClient(Protocol):
+    """A vendor SDK's client: `with_options` copies it, sharing its connection pool."""
+
+    def with_options(self, *, api_key: str) -> Self: ...
+
+
+Client = TypeVar("Client", bound=KeyedClient)
+
+
+def client_for_key(client: Client | None, key: Secret,
+                   new_client: Callable[[Secret], Client]) -> Client:
+    """The client for the requests that start from now on, with a rotated key: a copy of
+    `client`, so those in flight finish on it with the key they began with, or a new client
+    where there was none (the route started without a key)."""
+    return new_client(key) if client is None else client.with_options(api_key=key.reveal())

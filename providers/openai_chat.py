@@ -21,7 +21,7 @@ import anyio
 import openai
 from openai import AsyncOpenAI, AsyncStream
 
-from providers.credentials import KeySource
+from providers.credentials import KeySource, Secret, client_for_key
 from providers.errors import (
     ProviderError,
     ProviderMisconfigured,
@@ -71,9 +71,7 @@ class OpenAIChatProvider:
         key = spec.credentials.key if spec.credentials else None
         self._client: AsyncOpenAI | None = None
         if key is not None:
-            # Retries belong to the route chain, which knows about fallback and budgets.
-            self._client = openai_client(key, spec.base_url, timeout_s=spec.timeout_s,
-                                         connect_timeout_s=spec.connect_timeout_s)
+            self._client = self._new_client(key)
         # OpenAI itself has renamed the cap; servers that speak its protocol know the old name.
         host = (urlsplit(spec.base_url).hostname if spec.base_url else None) or OFFICIAL_HOST
         official = host == OFFICIAL_HOST or host.endswith("." + OFFICIAL_HOST)  # regional ones
@@ -84,17 +82,15 @@ class OpenAIChatProvider:
         return self._spec.name
 
     def use_key(self, credentials: KeySource) -> None:
-        """A rotated key for the requests that start from now; those in flight finish with
-        the one they began with. The copy shares the client's connection pool."""
+        """A rotated key for the requests that start from now (config.reload)."""
         self._spec = replace(self._spec, credentials=credentials)
-        if credentials.key is None:
-            return
-        if self._client is None:
-            self._client = openai_client(credentials.key, self._spec.base_url,
-                                         timeout_s=self._spec.timeout_s,
-                                         connect_timeout_s=self._spec.connect_timeout_s)
-        else:
-            self._client = self._client.with_options(api_key=credentials.key.reveal())
+        if credentials.key is not None:
+            self._client = client_for_key(self._client, credentials.key, self._new_client)
+
+    def _new_client(self, key: Secret) -> AsyncOpenAI:
+        # Retries belong to the route chain, which knows about fallback and budgets.
+        return openai_client(key, self._spec.base_url, timeout_s=self._spec.timeout_s,
+                             connect_timeout_s=self._spec.connect_timeout_s)
 
     def _require_client(self) -> AsyncOpenAI:
         if self._client is None:
