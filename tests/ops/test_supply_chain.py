@@ -3,20 +3,27 @@ audited so that a locked version with a fixed vulnerability fails the build."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
+import os
 import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.ops.fake_pypi import (
+    Certificates,
+    FakePyPI,
+    certificates,
+    fake_pypi,
+    release,
+    vulnerability,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ROOT / "requirements"
@@ -104,60 +111,100 @@ def test_a_lock_resolved_for_other_platforms_keeps_their_markers() -> None:
     assert not Marker(marker).evaluate({"sys_platform": "win32"})
 
 
-def _audit_script() -> ModuleType:
-    path = ROOT / "scripts" / "audit-dependencies"
-    loader = importlib.machinery.SourceFileLoader("audit_dependencies", str(path))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+# The audit end to end: the real script and pip-audit on a real hash-locked file, asking a
+# fake pypi.org for PyPI's vulnerability data about each pinned version.
+AUDIT = ROOT / "scripts" / "audit-dependencies"
+H11_FIX = vulnerability("GHSA-vqfr-h8mv-ghfj", ["CVE-2025-43859"], ["0.16.0"])
 
 
-def _report(*dependencies: dict[str, Any]) -> dict[str, Any]:
-    return {"dependencies": list(dependencies), "fixes": []}
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return certificates(tmp_path_factory.mktemp("certs"))
 
 
-CLEAN = {"name": "orjson", "version": "3.13.0", "vulns": []}
-FIXABLE = {"name": "h11", "version": "0.14.0", "vulns": [
-    {"id": "GHSA-vqfr-h8mv-ghfj", "fix_versions": ["0.16.0"], "aliases": ["CVE-2025-43859"]}]}
-UNFIXED = {"name": "somepkg", "version": "1.0", "vulns": [{"id": "PYSEC-0000-1",
-                                                           "fix_versions": []}]}
-UNAUDITED = {"name": "aioboto3", "skip_reason": "Dependency not found on PyPI and could not "
-                                                "be audited: aioboto3 (15.5.0)"}
+@pytest.fixture
+def pypi(certs: Certificates) -> Iterator[FakePyPI]:
+    with fake_pypi(certs) as fake:
+        yield fake
 
 
-def test_a_vulnerability_with_a_fix_fails_the_audit(capsys: pytest.CaptureFixture[str]) -> None:
-    audit = _audit_script()
-    assert audit.verdict(_report(CLEAN, FIXABLE, UNAUDITED), allow_unaudited=True) == 1
-    out = capsys.readouterr().out
-    assert "h11 0.14.0: GHSA-vqfr-h8mv-ghfj (fixed in 0.16.0)" in out
+@pytest.fixture
+def lock(tmp_path: Path) -> Path:
+    """Two pinned, hashed packages, as `make lock` writes them; pip-audit downloads nothing,
+    so the hashes are checked for form only."""
+    path = tmp_path / "requirements.txt"
+    path.write_text(f"h11==0.14.0 \\\n    --hash=sha256:{'1' * 64}\n"
+                    f"orjson==3.13.0 \\\n    --hash=sha256:{'2' * 64}\n")
+    return path
 
 
-def test_a_vulnerability_nobody_fixed_is_shown_without_failing(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    audit = _audit_script()
-    assert audit.verdict(_report(CLEAN, UNFIXED), allow_unaudited=False) == 0
-    assert "warning: somepkg 1.0: PYSEC-0000-1 (no fixed release yet)" in capsys.readouterr().out
+def audit(pypi: FakePyPI, lock: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """scripts/audit-dependencies as `make audit` runs it, its pip-audit talking to the fake."""
+    # No proxy setting of the caller's (NO_PROXY above all) may route around the fake.
+    env = {key: value for key, value in os.environ.items()
+           if not key.lower().endswith("_proxy") and key.lower() != "curl_ca_bundle"}
+    # pip-audit's HTTP cache lives under the user's cache directory: one of the test's own,
+    # so that no answer comes from an earlier run or from the real PyPI.
+    env.update(HTTPS_PROXY=pypi.proxy, https_proxy=pypi.proxy,
+               REQUESTS_CA_BUNDLE=str(pypi.ca), HOME=str(lock.parent),
+               XDG_CACHE_HOME=str(lock.parent / "cache"))
+    return subprocess.run([sys.executable, str(AUDIT), *flags, str(lock)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_packages_left_unaudited_fail_unless_allowed_and_are_counted(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    audit = _audit_script()
-    assert audit.verdict(_report(CLEAN, UNAUDITED), allow_unaudited=False) == 3
-    assert audit.verdict(_report(CLEAN, UNAUDITED), allow_unaudited=True) == 0
-    out = capsys.readouterr().out
-    assert "1 packages NOT audited" in out
-    assert "1 locked packages audited" in out
+def test_a_locked_version_with_a_fixed_vulnerability_fails_the_build(
+        pypi: FakePyPI, lock: Path) -> None:
+    """Even where the other packages go unaudited and that is allowed, as in `make test`.
+    pip-audit names an advisory by its CVE (or PYSEC) alias where it has one."""
+    pypi.releases[("h11", "0.14.0")] = release("h11", "0.14.0", [H11_FIX])
+    result = audit(pypi, lock, "--allow-unaudited")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "audit-dependencies: h11 0.14.0: CVE-2025-43859 (fixed in 0.16.0)" in result.stdout
+    assert "1 known vulnerabilities have a fix" in result.stdout
+    assert "/pypi/h11/0.14.0/json" in pypi.asked
+
+
+def test_a_vulnerability_nobody_fixed_is_a_warning(pypi: FakePyPI, lock: Path) -> None:
+    pypi.releases[("h11", "0.14.0")] = release(
+        "h11", "0.14.0", [vulnerability("PYSEC-2099-1", ["CVE-2099-0001"], [])])
+    pypi.releases[("orjson", "3.13.0")] = release("orjson", "3.13.0", [])
+    result = audit(pypi, lock)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("audit-dependencies: warning: h11 0.14.0: PYSEC-2099-1 (no fixed release yet)"
+            in result.stdout)
+    assert "2 locked packages audited" in result.stdout
+
+
+def test_locked_versions_without_vulnerabilities_pass(pypi: FakePyPI, lock: Path) -> None:
+    pypi.releases[("h11", "0.14.0")] = release("h11", "0.14.0", [])
+    pypi.releases[("orjson", "3.13.0")] = release("orjson", "3.13.0", [])
+    result = audit(pypi, lock)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "audit-dependencies: 2 locked packages audited, no known vulnerability with a fix"]
+    assert sorted(pypi.asked) == ["/pypi/h11/0.14.0/json", "/pypi/orjson/3.13.0/json"]
+
+
+def test_packages_the_service_does_not_know_fail_unless_allowed(
+        pypi: FakePyPI, lock: Path) -> None:
+    """PyPI answering 404 for every release, as the per-release route does on networks that
+    reach the index but not that API."""
+    refused = audit(pypi, lock)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "2 packages NOT audited" in refused.stdout
+    allowed = audit(pypi, lock, "--allow-unaudited")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "2 packages NOT audited, e.g. h11: Dependency not found on PyPI" in allowed.stdout
+    assert "0 locked packages audited" in allowed.stdout
+    assert len(pypi.asked) == 4
 
 
 def test_pip_audit_refuses_a_lock_with_an_unhashed_line(tmp_path: Path) -> None:
     """The audit runs the real pip-audit over the file as the installs read it."""
     unhashed = tmp_path / "requirements.txt"
     unhashed.write_text("orjson==3.13.0\n")
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "audit-dependencies"),
-                             str(unhashed)], capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = subprocess.run([sys.executable, str(AUDIT), str(unhashed)], capture_output=True,
+                            text=True, timeout=120, check=False)
     assert result.returncode == 2
     assert "pip-audit did not report" in result.stderr
 
@@ -165,8 +212,8 @@ def test_pip_audit_refuses_a_lock_with_an_unhashed_line(tmp_path: Path) -> None:
 def test_the_locked_files_go_through_the_real_pip_audit() -> None:
     """pip-audit reads every lock as it stands (hashes required, nothing resolved); whether
     the vulnerability service answers depends on the network, what it read does not."""
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "audit-dependencies"),
-                             "--allow-unaudited", str(LOCKS / "build.txt")],
+    result = subprocess.run([sys.executable, str(AUDIT), "--allow-unaudited",
+                             str(LOCKS / "build.txt")],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"audit-dependencies: 1 locked packages audited|1 packages NOT audited",
