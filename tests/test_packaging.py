@@ -39,3 +39,10 @@ def test_the_build_context_lets_every_package_in() -> None:
     """The context is an allowlist: a package missing from it builds an image without it."""
     allowed = re.findall(r"^!(\w+)/$", (ROOT / ".containerignore").read_text(), re.M)
     assert set(LAYERS) <= set(allowed)
+
+
+def test_docker_gets_the_same_build_context_as_podman() -> None:
+    """Docker reads `Containerfile.dockerignore`, not `.containerignore`: without it a Docker
+    build would send the virtualenv, .git and any key file in the tree to the builder."""
+    assert (ROOT / "Containerfile.dockerignore").read_text() == (
+        ROOT / ".containerignore").read_text()
