@@ -141,6 +141,7 @@ class ChatService:
         return {
             "tenant_id": identity.tenant,
             "user_id": identity.user,
+            "key_id": identity.key_id,
             "feature": chat.feature,
             "model_route": route,
             "prompt_version": self.settings.prompt_version,

@@ -41,6 +41,7 @@ from tenancy.identity import (
     ADMIN,
     ANONYMOUS,
     DIGEST_PREFIX,
+    KEY_ID_DIGITS,
     SYSTEM_MESSAGE_POLICIES,
     Identity,
     SystemMessages,
@@ -80,7 +81,7 @@ def read_tenancy(env: EnvReader, config: Mapping[str, Any], max_output_tokens: i
         for digest, user in tenant_keys:
             if digest in keys:
                 raise SettingsError(f"{where}.keys", "a key digest is listed twice")
-            keys[digest] = Identity(tenant, user)
+            keys[digest] = Identity(tenant, user, digest.hex()[:KEY_ID_DIGITS])
     admin_keys = _service_keys(config, "admin", keys)
     metrics_keys = _service_keys(config, "metrics", keys)
     if admin_keys & metrics_keys:

@@ -28,6 +28,9 @@ SYSTEM_MESSAGE_POLICIES: tuple[SystemMessages, ...] = ("allow", "drop", "refuse"
 class Identity:
     tenant: str
     user: str | None = None
+    # Which of the tenant's keys: the first 12 hex digits of its digest, as the config file
+    # lists it, so a rotation can tell when nobody uses the old key any more. Never the key.
+    key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,9 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+KEY_ID_DIGITS = 12
 
 
 def key_digest(key: str) -> bytes:

@@ -181,6 +181,14 @@ def test_tenant_and_vendor_keys_rotate_under_steady_traffic_without_one_failed_r
 
     assert traffic.failures == []
     assert traffic.answered >= 10
+    # The logs tell which of the tenant's keys each request came with: the old one's id
+    # stops appearing once its clients have moved.
+    key_ids = [record["key_id"] for record in events(service, "request_start")]
+    old_id, new_id = (hashed_form(key).removeprefix("sha256:")[:12]
+                      for key in (OLD_TENANT_KEY, NEW_TENANT_KEY))
+    assert key_ids[0] == old_id
+    assert key_ids[-1] == new_id
+    assert set(key_ids) == {old_id, new_id}
     assert status_with(service, OLD_TENANT_KEY) == 401
     assert status_with(service, NEW_TENANT_KEY) == 200
     assert vendor_upstream.requests[-1].headers["authorization"] == f"Bearer {NEW_VENDOR_KEY}"
