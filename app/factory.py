@@ -220,7 +220,7 @@ def replay_store(settings: Settings) -> AnswerLogs:
 
 def _log_access_mode(settings: Settings) -> None:
     tenancy = settings.tenancy
-    backend = "redis" if settings.quota.redis_url else "memory"
+    backend = settings.quota.backend
     if tenancy.open_mode:
         logger.warning("open_mode", extra={
             "detail": "no API keys configured: every caller is the 'anonymous' tenant",

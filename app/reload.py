@@ -47,7 +47,6 @@ class ConfigReloader:
         self._gate = gate
         self._chain = chain
         self._checks = checks
-        self._limits_backend = "redis" if settings.quota.redis_url else "memory"
         self._files = watched_files(self._env, settings)
         self._states: tuple[Any, ...] = ()
         self._hup: anyio.Event | None = None
@@ -103,7 +102,7 @@ class ConfigReloader:
         if tenancy.open_mode and not was_open:
             logger.warning("open_mode", extra={
                 "detail": "the reloaded configuration has no API keys: every caller is the "
-                          "'anonymous' tenant", "limits_backend": self._limits_backend})
+                          "'anonymous' tenant", "limits_backend": self._settings.quota.backend})
         if result.rotated:  # /ready tells at once whether the vendor takes the new key
             await self._checks.check_routes(result.rotated)
         return True

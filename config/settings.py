@@ -51,6 +51,11 @@ class QuotaSettings:
     on_store_error: StorePolicy = "closed"
     retention_days: int = 35
 
+    @property
+    def backend(self) -> str:
+        """Where limits and budgets are kept, as the logs name it."""
+        return "redis" if self.redis_url else "memory"
+
 
 def _default_tenancy() -> Tenancy:
     return read_tenancy(EnvReader({}), {}, max_output_tokens=1024)
