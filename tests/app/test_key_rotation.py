@@ -173,7 +173,7 @@ def test_tenant_and_vendor_keys_rotate_under_steady_traffic_without_one_failed_r
         vendor_upstream.api_key = NEW_VENDOR_KEY
         vendor_upstream.also_accepted.clear()
         # 3. The old tenant key goes, on SIGHUP this time.
-        config.write_text(config_text(vendor_upstream, key_file, [NEW_TENANT_KEY]))
+        write_atomically(config, config_text(vendor_upstream, key_file, [NEW_TENANT_KEY]))
         service.proc.send_signal(signal.SIGHUP)
         service.wait_for_log("config_reloaded", timeout=10, trigger="sighup")
         answered = traffic.answered
@@ -206,23 +206,23 @@ def test_a_broken_file_changes_nothing_and_says_why(
     good = config_text(vendor_upstream, key_file, [OLD_TENANT_KEY])
 
     # Not TOML: the old tenant key keeps working, the one the broken file adds does not.
-    config.write_text(config_text(vendor_upstream, key_file, [OLD_TENANT_KEY, NEW_TENANT_KEY])
-                      + "\n[tenants.acme\n")
+    write_atomically(config, config_text(vendor_upstream, key_file,
+                                         [OLD_TENANT_KEY, NEW_TENANT_KEY]) + "\n[tenants.acme\n")
     failed = service.wait_for_log("config_reload_failed", timeout=10)
     assert "is not valid TOML" in failed["reason"]
     assert status_with(service, OLD_TENANT_KEY) == 200
     assert status_with(service, NEW_TENANT_KEY) == 401
 
     # Valid TOML, a value out of range: refused in full, nothing of it applied.
-    config.write_text(config_text(vendor_upstream, key_file, [NEW_TENANT_KEY])
-                      .replace("[tenants.acme]\n", "[tenants.acme]\nrpm = -1\n"))
+    write_atomically(config, config_text(vendor_upstream, key_file, [NEW_TENANT_KEY])
+                     .replace("[tenants.acme]\n", "[tenants.acme]\nrpm = -1\n"))
     wait_until(lambda: len(events(service, "config_reload_failed")) == 2)
     assert "tenants.acme.rpm" in events(service, "config_reload_failed")[-1]["reason"]
     assert status_with(service, OLD_TENANT_KEY) == 200
     assert status_with(service, NEW_TENANT_KEY) == 401
 
     # The key file caught empty mid-rotation: the running key stays.
-    config.write_text(good)
+    write_atomically(config, good)
     service.wait_for_log("config_reloaded", timeout=10)
     keys.publish({"openai": ""})
     wait_until(lambda: len(events(service, "config_reload_failed")) == 3)
@@ -232,7 +232,7 @@ def test_a_broken_file_changes_nothing_and_says_why(
     assert reloads(service, "failed") == 3
 
     # A route setting changes: keys apply at once, the route waits for a restart and says so.
-    config.write_text(config_text(vendor_upstream, key_file, [NEW_TENANT_KEY], timeout_s=9))
+    write_atomically(config, config_text(vendor_upstream, key_file, [NEW_TENANT_KEY], timeout_s=9))
     keys.publish({"openai": OLD_VENDOR_KEY})
     reloaded = service.wait_for_log("config_reloaded", timeout=10, restart_needed=["routes"])
     assert reloaded["keys"] == 1
@@ -257,7 +257,7 @@ def test_a_route_started_without_its_key_answers_once_the_file_appears(
     keys = SecretVolume(tmp_path / "keys")
     keys.publish({"other": "x"})  # the volume is there, the route's file is not yet
     config = tmp_path / "hello-ship.toml"
-    config.write_text(config_text(vendor_upstream, keys.path("openai"), [OLD_TENANT_KEY]))
+    write_atomically(config, config_text(vendor_upstream, keys.path("openai"), [OLD_TENANT_KEY]))
     env = {"HELLO_SHIP_CONFIG": str(config), "CONFIG_WATCH_S": "0.2"}
     with service_process(env) as service:
         assert status_with(service, OLD_TENANT_KEY) == 503
