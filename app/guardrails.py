@@ -56,8 +56,11 @@ class Guardrails:
                 self._scan_in_thread.add(policy)
             detectors = [detector for detector in settings.detectors
                          if policy.on_output(detector.category) != "allow"]
+            # The built-ins' values are runs the scan's own hold back knows, so their text
+            # leaves word by word; a phrase or an operator's detector may span words.
             self._output[policy] = OutputGuard(
                 Scanner(detectors), policy, settings.buffer_chars, settings.hold_s,
+                whole_sentences=not all(map(_built_in, detectors)),
                 phrase_hold_back=phrase_hold_back(detectors, settings.buffer_chars))
         moderation = settings.moderation
         self._moderation = None

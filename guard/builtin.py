@@ -45,7 +45,7 @@ class TrimmingDetector:
     number, a word after an IBAN): when the whole match fails `validate`, up to two trailing
     groups, each ending before a separator in `cuts`, are dropped in turn and checked again."""
 
-    __slots__ = ("_cuts", "_hints", "_pattern", "_validate", "category", "name", "reach")
+    __slots__ = ("_cuts", "_pattern", "_validate", "category", "hints", "name", "reach")
 
     DROPPABLE_GROUPS = 2
 
@@ -58,10 +58,10 @@ class TrimmingDetector:
         self._pattern = re.compile(pattern)
         self._validate = validate
         self._cuts = cuts
-        self._hints = hints
+        self.hints = hints
 
     def find(self, text: str) -> Iterator[tuple[int, int]]:
-        if not may_occur(text, self._hints):
+        if not may_occur(text, self.hints):
             return
         pos = 0
         while (match := self._pattern.search(text, pos)) is not None:

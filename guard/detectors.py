@@ -50,6 +50,15 @@ class Detector(Protocol):
 Hints = tuple[str, ...] | re.Pattern[str]
 
 
+def hint_pattern(detector: Detector) -> re.Pattern[str] | None:
+    """One pattern for the `hints` a detector declares (optional for plugged-in ones: they
+    may have none); None when it has none, and so may match anywhere."""
+    hints: Hints = getattr(detector, "hints", ())
+    if isinstance(hints, re.Pattern):
+        return hints
+    return re.compile("|".join(map(re.escape, hints))) if hints else None
+
+
 def may_occur(text: str, hints: Hints) -> bool:
     """Whether any of `hints` (substrings every match contains, or a pattern every match
     contains a match of) is in `text`; no hints: yes.
@@ -67,7 +76,7 @@ class PatternDetector:
     """Matches of one regular expression, optionally confirmed by a check of the matched text
     (a Luhn digit, an IBAN checksum) so that look-alike numbers pass."""
 
-    __slots__ = ("_hints", "_pattern", "_validate", "category", "name", "reach")
+    __slots__ = ("_pattern", "_validate", "category", "hints", "name", "reach")
 
     def __init__(self, name: str, category: Category, pattern: str | re.Pattern[str], *,
                  reach: int = 128, validate: Callable[[str], bool] | None = None,
@@ -77,10 +86,10 @@ class PatternDetector:
         self.reach = reach
         self._pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
         self._validate = validate
-        self._hints = hints
+        self.hints = hints
 
     def find(self, text: str) -> Iterator[tuple[int, int]]:
-        if not may_occur(text, self._hints):
+        if not may_occur(text, self.hints):
             return
         validate = self._validate
         for match in self._pattern.finditer(text):

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 
 from guard.builtin import SECRET_PREFIXES
-from guard.detectors import Detector, Finding
+from guard.detectors import Detector, Finding, hint_pattern
 from guard.text import DASHES, LATIN_LETTERS, SPACES, strip_format, without_format
 
 _SPACE, _DASH = re.escape(SPACES), re.escape(DASHES)
@@ -30,11 +30,14 @@ _SPACE, _DASH = re.escape(SPACES), re.escape(DASHES)
 # any kind (card, phone and account numbers are printed that way); an IBAN's letter-and-digit
 # groups. No other script's letters: a Chinese or Japanese clause has no spaces, and taken for
 # one run it would be held back whole.
+_WORD_RUN = rf"[A-Za-z0-9_{LATIN_LETTERS}.%+\-@:/=~#]+"
 _RUNS = (
-    re.compile(rf"[A-Za-z0-9_{LATIN_LETTERS}.%+\-@:/=~#]+"),
+    re.compile(_WORD_RUN),
     re.compile(rf"(?:[+(]*\d[\d().{_DASH}]*[{_SPACE}]?)+[+(]*"),
     re.compile(rf"[A-Z]{{2}}\d\d(?:[{_SPACE}]?[A-Z0-9]{{1,4}})+[{_SPACE}]?"),
 )
+_RUN_AT_END = re.compile(_WORD_RUN + r"\Z")
+_DIGIT = re.compile(r"\d")
 _PARTIAL_VALUE = re.compile(r"[\d@]")
 # The beginning of a secret, at the start of a word (`KEY=sk-proj-…`, not `task-…`).
 _SECRET_START = re.compile(
@@ -60,22 +63,26 @@ class Scanner:
     def __bool__(self) -> bool:
         return bool(self.detectors)
 
-    def findings(self, text: str, since: int = 0, *, stripped_upto: int = 0) -> list[Finding]:
+    def findings(self, text: str, since: int = 0, *, stripped_upto: int = 0,
+                 only: Sequence[Detector] | None = None) -> list[Finding]:
         """Matches that reach into `text[since:]`, looking back at most each detector's reach;
         sorted by start. Detectors see `text` without its format characters; a finding's span
         runs from the first to the last character of the value as written. A streaming caller
         that keeps its look-back context stripped of them says so with `stripped_upto` (the
-        length of that context): only the text after it is searched for one."""
+        length of that context): only the text after it is searched for one. `only` runs
+        just those of the detectors (those a `HintTrail` found due)."""
+        detectors = self.detectors if only is None else only
         view = without_format(text, stripped_upto)
         if view is None:
-            return self._findings(text, since)
+            return self._findings(detectors, text, since)
         return [Finding(*view.original_span(finding.start, finding.end), finding.detector,
                         finding.category)
-                for finding in self._findings(view.text, view.position(since))]
+                for finding in self._findings(detectors, view.text, view.position(since))]
 
-    def _findings(self, text: str, since: int) -> list[Finding]:
+    @staticmethod
+    def _findings(detectors: Sequence[Detector], text: str, since: int) -> list[Finding]:
         found: list[Finding] = []
-        for detector in self.detectors:
+        for detector in detectors:
             offset = max(0, since - detector.reach)
             window = text[offset:] if offset else text
             for start, end in detector.find(window):
@@ -88,6 +95,70 @@ class Scanner:
     def redact(self, text: str) -> str:
         """`text` with every match replaced by a placeholder naming its detector."""
         return redact(text, self.findings(text))
+
+
+class HintTrail:
+    """One stream's record of where each detector's hints (`Detector.hints`: what every match
+    contains, an `@`, a digit, a key prefix) last occurred in the text released, so that a
+    release runs only the detectors whose look-back or new text holds one. A detector whose
+    window holds no hint finds nothing there, so the findings are the same as running all; on
+    prose that is most releases, and a release streamed a word at a time costs a search of its
+    new characters instead of every detector's look-back. Positions count the released text
+    without format characters, as the look-back does; a detector without hints is always
+    run."""
+
+    __slots__ = ("_detectors", "_gate", "_hints", "_live_until", "_overlap", "_released",
+                 "_seen")
+
+    def __init__(self, scanner: Scanner) -> None:
+        self._detectors = scanner.detectors
+        hints = [hint_pattern(detector) for detector in scanner.detectors]
+        self._hints = [hint for hint in hints if hint is not None]
+        # None: some detector may match anywhere, so every release runs them all.
+        self._gate = (re.compile("|".join(f"(?:{hint.pattern})" for hint in self._hints))
+                      if self._hints and len(self._hints) == len(hints)
+                      and all(hint.flags == re.UNICODE for hint in self._hints) else None)
+        # A hint split between the look-back and the new text is searched for whole.
+        self._overlap = max((len(hint) for detector in scanner.detectors
+                             if not isinstance(hint_set := getattr(detector, "hints", ()),
+                                               re.Pattern)
+                             for hint in hint_set), default=1) - 1
+        self._released = 0
+        # Where each detector's last hint began; never, at first.
+        self._seen = [-1 << 62] * len(scanner.detectors)
+        self._live_until = -1  # past this, no detector's look-back holds a hint it saw
+
+    def due(self, context: str, fresh: str) -> Sequence[Detector] | None:
+        """The detectors to run on `context + fresh` (the look-back and the text after it,
+        both without format characters): None for all of them."""
+        if self._gate is None:
+            return None
+        probe = context[-self._overlap:] + fresh if self._overlap and context else fresh
+        fresh_hit = self._gate.search(probe) is not None
+        released, seen = self._released, self._seen
+        if not fresh_hit and released > self._live_until:
+            return ()
+        due = [detector for index, detector in enumerate(self._detectors)
+               if seen[index] >= released - detector.reach
+               or (fresh_hit and self._hints[index].search(probe) is not None)]
+        return due
+
+    def released(self, context: str, text: str) -> None:
+        """`text` (without format characters) was released after `context`: remember its
+        hints."""
+        if self._gate is not None:
+            probe = context[-self._overlap:] + text if self._overlap and context else text
+            if self._gate.search(probe) is not None:
+                base = self._released - (len(probe) - len(text))
+                for index, hint in enumerate(self._hints):
+                    ends = [match.end() for match in hint.finditer(probe)]
+                    if ends:
+                        # The last match's end, less one: no earlier than where any hint
+                        # the search stepped over (one overlapping that match) began.
+                        self._seen[index] = max(self._seen[index], base + ends[-1] - 1)
+                        self._live_until = max(self._live_until, self._seen[index]
+                                               + self._detectors[index].reach)
+        self._released += len(text)
 
 
 def redact(text: str, findings: Sequence[Finding], since: int = 0,
@@ -133,6 +204,12 @@ def settled_cut(text: str, cut: int) -> int:
 def _settled_cut(text: str, cut: int) -> int:
     end = len(text)
     floor = max(0, cut - MAX_HOLD_BACK)
+    if cut == end and _DIGIT.search(text, max(0, floor - MAX_HOLD_BACK)) is None:
+        # Without a digit only the first kind of run can be near the end (the others hold
+        # digits), and those never overlap: the cut goes back to where the last one starts,
+        # if it touches the end. This is every word a stream releases.
+        last_run = _RUN_AT_END.search(text, floor)
+        return end if last_run is None else last_run.start()
     settled = cut
     moved = True
     while moved and settled > floor:

@@ -1,9 +1,13 @@
 """The output guard: every route's text passes through it before it leaves, on both endpoints.
 
 With nothing to detect (every category allowed) the stage passes each delta straight through
-and costs nothing. Otherwise text is held in a `SentenceBuffer` and each release is scanned
-before it is sent: with look-back into what was already released, and with release points
-moved back so no value that a detector must see whole is cut in two (see `guard.scan`). A
+and costs nothing. Otherwise text is held back only as long as it could still become part of
+a value a detector must see whole (`WordBuffer` with `settled_cut`: a word at the end that may
+grow into an email address, digit groups that may grow into a card number), so with the
+built-in detectors text leaves one token after it arrived. Checks whose matches may span
+words the hold back does not know (blocked phrases, plugged-in detectors) ask for whole
+sentences instead (`SentenceBuffer`, released at a sentence end or after the hold time).
+Each release is scanned before it is sent, with look-back into what was already released. A
 finding is then redacted in place, or stops the answer (`OutputBlocked`), per its category.
 """
 
@@ -15,9 +19,9 @@ from dataclasses import dataclass, replace
 
 from guard.detectors import Category, Finding
 from guard.policy import GuardPolicy
-from guard.scan import Scanner, cut_off_end, redact, settled_cut
+from guard.scan import HintTrail, Scanner, cut_off_end, redact, settled_cut
 from guard.text import strip_format, without_format
-from streaming.sentences import SentenceBuffer, ends_sentence
+from streaming.sentences import SentenceBuffer, WordBuffer, ends_sentence
 
 
 class OutputBlocked(Exception):
@@ -33,12 +37,14 @@ class OutputBlocked(Exception):
 @dataclass(frozen=True, slots=True)
 class OutputGuard:
     """One policy's output guard, shared by its requests: detectors of the categories the
-    policy does not allow, what it does on a finding, and how long text may be held."""
+    policy does not allow, what it does on a finding, and whether its checks need whole
+    sentences (then how long text may be held for one)."""
 
     scanner: Scanner
     policy: GuardPolicy
     max_chars: int = 400
     max_hold_s: float = 0.1
+    whole_sentences: bool = False
     # Characters kept back when a release is forced mid-sentence (by the hold time or the
     # buffer size), for detectors whose values the hold back of `settled_cut` does not know
     # (blocked phrases, plugged-in detectors): their longest match, so a phrase still being
@@ -53,21 +59,28 @@ class OutputGuard:
 class OutputStage:
     """One request's output guard state."""
 
-    __slots__ = ("_blocked", "_buffer", "_context", "_guard", "_tail_redacted", "redactions")
+    __slots__ = ("_blocked", "_buffer", "_context", "_guard", "_tail_redacted", "_trail",
+                 "redactions")
 
     def __init__(self, guard: OutputGuard | None = None) -> None:
         self._guard = guard if guard is not None and guard.active else None
-        self._buffer = (None if self._guard is None else SentenceBuffer(
-            self._guard.max_chars, self._guard.max_hold_s,
-            self._settle if self._guard.phrase_hold_back else settled_cut))
+        self._buffer: SentenceBuffer | WordBuffer | None = None
+        if self._guard is not None:
+            self._buffer = (SentenceBuffer(
+                self._guard.max_chars, self._guard.max_hold_s,
+                self._settle if self._guard.phrase_hold_back else settled_cut)
+                if self._guard.whole_sentences else WordBuffer(settled_cut))
         self._context = ""  # the end of the text released, less format characters: look-back
+        self._trail = HintTrail(self._guard.scanner) if self._guard is not None else None
         self._tail_redacted = False  # the last release ended inside a redacted value
         self._blocked = False  # a finding stopped the answer: nothing more leaves
         self.redactions: Counter[str] = Counter()  # detector -> values redacted
 
     @property
-    def buffers(self) -> bool:
-        return self._buffer is not None
+    def holds_for_time(self) -> bool:
+        """Held text may be due for release while the provider is quiet: a timer must
+        watch `deadline`."""
+        return isinstance(self._buffer, SentenceBuffer)
 
     @property
     def hold_s(self) -> float:
@@ -129,12 +142,17 @@ class OutputStage:
         released = self._context + raw
         upto = len(released)
         held = self._buffer.held if self._buffer is not None else ""
-        policy = guard.policy
-        findings = [finding for finding
-                    in guard.scanner.findings(released + held, since, stripped_upto=since)
-                    if finding.start < upto and policy.on_output(finding.category) != "allow"]
+        policy, trail = guard.policy, self._trail
+        assert trail is not None
         # Kept without format characters, so no release searches the whole look-back for one.
-        context, reach = self._context + strip_format(raw), guard.scanner.reach
+        plain = strip_format(raw)
+        due = trail.due(self._context, plain + strip_format(held))
+        findings = [] if due is not None and not due else [
+            finding for finding in guard.scanner.findings(released + held, since,
+                                                          stripped_upto=since, only=due)
+            if finding.start < upto and policy.on_output(finding.category) != "allow"]
+        trail.released(self._context, plain)
+        context, reach = self._context + plain, guard.scanner.reach
         self._context = context[-reach:] if len(context) > reach else context
         if not findings:
             self._tail_redacted = False

@@ -200,7 +200,7 @@ async def _run(job: ChatJob, emitter: _Emitter, out: FrameOut,
         cut: list[Cut] = []
         async with anyio.create_task_group() as group:
             if (job.heartbeat_s or stop is not None or job.idle_timeout_s or job.deadline_s
-                    or job.stage.buffers):
+                    or job.stage.holds_for_time):
                 group.start_soon(_tick, emitter, job, stop, stop_grace_s, group.cancel_scope,
                                  cut)
             terminal = await _relay(job, emitter)
@@ -414,7 +414,7 @@ async def _tick(emitter: _Emitter, job: ChatJob, stop: anyio.Event | None, grace
             continue
         wake = min(next_beat, cut_at, deadline_at, idle_at,
                    math.inf if release_at is None else release_at)
-        if stage.buffers:
+        if stage.holds_for_time:
             # Text the relay gives the guard while this sleeps is due one hold time later at
             # the soonest: waking that often finds each deadline before it passes.
             wake = min(wake, now + stage.hold_s)

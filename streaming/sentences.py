@@ -1,11 +1,12 @@
-"""A pure sentence buffer: holds streamed text until it can be released as whole sentences.
+"""Pure buffers for streamed text that a detector must see in units it can judge.
 
-Output moderation needs to see text in units a detector can judge, but users judge the stream
-by its pace, so text is released at the last sentence end, when the held text reaches
-`max_chars`, or when the oldest held character has waited `max_hold_s`. A `settle` function
-may move each release point back (never forward), so that a value a detector must see whole is
-not cut in two; what it keeps back waits for the next release point. No I/O, no clock of its
-own: the caller passes `now`, which keeps it table-testable.
+`WordBuffer` releases, on every push, all but what its `settle` function keeps back (the run
+of characters at the end that may still grow into a value a detector must see whole): text
+leaves one token after it arrived, and no clock is involved. `SentenceBuffer` is for checks
+that need whole sentences (phrases, plugged-in classifiers): text is released at the last
+sentence end, when the held text reaches `max_chars`, or when the oldest held character has
+waited `max_hold_s`, and `settle` may move each release point back (never forward). No I/O, no
+clock of their own: the caller passes `now`, which keeps them table-testable.
 """
 
 from __future__ import annotations
@@ -30,6 +31,39 @@ Settle = Callable[[str, int], int]  # (held text, proposed cut) -> the cut to ma
 
 def _as_proposed(held: str, cut: int) -> int:
     return cut
+
+
+class WordBuffer:
+    """Holds only what `settle` keeps back from the end; nothing waits for time, so there is
+    no deadline: a clock could release no more than the last push did."""
+
+    __slots__ = ("_held", "_settle")
+
+    max_hold_s = 0.0
+
+    def __init__(self, settle: Settle) -> None:
+        self._settle = settle
+        self._held = ""
+
+    @property
+    def held(self) -> str:
+        return self._held
+
+    def deadline(self) -> float | None:
+        return None
+
+    def push(self, text: str, now: float) -> str:
+        held = self._held + text if self._held else text
+        cut = self._settle(held, len(held))
+        self._held = held[cut:]
+        return held[:cut]
+
+    def release_due(self, now: float) -> str:
+        return ""
+
+    def drain(self) -> str:
+        released, self._held = self._held, ""
+        return released
 
 
 class SentenceBuffer:

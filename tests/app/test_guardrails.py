@@ -79,7 +79,8 @@ def test_the_block_policy_ends_the_answer_with_output_blocked_on_both_endpoints(
     assert tokens(events) == "Write to "
     error = events[-1]
     assert error["type"] == "error" and error["code"] == "output_blocked"
-    assert error["tokens_emitted"] == 1 and error["request_id"]
+    sent = [event for event in events if event["type"] == "token"]
+    assert error["tokens_emitted"] == len(sent) >= 1 and error["request_id"]
     assert answer.status_code == 502
     body = answer.json()["error"]
     assert body["code"] == "output_blocked" and body["request_id"] == answer.headers[
@@ -213,6 +214,39 @@ def test_a_blocked_phrase_cut_by_the_hold_time_never_leaves_in_part(
         _, events = stream(client, live, {"message": "Go on."})
     assert "ignore" not in tokens(events)
     assert events[-1]["code"] == "output_blocked"
+
+
+def first_token_after_meta(client: httpx.Client, live: ThreadServer) -> tuple[float, str]:
+    """Seconds from the meta frame (the vendor's first delta) to the first token frame."""
+    with client.stream("POST", live.url + "/chat/stream", json={"message": "Hi"}) as response:
+        meta_at: float | None = None
+        for line in response.iter_lines():
+            if line == "event: meta":
+                meta_at = time.monotonic()
+            elif line.startswith("data: ") and meta_at is not None and '"token"' in line:
+                return time.monotonic() - meta_at, orjson.loads(line[6:])["token"]
+    raise AssertionError("no token frame")
+
+
+@pytest.mark.parametrize("phrases", [False, True])
+def test_words_leave_one_token_later_unless_a_phrase_needs_the_sentence(
+        upstream_pool: UpstreamPool, client: httpx.Client, tmp_path: Path,
+        phrases: bool) -> None:
+    """The built-in detectors' values are words and digit groups: a word leaves as soon as
+    the next one starts, whatever the hold time. A blocked phrase may span words, so then the
+    sentence is held (here until its end, the hold time being longer)."""
+    upstream = upstream_pool.get(OPENAI)
+    gap = 0.6
+    upstream.script = Script(tokens=("Hello", " there", " friend", "."), token_delay_s=gap)
+    toml = '[guard]\nblocked_patterns = ["(?i)ignore previous instructions"]\n'
+    env = {**FAST_DEMO, **OPENAI.env(upstream), "GUARD_HOLD_MS": "10000",
+           **(config_env(tmp_path, toml) if phrases else {})}
+    with app_server(Settings.from_env(env)) as live:
+        waited, first = first_token_after_meta(client, live)
+    if phrases:  # the sentence's end; its last word waits for what may follow it
+        assert first == "Hello there " and waited >= 2.5 * gap
+    else:
+        assert first == "Hello " and waited < 1.8 * gap
 
 
 def test_with_blocked_patterns_a_long_unpunctuated_answer_still_streams(

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guard.builtin import BUILTIN
-from guard.detectors import Category, PatternDetector
+from guard.detectors import Category, Detector, PatternDetector
 from guard.policy import GuardPolicy, OutputAction
 from guard.scan import Scanner
 from streaming.output_guard import OutputBlocked, OutputGuard, OutputStage, phrase_cut
@@ -114,7 +114,7 @@ def test_a_card_number_split_over_two_tokens_is_caught() -> None:
     out = [stage.feed("My card is 4111 1111", 0.0), stage.feed(" 1111 1111 thanks.", 0.01),
            stage.flush()]
     assert "".join(out) == "My card is [redacted:credit_card] thanks."
-    assert out[0] == "", "nothing may leave before the number is seen whole"
+    assert out[0] == "My card is ", "no digit may leave before the number is seen whole"
 
 
 def test_a_long_chinese_sentence_streams_within_the_hold_time() -> None:
@@ -158,7 +158,7 @@ def test_a_private_key_is_redacted_from_its_header_on() -> None:
 def test_allowed_categories_cost_nothing_and_pass_unchanged() -> None:
     guard = OutputGuard(Scanner([]), GuardPolicy(output_pii="allow", output_secrets="allow"))
     stage = OutputStage(guard)
-    assert not stage.buffers
+    assert not stage.holds_for_time and stage.deadline() is None
     assert stage.feed("jane.doe@example.com", 0.0) == "jane.doe@example.com"
 
 
@@ -235,7 +235,8 @@ PHRASE = PatternDetector("blocked_pattern_0", "blocked",
 def phrase_stage(hold_back: int) -> OutputStage:
     detectors = [*BUILTIN.values(), PHRASE] if hold_back else list(BUILTIN.values())
     return OutputStage(OutputGuard(Scanner(detectors), GuardPolicy(), max_chars=400,
-                                   max_hold_s=0.1, phrase_hold_back=hold_back))
+                                   max_hold_s=0.1, whole_sentences=True,
+                                   phrase_hold_back=hold_back))
 
 
 def test_holding_back_for_phrases_keeps_sentences_whole_and_releases_as_often() -> None:
@@ -326,9 +327,39 @@ def test_the_phrase_cut(held: str, hold_back: int, cut: int) -> None:
 
 def test_a_value_after_the_rest_of_a_long_key_is_counted_in_the_same_release() -> None:
     stage = OutputStage(OutputGuard(Scanner([BUILTIN["api_key"], BUILTIN["email"]]),
-                                    GuardPolicy(), max_chars=1000, max_hold_s=0.1))
+                                    GuardPolicy(), max_chars=1000, max_hold_s=0.1,
+                                    whole_sentences=True))
     assert stage.feed("Key: " + KEY[:200], 0.0) == ""
     assert stage.release_due(0.1) == "Key: [redacted:api_key]"  # the rest is still held
     assert stage.feed(KEY[200:] + " mail jane@example.com now. ", 0.15) == (
         " mail [redacted:email] now.")
     assert stage.redactions == {"api_key": 1, "email": 1}
+
+
+class Unhinted:
+    """A built-in detector that does not say what its matches contain: a stage with one runs
+    every detector on every release."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.name, self.category, self.reach = detector.name, detector.category, detector.reach
+        self.find = detector.find
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.sampled_from([*VALUES.values(), *(v for _, v in DISGUISED),
+                                       " ", ". ", "\n", "Reach us at ", " or ", "cafe",
+                                       "x" * 70, "sk-", "@", "eyJ", "-----BEGIN ", "4111 ",
+                                       "1" * 30, "请联系"]), max_size=12),
+       cuts=st.lists(st.integers(0, 1200), max_size=60),
+       sentences=st.booleans())
+def test_running_only_the_detectors_a_hint_calls_for_finds_what_running_all_does(
+        parts: list[str], cuts: list[int], sentences: bool) -> None:
+    tokens = split("".join(parts), cuts)
+    policy = GuardPolicy()
+    stages = [OutputStage(OutputGuard(Scanner(detectors), policy, max_chars=400,
+                                      max_hold_s=0.1, whole_sentences=sentences))
+              for detectors in (list(BUILTIN.values()),
+                                [Unhinted(detector) for detector in BUILTIN.values()])]
+    hinted, everything = (play(stage, tokens, [0.03] * len(tokens)) for stage in stages)
+    assert hinted == everything
+    assert stages[0].redactions == stages[1].redactions

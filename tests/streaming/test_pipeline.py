@@ -218,8 +218,9 @@ FORBIDDEN = PatternDetector("forbidden", "blocked", r"Forbidden")
 
 
 def guarded(*detectors: PatternDetector, hold_s: float = 5.0) -> OutputStage:
+    # Pattern detectors ask for whole sentences, as configured phrases do in the service.
     return OutputStage(OutputGuard(Scanner(detectors), GuardPolicy(output_secrets="redact"),
-                                   max_chars=400, max_hold_s=hold_s))
+                                   max_chars=400, max_hold_s=hold_s, whole_sentences=True))
 
 
 async def test_the_output_guard_releases_sentences_and_redacts() -> None:

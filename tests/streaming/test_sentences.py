@@ -2,7 +2,8 @@
 # ruff: noqa: RUF001
 import pytest
 
-from streaming.sentences import SentenceBuffer, ends_sentence
+from guard.scan import settled_cut
+from streaming.sentences import SentenceBuffer, WordBuffer, ends_sentence
 
 
 @pytest.mark.parametrize(("pushes", "released"), [
@@ -119,3 +120,19 @@ def test_a_forced_release_that_keeps_part_back_starts_a_new_hold_for_it() -> Non
 ])
 def test_whether_a_cut_ends_a_sentence(text: str, cut: int, ends: bool) -> None:
     assert ends_sentence(text, cut) is ends
+
+
+@pytest.mark.parametrize(("pushes", "released"), [
+    # each push -> what it releases: all but a run at the end that may still grow
+    (["Hello", " world", ", and", " more"], ["", "Hello ", "world, ", "and "]),
+    (["Call 555", " 0132", " now"], ["Call ", "", "555 0132 "]),
+    (["mail jane", "@example", ".com", " please"], ["mail ", "", "", "jane@example.com "]),
+    (["你好", "世界"], ["你好", "世界"]),  # no run: another script's words go at once
+    (["x" * 200], ["x" * 72]),  # a run too long to be one value keeps back its end only
+])
+def test_a_word_buffer_holds_only_a_run_that_may_still_grow(pushes: list[str],
+                                                            released: list[str]) -> None:
+    buffer = WordBuffer(settled_cut)
+    assert [buffer.push(text, 0.0) for text in pushes] == released
+    assert "".join(released) + buffer.drain() == "".join(pushes)
+    assert buffer.deadline() is None and buffer.release_due(60.0) == ""

@@ -305,8 +305,10 @@ def drop_collected_request(url: str, upstream: Upstream) -> None:
 
 def test_a_client_leaving_is_one_line_saying_when(vendor: Upstream,
                                                   client: httpx.Client) -> None:
-    # Sentences, so the output guard releases text early; long enough to outlast the test.
-    vendor.script = Script(tokens=(" Tokens", " keep", " coming.") * 200, token_delay_s=0.01)
+    # Long enough to outlast the test; the first token late enough that the collected request
+    # has gone before any text.
+    vendor.script = Script(tokens=(" Tokens", " keep", " coming.") * 200, token_delay_s=0.01,
+                           first_token_s=0.5)
     with captured_logs() as logs, app_server(chain_settings(vendor)) as live:
         with client.stream("POST", live.url + "/chat/stream", json={"message": USER_MARKER},
                            headers={"X-Request-ID": "req_schema_left_stream"}) as response:

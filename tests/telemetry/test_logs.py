@@ -117,13 +117,14 @@ def test_a_client_that_left_is_logged_as_such(service: ServiceProcess) -> None:
 def test_a_stream_failing_midway_logs_code_incident_and_tokens() -> None:
     with service_process({"DEMO_FAIL_AFTER_TOKENS": "3"}) as running:
         with httpx.Client(timeout=10) as client:
-            client.post(running.url + "/chat/stream", json={"message": "hello"},
-                        headers={"X-Request-ID": "fails"})
+            response = client.post(running.url + "/chat/stream", json={"message": "hello"},
+                                   headers={"X-Request-ID": "fails"})
         end = running.wait_for_log("request_end", request_id="fails")
         attempt = running.wait_for_log("provider_failed", request_id="fails")
     assert end["status"] == "error" and end["error_code"] == "stream_interrupted"
-    # the three tokens, sent in one release of the output guard before the error frame
-    assert end["tokens_emitted"] == 1 and end["incident_id"].startswith("inc_")
+    # the token frames that carried the three tokens before the error frame
+    sent = response.text.count("event: token")
+    assert end["tokens_emitted"] == sent >= 1 and end["incident_id"].startswith("inc_")
     assert attempt["route"] == "demo/hello-1" and attempt["status_code"] == 503
     assert attempt["error_class"] == "ProviderUnavailable"
 
