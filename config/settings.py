@@ -153,6 +153,7 @@ def _read(env: EnvReader) -> Settings:
         raise SettingsError("HOST", f"no API keys are configured (open mode), so {host} would "
                                     "serve anyone; configure [tenants] keys, bind 127.0.0.1, "
                                     "or set ALLOW_OPEN_MODE=true")
+    ttft_timeout_s = env.number("TTFT_TIMEOUT_S", 30.0, float, 0.1, 3600.0)
     return Settings(
         host=host,
         port=port,
@@ -170,10 +171,11 @@ def _read(env: EnvReader) -> Settings:
             max_attempts=env.number("MAX_ATTEMPTS", 3, int, 1, 10),
             base_s=env.number("RETRY_BASE_S", 0.5, float, 0.0, 60.0),
             cap_s=env.number("RETRY_MAX_S", 8.0, float, 0.0, 600.0),
-            ttft_timeout_s=env.number("TTFT_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
+            ttft_timeout_s=ttft_timeout_s,
             request_timeout_s=env.number("REQUEST_TIMEOUT_S", 120.0, float, 0.5, 86_400.0),
             headroom_fallback_at=env.number("HEADROOM_FALLBACK_AT", 0.0, float, 0.0, 1.0)
             or None,
+            hedge_after_s=_hedge_after_s(env, ttft_timeout_s),
         ),
         idle_timeout_s=env.number("IDLE_TIMEOUT_S", 30.0, float, 0.1, 3600.0),
         breaker_failures=env.number("BREAKER_FAILURES", 5, int, 1, 1000),
@@ -212,6 +214,17 @@ def _read(env: EnvReader) -> Settings:
         streams=read_stream_settings(env),
         config_watch_s=env.number("CONFIG_WATCH_S", 5.0, float, 0.0, 3600.0),
     )
+
+
+def _hedge_after_s(env: EnvReader, ttft_timeout_s: float) -> float | None:
+    """`HEDGE_AFTER_MS`: how long a route may stay silent before the next one is asked beside
+    it; 0 (the default) never. At or past `TTFT_TIMEOUT_S` the route's own timeout would always
+    come first, so such a value is a mistake, not a setting."""
+    after_ms = env.number("HEDGE_AFTER_MS", 0, int, 0, 3_600_000)
+    if after_ms and after_ms >= ttft_timeout_s * 1000:
+        raise SettingsError("HEDGE_AFTER_MS", f"must be below TTFT_TIMEOUT_S "
+                                              f"({ttft_timeout_s * 1000:g} ms), got {after_ms}")
+    return after_ms / 1000 if after_ms else None
 
 
 def _metrics_port(env: EnvReader, service_port: int) -> int | None:

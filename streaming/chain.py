@@ -6,6 +6,11 @@ and fits the request deadline, then the next route is tried, invisibly to the cl
 route has produced its first event the chain says so (`RouteAnswering`) and relays that
 route to the end: an answer is never spliced from two models, so a failure after that point
 reaches the pipeline as it is.
+
+With `hedge_after_s` (HEDGE_AFTER_MS), a route that has not started its answer that long after
+it was asked gets company: the next usable route is asked too, as a fallback would be (its
+breaker, its fallback cap), while the first keeps going. Whichever starts first answers; the
+other is cancelled and its vendor call closed. At most one hedge a request.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal
 
 import anyio
@@ -27,12 +33,14 @@ from providers.errors import (
     ProviderUnavailable,
 )
 from providers.headroom import Headroom
-from providers.types import ChainEvent, CompletionRequest, RouteAnswering
+from providers.tokens import count_tokens
+from providers.types import ChainEvent, CompletionRequest, RouteAnswering, TextDelta
 from streaming.backoff import retry_delay
-from streaming.breaker import CircuitBreaker
+from streaming.breaker import Admission, CircuitBreaker
 from streaming.fallback_budget import RateCap
+from streaming.race import Race
 from streaming.upstream import close_upstream
-from telemetry.metrics import RETRIES
+from telemetry.metrics import HEDGES_STARTED, HEDGES_WON, RETRIES, TOKENS
 
 logger = logging.getLogger("hello_ship.chain")
 
@@ -49,6 +57,9 @@ class RetryPolicy:
     # A route whose vendor reports this share of a rate limit used, in a window not yet reset,
     # goes after the later routes with more room (HEADROOM_FALLBACK_AT); None: never.
     headroom_fallback_at: float | None = None
+    # A route silent this long after it was asked gets the next route asked beside it
+    # (HEDGE_AFTER_MS); None: never.
+    hedge_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,65 +120,27 @@ class RouteChain:
         return RouteChain(links, self._policy, self._rng)
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ChainEvent, None]:
-        policy = self._policy
-        deadline = request.deadline_at or time.monotonic() + policy.request_timeout_s
-        errors: list[ProviderError] = []
-        reopening: list[float] = []  # when the routes skipped for open breakers reopen
-        for position, link in self._candidates(reopening):
-            for attempt in range(1, policy.max_attempts + 1):
-                admission = link.breaker.admit()
-                if admission is None:  # opened by this request's failures, or by others'
-                    reopening.append(link.breaker.reopens_in())
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    link.breaker.release(admission)
-                    raise _exhausted(errors, reopening)
-                asked_at = time.monotonic()
-                events = link.provider.stream(request)
-                try:
-                    first = await self._first_event(link, events, remaining)
-                except ProviderError as error:
-                    await close_upstream(events, link.provider.route)
-                    if _says_the_route_is_unwell(error):
-                        link.breaker.record_failure(admission)
-                    else:  # this request's own fault says nothing about the route
-                        link.breaker.release(admission)
-                    errors.append(error)
-                    if link.breaker.admissible():
-                        delay = self._retry_delay(error, attempt, deadline,
-                                                  self._fallback_left(position))
-                    else:  # this failure opened it: move on, and say when it reopens
-                        delay = None
-                        reopening.append(link.breaker.reopens_in())
-                    _log_attempt(link, attempt, error, delay, asked_at)
-                    if delay is None:
-                        break
-                    await anyio.sleep(delay)
-                    continue
-                except BaseException:
-                    # Cancelled (the client left) or a bug, not the route's doing: its breaker
-                    # counts nothing.
-                    link.breaker.release(admission)
-                    await close_upstream(events, link.provider.route)
-                    raise
-                link.breaker.record_success(admission)
-                _log_answering(link, attempt, asked_at, len(errors),
-                               self.links[0] if position else None)
-                try:
-                    yield RouteAnswering(link.provider.route, link.tier, attempt)
-                    if first is not None:
-                        yield first
-                        async for event in events:
-                            yield event
-                except ProviderError as error:
-                    if _says_the_route_is_unwell(error):
-                        link.breaker.record_failure("normal")
-                    raise
-                finally:
-                    await close_upstream(events, link.provider.route)
-                return
-        raise _exhausted(errors, reopening)
+        opening = _Opening(self, request)
+        won = await opening.run()
+        link, events = won.link, won.events
+        link.breaker.record_success(won.admission)
+        if won.hedge:
+            HEDGES_WON.labels(link.provider.route).inc()
+        _log_answering(link, won.number, won.asked_at, len(opening.errors),
+                       self.links[0] if won.position else None,
+                       None if opening.hedge is None else "won" if won.hedge else "lost")
+        try:
+            yield RouteAnswering(link.provider.route, link.tier, won.number)
+            if won.first is not None:
+                yield won.first
+                async for event in events:
+                    yield event
+        except ProviderError as error:
+            if _says_the_route_is_unwell(error):
+                link.breaker.record_failure("normal")
+            raise
+        finally:
+            await close_upstream(events, link.provider.route)
 
     def _candidates(self, reopening: list[float]) -> Iterator[tuple[int, ChainLink]]:
         """The routes to try, in the chain's order, each judged when its turn comes; but a
@@ -265,6 +238,237 @@ class RouteChain:
                                  extra={"model_route": link.provider.route})
 
 
+@dataclass(eq=False, slots=True)
+class _Attempt:
+    """One call to one route, from asking it to its first event."""
+
+    link: ChainLink
+    position: int  # in the chain's links
+    number: int  # 1, 2, ... on its route
+    admission: Admission
+    asked_at: float
+    events: AsyncGenerator[ChainEvent, None]
+    hedge: bool = False  # asked beside a slow route, not after its failure
+    first: ChainEvent | None = None  # once it has started the answer
+
+
+_Outcome = ChainEvent | None | Exception
+
+
+class _Opening:
+    """One request's way to the route that answers it: the routes in the chain's order, each
+    retried while that can help; with hedging, the next route also asked while the current one
+    is slow. `run` returns the attempt that produced the first event, and leaves no other
+    attempt open: each is closed, its breaker admission settled or given back."""
+
+    def __init__(self, chain: RouteChain, request: CompletionRequest) -> None:
+        self._chain = chain
+        self._request = request
+        policy = chain._policy
+        self._deadline = request.deadline_at or time.monotonic() + policy.request_timeout_s
+        self._hedge_after_s = policy.hedge_after_s if len(chain.links) > 1 else None
+        self.errors: list[ProviderError] = []
+        self._reopening: list[float] = []  # when the routes skipped for open breakers reopen
+        self._candidates = chain._candidates(self._reopening)
+        self._turn: tuple[int, ChainLink] | None = None  # the route being tried
+        self._tries = 0  # attempts made on it
+        self._current: _Attempt | None = None  # its attempt in flight
+        self._retry_at: float | None = None  # its next attempt, after a backoff
+        # Asked and not started yet: the current attempt and, after a hedge, the slow one.
+        self._pending: list[_Attempt] = []
+        self.hedge: _Attempt | None = None  # the attempt asked as the hedge
+        self._hedge_tried = False
+        self._race: Race[_Attempt, ChainEvent | None] | None = None
+
+    async def run(self) -> _Attempt:
+        won: _Attempt | None = None
+        try:
+            if self._hedge_after_s is None:
+                won = await self._walk()
+            else:
+                failure: Exception | None = None
+                async with anyio.create_task_group() as group:
+                    self._race = Race(group)
+                    try:
+                        won = await self._walk()
+                    except Exception as error:  # raised past the group as it is, ungrouped
+                        failure = error
+                    finally:
+                        self._race.cancel()
+                if failure is not None:
+                    raise failure
+        except BaseException:
+            if won is not None:  # cancelled while the others were being stopped
+                self._pending.append(won)
+                won = None
+            raise
+        finally:
+            await self._close_pending(won)
+        assert won is not None  # `_walk` returns an attempt or raises
+        return won
+
+    async def _walk(self) -> _Attempt:
+        while True:
+            if self._current is None and self._retry_at is None:
+                self._ask_next()
+                if not self._pending:
+                    raise _exhausted(self.errors, self._reopening)
+            now = time.monotonic()
+            if not self._pending:  # only a backoff to wait out
+                assert self._retry_at is not None
+                await anyio.sleep(self._retry_at - now)
+                self._retry_at = None
+                continue
+            timers = [at for at in (self._retry_at, self._hedge_at()) if at is not None]
+            ended = await self._next(min(timers) - now if timers else None)
+            if ended is None:
+                self._on_timer()
+                continue
+            attempt, outcome = ended
+            self._pending.remove(attempt)
+            if isinstance(outcome, ProviderError):
+                await self._failed(attempt, outcome)
+            elif isinstance(outcome, Exception):
+                # A bug, not the route's doing: its breaker counts nothing.
+                attempt.link.breaker.release(attempt.admission)
+                await close_upstream(attempt.events, attempt.link.provider.route)
+                raise outcome
+            else:
+                attempt.first = outcome
+                if attempt is self._current:
+                    self._current = None
+                return attempt
+
+    def _ask_next(self) -> None:
+        """Ask the route being tried again, or the next one; nothing when none is left."""
+        while True:
+            if self._turn is None:
+                self._turn, self._tries = next(self._candidates, None), 0
+                if self._turn is None:
+                    return
+            position, link = self._turn
+            admission = link.breaker.admit()
+            if admission is None:  # opened by this request's failures, or by others'
+                self._reopening.append(link.breaker.reopens_in())
+                self._turn = None
+                continue
+            if self._deadline <= time.monotonic():
+                link.breaker.release(admission)
+                raise _exhausted(self.errors, self._reopening)
+            self._tries += 1
+            attempt = _Attempt(link, position, self._tries, admission, time.monotonic(),
+                               link.provider.stream(self._request))
+            self._pending.append(attempt)
+            self._current = attempt
+            if self._race is not None:
+                self._race.start(attempt, partial(
+                    self._chain._first_event, link, attempt.events,
+                    self._deadline - attempt.asked_at))
+            return
+
+    async def _next(self, timeout_s: float | None) -> tuple[_Attempt, _Outcome] | None:
+        """The next attempt to start or fail, or None when `timeout_s` passes first."""
+        if self._race is not None:
+            return await self._race.next(timeout_s)
+        attempt = self._pending[0]  # alone: nothing else could happen meanwhile
+        try:
+            return attempt, await self._chain._first_event(
+                attempt.link, attempt.events, self._deadline - attempt.asked_at)
+        except ProviderError as error:
+            return attempt, error
+
+    def _hedge_at(self) -> float | None:
+        if self._hedge_after_s is None or self._hedge_tried or self._current is None:
+            return None
+        return self._current.asked_at + self._hedge_after_s
+
+    def _on_timer(self) -> None:
+        now = time.monotonic()
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+        hedge_at = self._hedge_at()
+        if hedge_at is not None and now >= hedge_at:
+            self._start_hedge()
+
+    def _start_hedge(self) -> None:
+        """Ask the next usable route beside the slow current one, which keeps its place in
+        the race but gets no retry: the chain has moved on to the hedge's route."""
+        self._hedge_tried = True
+        slow = self._current
+        assert slow is not None
+        turn, tries = self._turn, self._tries
+        self._turn = None
+        self._ask_next()
+        if self._current is slow:  # no route left to ask: the slow one stays the current
+            self._turn, self._tries = turn, tries
+            return
+        hedge = self.hedge = self._current
+        assert hedge is not None
+        hedge.hedge = True
+        HEDGES_STARTED.labels(hedge.link.provider.route).inc()
+        logger.info("hedge_started", extra={
+            "model_route": hedge.link.provider.route,
+            "tier": hedge.link.tier,
+            "from_route": slow.link.provider.route,
+            "waited_ms": _ms_since(slow.asked_at),
+        })
+
+    async def _failed(self, attempt: _Attempt, error: ProviderError) -> None:
+        link = attempt.link
+        await close_upstream(attempt.events, link.provider.route)
+        if _says_the_route_is_unwell(error):
+            link.breaker.record_failure(attempt.admission)
+        else:  # this request's own fault says nothing about the route
+            link.breaker.release(attempt.admission)
+        self.errors.append(error)
+        delay = None
+        if not link.breaker.admissible():  # this failure opened it: say when it reopens
+            self._reopening.append(link.breaker.reopens_in())
+        elif attempt is self._current:  # a slow route a hedge overtook is not retried
+            delay = self._chain._retry_delay(error, attempt.number, self._deadline,
+                                             self._chain._fallback_left(attempt.position))
+        _log_attempt(link, attempt.number, error, delay, attempt.asked_at)
+        if attempt is self._current:
+            self._current = None
+            if delay is None:
+                self._turn = None
+            else:
+                self._retry_at = time.monotonic() + delay
+
+    async def _close_pending(self, won: _Attempt | None) -> None:
+        """Close the attempts still open. Beside an attempt that won, each was a hedge race's
+        loser, which the vendor bills for the prompt it read: counted as a cancelled answer's
+        prompt is, estimated."""
+        pending, self._pending = self._pending, []
+        self._current = None  # nothing is retried from here
+        for attempt in pending:
+            outcome = self._race.outcome(attempt) if self._race is not None else None
+            if isinstance(outcome, ProviderError):  # it failed as the other one won
+                await self._failed(attempt, outcome)
+                continue
+            attempt.link.breaker.release(attempt.admission)
+            await close_upstream(attempt.events, attempt.link.provider.route)
+            if won is not None:
+                self._bill_loser(attempt, won, outcome)
+
+    def _bill_loser(self, loser: _Attempt, won: _Attempt, outcome: _Outcome) -> None:
+        route = loser.link.provider.route
+        input_tokens = sum(count_tokens(m.content) for m in self._request.messages)
+        output_tokens = int(isinstance(outcome, TextDelta))  # it started as the other won
+        TOKENS.labels(route, "input").inc(input_tokens)
+        if output_tokens:
+            TOKENS.labels(route, "output").inc(output_tokens)
+        logger.info("hedge_cancelled", extra={
+            "model_route": route,
+            "tier": loser.link.tier,
+            "attempt": loser.number,
+            "won_by": won.link.provider.route,
+            "attempt_ms": _ms_since(loser.asked_at),
+            "input_tokens_est": input_tokens,
+            "output_tokens_est": output_tokens,
+        })
+
+
 def _says_the_route_is_unwell(error: ProviderError) -> bool:
     """Failures that count towards a route's breaker: not a request the vendor refused."""
     return error.retryable or isinstance(error, ProviderMisconfigured)
@@ -304,7 +508,7 @@ def _log_attempt(link: ChainLink, attempt: int, error: ProviderError,
 
 
 def _log_answering(link: ChainLink, attempt: int, asked_at: float, failed_attempts: int,
-                   passed_over: ChainLink | None) -> None:
+                   passed_over: ChainLink | None, hedge: Literal["won", "lost"] | None) -> None:
     """Once per request, when a route starts its answer (never per token); with a second
     line when that route is not the chain's first, so falling back can be counted by itself."""
     logger.info("route_answering", extra={
@@ -313,6 +517,7 @@ def _log_answering(link: ChainLink, attempt: int, asked_at: float, failed_attemp
         "attempt": attempt,
         "first_event_ms": _ms_since(asked_at),
         "failed_attempts": failed_attempts,
+        "hedge": hedge,
     })
     if passed_over is not None:
         logger.warning("fallback_used", extra={

@@ -66,6 +66,17 @@ FALLBACKS = Counter(
     "(no route could; the degraded copy was sent, route is the primary).",
     ["route", "tier"],
 )
+HEDGES_STARTED = Counter(
+    "hello_ship_hedges_started",
+    "Hedges: a route asked beside a slower one that had not started its answer within "
+    "HEDGE_AFTER_MS, by the route asked.",
+    ["route"],
+)
+HEDGES_WON = Counter(
+    "hello_ship_hedges_won",
+    "Hedges that started their answer before the slower route did, by the route asked.",
+    ["route"],
+)
 BREAKER_TRANSITIONS = Counter(
     "hello_ship_breaker_transitions",
     "Circuit breaker moves, by route and the state moved to.",
