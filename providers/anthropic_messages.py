@@ -2,25 +2,25 @@
 
 Text comes from `content_block_delta` text deltas; input tokens from `message_start` (and
 `message_delta` when it repeats them), output tokens from the running count in
-`message_delta`. The system prompt goes in `system`. The raw event stream is used rather
-than the `messages.stream` helper, which builds a snapshot of the whole message and an extra
-event on every delta: the same stream costs it twice the CPU.
+`message_delta`. The system prompt goes in `system`.
 
-The SDK builds the events without validating them: a field left out reads as None, one of
-another type comes through as it was sent (a `delta` that is a string, a count that is text).
-So each field read is checked here: an event of another shape is a malformed chunk, a vendor
-failure.
+The SDK makes the request (auth, base URL, headers, timeouts, status errors) and hands back
+a stream whose HTTP response is read here (`http_events`): the SDK's line-by-line SSE
+decoding, `json.loads` and an event model per chunk cost more than the rest of the adapter,
+and the SDK's `messages.stream`, which rebuilds the whole message on every delta, twice
+that. As the SDK does, events are told by their data's `type`, `ping` and unnamed events
+are skipped, and an `error` event is the vendor failing mid-answer. Each field read is checked
+here: an event of another shape is a malformed chunk, a vendor failure.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import replace
-from typing import Any
 
 import anthropic
-import anyio
-from anthropic import AsyncAnthropic, BaseModel
+import orjson
+from anthropic import AsyncAnthropic
 from anthropic.types import MessageParam
 
 from providers.conversation import Turn, split_system
@@ -32,6 +32,7 @@ from providers.errors import (
     error_for_status,
 )
 from providers.headroom import Headroom
+from providers.http_events import close, events_of
 from providers.spec import RouteSpec, missing_key
 from providers.types import (
     CompletionRequest,
@@ -97,6 +98,8 @@ class AnthropicMessagesProvider:
             # request's (a new trace, when the process has a global tracer provider and no
             # current span); off, it also calls nothing of OpenTelemetry per request.
             open_telemetry=False,
+            # aiohttp underneath the SDK's httpx2 client, as for OpenAI (openai_client).
+            http_client=anthropic.DefaultAioHttpClient(),
         )
 
     @property
@@ -141,37 +144,49 @@ class AnthropicMessagesProvider:
             if (error := vendor_error(exc)) is None:
                 raise  # not the vendor's doing: a bug, for the pipeline to report with its stack
             raise error from None
-        self.headroom.observe(stream.response.headers)
+        # Only the HTTP response is used: its body is read here, not by the SDK's stream.
+        response = stream.response
+        self.headroom.observe(response.headers)
         input_counts = _InputCounts()
         output_tokens = 0
         finish: FinishReason | None = None
         stopped = False
+        events = events_of(response)
         try:
-            async for event in stream:
-                # Any JSON object was built into a model; anything else came through as it was.
-                if not isinstance(event, BaseModel):
-                    raise malformed_chunk(VENDOR)
-                if event.type == "content_block_delta":
-                    delta = _model(event.delta)
-                    if delta.type == "text_delta":
-                        text = delta.text
-                        if not isinstance(text, str):
-                            raise malformed_chunk(VENDOR)
-                        if text:
-                            yield TextDelta(text)
-                elif event.type == "message_start":
-                    usage = _model(_model(event.message).usage)
-                    input_counts.update(usage)
-                    output_tokens = _output_tokens(usage)
-                elif event.type == "message_delta":
-                    usage = _model(event.usage)
-                    output_tokens = _output_tokens(usage)
-                    input_counts.update(usage)
-                    reason = read_optional(_model(event.delta).stop_reason, str, VENDOR)
-                    if reason is not None:
-                        finish = _FINISH.get(reason, "stop")
-                elif event.type == "message_stop":
-                    stopped = True
+            async for batch in events:
+                for name, data in batch:
+                    if name is None or name == b"ping":
+                        continue
+                    if name == b"error":
+                        raise _stream_error(_error_body(data))
+                    if not data:
+                        continue
+                    event = orjson.loads(data)
+                    if not isinstance(event, dict):
+                        raise malformed_chunk(VENDOR)
+                    kind = event.get("type")
+                    if kind == "content_block_delta":
+                        delta = _object(event.get("delta"))
+                        if delta.get("type") == "text_delta":
+                            text = delta.get("text")
+                            if not isinstance(text, str):
+                                raise malformed_chunk(VENDOR)
+                            if text:
+                                yield TextDelta(text)
+                    elif kind == "message_start":
+                        usage = _object(_object(event.get("message")).get("usage"))
+                        input_counts.update(usage)
+                        output_tokens = _output_tokens(usage)
+                    elif kind == "message_delta":
+                        usage = _object(event.get("usage"))
+                        output_tokens = _output_tokens(usage)
+                        input_counts.update(usage)
+                        stop_reason = _object(event.get("delta")).get("stop_reason")
+                        reason = read_optional(stop_reason, str, VENDOR)
+                        if reason is not None:
+                            finish = _FINISH.get(reason, "stop")
+                    elif kind == "message_stop":
+                        stopped = True
         except ProviderError:
             raise
         except Exception as exc:
@@ -179,8 +194,7 @@ class AnthropicMessagesProvider:
                 raise
             raise error from None
         finally:
-            with anyio.move_on_after(5, shield=True):
-                await stream.close()
+            await close(response, events)
         if not stopped or finish is None:
             raise ProviderUnavailable(f"{VENDOR}: the stream ended before the answer finished")
         yield Usage(input_tokens=input_counts.total, output_tokens=output_tokens)
@@ -204,17 +218,17 @@ def _message(turn: Turn) -> MessageParam:
     return {"role": "user", "content": turn.text}
 
 
-def _model(value: object) -> Any:
-    """A field that must be a JSON object (which the SDK builds into a model); a missing one,
-    or a string, list or number in its place, is a malformed chunk."""
-    if not isinstance(value, BaseModel):
+def _object(value: object) -> dict[str, object]:
+    """A field that must be a JSON object; a missing one, or a string, list or number in its
+    place, is a malformed chunk."""
+    if not isinstance(value, dict):
         raise malformed_chunk(VENDOR)
     return value
 
 
-def _output_tokens(usage: Any) -> int:
+def _output_tokens(usage: dict[str, object]) -> int:
     """The running output count, which `message_start` and `message_delta` always carry."""
-    count = read_count(usage.output_tokens, VENDOR)
+    count = read_count(usage.get("output_tokens"), VENDOR)
     if count is None:
         raise malformed_chunk(VENDOR)
     return count
@@ -227,15 +241,15 @@ class _InputCounts:
     def __init__(self) -> None:
         self.uncached = self.cache_write = self.cache_read = 0
 
-    def update(self, usage: Any) -> None:
-        """From a `Usage` or `MessageDeltaUsage`, as the SDK built it, unchecked."""
-        uncached = read_count(usage.input_tokens, VENDOR)
+    def update(self, usage: dict[str, object]) -> None:
+        """From the `usage` object of `message_start` or `message_delta`."""
+        uncached = read_count(usage.get("input_tokens"), VENDOR)
         if uncached is not None:
             self.uncached = uncached
-        cache_write = read_count(usage.cache_creation_input_tokens, VENDOR)
+        cache_write = read_count(usage.get("cache_creation_input_tokens"), VENDOR)
         if cache_write is not None:
             self.cache_write = cache_write
-        cache_read = read_count(usage.cache_read_input_tokens, VENDOR)
+        cache_read = read_count(usage.get("cache_read_input_tokens"), VENDOR)
         if cache_read is not None:
             self.cache_read = cache_read
 
@@ -252,13 +266,28 @@ def vendor_error(exc: BaseException) -> ProviderError | None:
     if failure is not None:
         return failure
     if isinstance(exc, anthropic.APIStatusError):
-        error_type = body_error_field(exc.body, "type")
         status = exc.status_code
         if status < 400:  # an `error` event inside the stream
-            status = _STREAM_ERROR_STATUS.get(error_type or "", 500)
-            return error_for_status(status, describe(VENDOR + " stream error", None, error_type))
+            return _stream_error(exc.body)
+        error_type = body_error_field(exc.body, "type")
         return error_for_status(status, describe(VENDOR, status, error_type),
                                 retry_after_seconds(exc.response.headers))
     if isinstance(exc, anthropic.APIError):  # another of the SDK's errors about the answer
         return ProviderError(f"{VENDOR}: {type(exc).__name__}")
     return None
+
+
+def _stream_error(body: object) -> ProviderError:
+    """An `error` event: the vendor failing mid-answer, classed by the status its type
+    stands for (it names no status of its own)."""
+    error_type = body_error_field(body, "type")
+    status = _STREAM_ERROR_STATUS.get(error_type or "", 500)
+    return error_for_status(status, describe(VENDOR + " stream error", None, error_type))
+
+
+def _error_body(data: bytes | None) -> object:
+    """An `error` event's data as JSON; anything else says nothing of the error's type."""
+    try:
+        return orjson.loads(data or b"")
+    except orjson.JSONDecodeError:
+        return None

@@ -5,9 +5,14 @@ closing `metadata` event. Credentials come from the normal AWS chain (environmen
 container or instance role); the endpoint from `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` when set.
 The client, and so its connection pool, is made on first use and kept for the route's life.
 
-botocore checks each event's framing, and parses its payload by the API's shapes without
-checking the values (a count may arrive as text, a field may be missing), so each field read
-is checked here: an event of another shape is a malformed chunk, a vendor failure.
+botocore signs and sends the request and raises the HTTP errors; the answer's event stream is
+read here from the HTTP response botocore opened (`eventstream`): botocore's own decoding of
+each message, and the parsing of its JSON payload by the API's shapes, cost most of the
+adapter's CPU per token. Only the events read are parsed, by `orjson`; as botocore does, a
+`contentBlockDelta` must set one member of its `delta`, and an exception event is classed by
+its type when the API defines it (else by its `:error-code`). Nothing checks the values (a
+count may arrive as text, a field may be missing), so each field read is checked here: an
+event of another shape is a malformed chunk, a vendor failure.
 
 The request's `traceparent` is added to the HTTP request by a botocore `before-send` handler,
 registered once on the client and reading the value of the call in progress from a context
@@ -19,6 +24,7 @@ leaves its own `X-Amzn-Trace-Id` out of the signature.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncGenerator
 from contextvars import ContextVar
 from typing import Any
@@ -28,6 +34,7 @@ import aioboto3
 import aiohttp
 import anyio
 import botocore.exceptions
+import orjson
 from aiobotocore.config import AioConfig
 from botocore.eventstream import ParserError
 from botocore.exceptions import (
@@ -54,6 +61,7 @@ from providers.errors import (
     ProviderUnavailable,
     error_for_status,
 )
+from providers.eventstream import FrameParser, Headers
 from providers.spec import RouteSpec
 from providers.types import (
     CompletionRequest,
@@ -122,6 +130,9 @@ class BedrockConverseProvider:
         self._spec = spec
         self._session: Any = None  # made on first use: a bad AWS_PROFILE is a route problem
         self._client: Any = None
+        # The event and exception types of the stream in the API's model: botocore names an
+        # exception event by its type only when the type is one of them.
+        self._stream_members: frozenset[str] = frozenset()
         self._exit_stack = contextlib.AsyncExitStack()
         self._lock = anyio.Lock()
 
@@ -153,6 +164,8 @@ class BedrockConverseProvider:
                 self._client = await self._exit_stack.enter_async_context(client)
                 self._client.meta.events.register("before-send.bedrock-runtime",
                                                   _add_trace_context)
+                operation = self._client.meta.service_model.operation_model("ConverseStream")
+                self._stream_members = frozenset(operation.output_shape.members["stream"].members)
             return self._client
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
@@ -183,16 +196,23 @@ class BedrockConverseProvider:
         finish: FinishReason | None = None
         usage: Usage | None = None
         try:
-            async for event in events:
-                block_delta = event.get("contentBlockDelta")
-                if block_delta is not None:
-                    text = _text(block_delta)
-                    if text:
-                        yield TextDelta(text)
-                elif "messageStop" in event:
-                    finish = _FINISH.get(_stop_reason(event["messageStop"]), "stop")
-                elif "metadata" in event:
-                    usage = _usage(event["metadata"])
+            parser = FrameParser()
+            async for chunk in _body(events).iter_any():
+                for headers, payload in parser.feed(chunk):
+                    message_type = headers.get(b":message-type")
+                    if message_type == b"exception" or message_type == b"error":
+                        raise _stream_error(self._exception_code(headers))
+                    kind = headers.get(b":event-type")
+                    if kind == b"contentBlockDelta":
+                        text = _text(orjson.loads(payload))
+                        if text:
+                            yield TextDelta(text)
+                    elif kind == b"messageStop":
+                        reason = _stop_reason(orjson.loads(payload))
+                        finish = _FINISH.get(reason, "stop")
+                    elif kind == b"metadata":
+                        usage = _usage(orjson.loads(payload))
+            parser.end()
         except ProviderError:
             raise
         except Exception as exc:
@@ -207,6 +227,15 @@ class BedrockConverseProvider:
         if usage is not None:
             yield usage
         yield Finish(finish)
+
+    def _exception_code(self, headers: Headers) -> str | None:
+        """The code botocore gives an exception event: its type when the API's model has it,
+        else its `:error-code` (an `error` event has only that)."""
+        if headers.get(b":message-type") == b"exception":
+            kind = _text_header(headers, b":exception-type")
+            if kind is not None and kind in self._stream_members:
+                return safe_code(kind)
+        return safe_code(_text_header(headers, b":error-code"))
 
     async def probe(self) -> RouteHealth:
         """Credentials from the AWS chain, then a TCP connect to the runtime endpoint.
@@ -259,12 +288,31 @@ def _inference_sampling(sampling: Sampling) -> dict[str, Any]:
     return fields
 
 
+def _body(events: Any) -> aiohttp.StreamReader:
+    """The body of the HTTP response the event stream reads: botocore keeps it as the stream's
+    `_raw_stream` (aiobotocore's is the aiohttp response) and closes it with the stream."""
+    response = events._raw_stream
+    if not isinstance(response, aiohttp.ClientResponse):
+        raise TypeError(f"an event stream over {type(response).__name__}, not aiohttp's")
+    return response.content
+
+
+def _text_header(headers: Headers, name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("utf-8", "replace")
+
+
 def _text(block_delta: object) -> str | None:
     """The text of a `contentBlockDelta`; None for another kind of delta (a tool call's)."""
     delta = block_delta.get("delta") if isinstance(block_delta, dict) else None
     if not isinstance(delta, dict):
         raise malformed_chunk(VENDOR)
-    return read_optional(delta.get("text"), str, VENDOR)
+    text = delta.get("text")
+    # A union: botocore refuses one with no member, or more than one, set (a null is unset).
+    if (text is None or len(delta) != 1) and sum(
+            value is not None for key, value in delta.items() if key != "__type") != 1:
+        raise malformed_chunk(VENDOR)
+    return read_optional(text, str, VENDOR)
 
 
 def _stop_reason(message_stop: object) -> str:
@@ -294,15 +342,16 @@ def vendor_error(exc: BaseException) -> ProviderError | None:
         metadata = exc.response.get("ResponseMetadata", {})
         status = metadata.get("HTTPStatusCode")
         if not isinstance(status, int) or status < 400:  # an exception inside the stream
-            status = _ERROR_STATUS.get(_lower_first(code or ""), 500)
-            return error_for_status(status, describe(VENDOR + " stream error", None, code))
+            return _stream_error(code)
         return error_for_status(status, describe(VENDOR, status, code),
                                 retry_after_seconds(metadata.get("HTTPHeaders")))
     if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
         return ProviderUnavailable(f"{VENDOR}: timed out")
     if isinstance(exc, ParserError):  # the framing: a length or checksum that does not match
         return ProviderUnavailable(f"{VENDOR}: malformed event stream frame")
-    if isinstance(exc, ResponseParserError | UnicodeDecodeError):  # an event's payload
+    # An event's payload: not JSON (`orjson` raises a `json.JSONDecodeError`), not UTF-8, or
+    # not of its shape (botocore's parser, which reads the HTTP errors).
+    if isinstance(exc, json.JSONDecodeError | ResponseParserError | UnicodeDecodeError):
         return malformed_chunk(VENDOR)
     if isinstance(exc, _NETWORK_ERRORS):
         return ProviderUnavailable(f"{VENDOR}: connection failed ({type(exc).__name__})")
@@ -311,6 +360,12 @@ def vendor_error(exc: BaseException) -> ProviderError | None:
     if isinstance(exc, BotoCoreError):  # the rest is local AWS configuration (profiles, region)
         return ProviderMisconfigured(f"{VENDOR}: AWS configuration error ({type(exc).__name__})")
     return None
+
+
+def _stream_error(code: str | None) -> ProviderError:
+    """An exception sent inside the event stream names no HTTP status: its type stands for one."""
+    status = _ERROR_STATUS.get(_lower_first(code or ""), 500)
+    return error_for_status(status, describe(VENDOR + " stream error", None, code))
 
 
 _CREDENTIAL_ERRORS = (PartialCredentialsError, CredentialRetrievalError, SSOError,

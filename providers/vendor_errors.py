@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
+import aiohttp
 import anyio
 import httpx2
 
@@ -75,17 +76,32 @@ def transport_failure(vendor: str, exc: BaseException,
                       sdk_timeout: type[Exception],
                       sdk_connection: type[Exception]) -> ProviderError | None:
     """Timeouts, broken connections and undecodable bytes (not JSON, not UTF-8), as the SDKs
-    built on httpx2 raise them (their own classes, or the transport's, which they let through
-    mid-stream); None for anything else: a `ValueError`, `TypeError` or `AttributeError` is
-    no proof that the vendor's bytes were at fault."""
+    built on httpx2 raise them over their aiohttp transport (their own classes, or the
+    transport's, which they let through mid-stream); None for anything else: a `ValueError`,
+    `TypeError` or `AttributeError` is no proof that the vendor's bytes were at fault."""
     if isinstance(exc, sdk_timeout | httpx2.TimeoutException):
-        return ProviderUnavailable(f"{vendor}: timed out")
+        what = "timed out" if _timed_out(exc) else "connection failed"
+        return ProviderUnavailable(f"{vendor}: {what}")
+    # aiohttp's own errors come through mid-stream where its transport has no mapping.
     if isinstance(exc, sdk_connection | httpx2.RequestError | ssl.SSLError | OSError
-                  | anyio.EndOfStream):
+                  | anyio.EndOfStream | aiohttp.ClientError):
         return ProviderUnavailable(f"{vendor}: connection failed")
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return malformed_chunk(vendor)
     return None
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a timeout the SDK raised was one. Its aiohttp transport reports every aiohttp
+    connection error as `httpx2.ConnectTimeout` (a refused connection, a server that hung up);
+    the aiohttp error it stands for is kept as the cause, and only aiohttp's timeouts are
+    `TimeoutError`s."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientError):
+            return isinstance(cause, TimeoutError)
+        cause = cause.__cause__
+    return True
 
 
 def malformed_chunk(vendor: str) -> ProviderUnavailable:
