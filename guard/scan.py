@@ -105,27 +105,42 @@ class HintTrail:
     prose that is most releases, and a release streamed a word at a time costs a search of its
     new characters instead of every detector's look-back. Positions count the released text
     without format characters, as the look-back does; a detector without hints is always
-    run."""
+    run. Detectors with the same hints (the number-shaped ones: a digit) share a search."""
 
-    __slots__ = ("_detectors", "_gate", "_hints", "_live_until", "_overlap", "_released",
-                 "_seen")
+    __slots__ = ("_detectors", "_gate", "_hint_of", "_hints", "_live_until", "_overlap",
+                 "_reach", "_released", "_seen")
 
     def __init__(self, scanner: Scanner) -> None:
         self._detectors = scanner.detectors
-        hints = [hint_pattern(detector) for detector in scanner.detectors]
-        self._hints = [hint for hint in hints if hint is not None]
+        self._hints: list[re.Pattern[str]] = []  # each different one once
+        self._hint_of: list[int] = []  # each detector's, by its index in `_hints`
+        unhinted = False
+        for detector in scanner.detectors:
+            hint = hint_pattern(detector)
+            if hint is None:
+                unhinted = True
+                break
+            known = [index for index, seen in enumerate(self._hints)
+                     if (seen.pattern, seen.flags) == (hint.pattern, hint.flags)]
+            if not known:
+                self._hints.append(hint)
+            self._hint_of.append(known[0] if known else len(self._hints) - 1)
         # None: some detector may match anywhere, so every release runs them all.
         self._gate = (re.compile("|".join(f"(?:{hint.pattern})" for hint in self._hints))
-                      if self._hints and len(self._hints) == len(hints)
+                      if self._hints and not unhinted
                       and all(hint.flags == re.UNICODE for hint in self._hints) else None)
         # A hint split between the look-back and the new text is searched for whole.
         self._overlap = max((len(hint) for detector in scanner.detectors
                              if not isinstance(hint_set := getattr(detector, "hints", ()),
                                                re.Pattern)
                              for hint in hint_set), default=1) - 1
+        # The longest reach of the detectors with each hint: how long one keeps them due.
+        self._reach = [max(detector.reach for detector, hint in zip(
+            self._detectors, self._hint_of, strict=False) if hint == index)
+            for index in range(len(self._hints))]
         self._released = 0
-        # Where each detector's last hint began; never, at first.
-        self._seen = [-1 << 62] * len(scanner.detectors)
+        # Where each hint last occurred (its last match's end, less one); never, at first.
+        self._seen = [-1 << 62] * len(self._hints)
         self._live_until = -1  # past this, no detector's look-back holds a hint it saw
 
     def due(self, context: str, fresh: str) -> Sequence[Detector] | None:
@@ -135,13 +150,14 @@ class HintTrail:
             return None
         probe = context[-self._overlap:] + fresh if self._overlap and context else fresh
         fresh_hit = self._gate.search(probe) is not None
-        released, seen = self._released, self._seen
+        released = self._released
         if not fresh_hit and released > self._live_until:
             return ()
-        due = [detector for index, detector in enumerate(self._detectors)
-               if seen[index] >= released - detector.reach
-               or (fresh_hit and self._hints[index].search(probe) is not None)]
-        return due
+        seen = self._seen
+        in_probe = ([hint.search(probe) is not None for hint in self._hints] if fresh_hit
+                    else [False] * len(self._hints))
+        return [detector for detector, hint in zip(self._detectors, self._hint_of, strict=True)
+                if in_probe[hint] or seen[hint] >= released - detector.reach]
 
     def released(self, context: str, text: str) -> None:
         """`text` (without format characters) was released after `context`: remember its
@@ -149,15 +165,17 @@ class HintTrail:
         if self._gate is not None:
             probe = context[-self._overlap:] + text if self._overlap and context else text
             if self._gate.search(probe) is not None:
-                base = self._released - (len(probe) - len(text))
+                base = self._released - (len(probe) - len(text)) - 1
                 for index, hint in enumerate(self._hints):
-                    ends = [match.end() for match in hint.finditer(probe)]
-                    if ends:
-                        # The last match's end, less one: no earlier than where any hint
-                        # the search stepped over (one overlapping that match) began.
-                        self._seen[index] = max(self._seen[index], base + ends[-1] - 1)
-                        self._live_until = max(self._live_until, self._seen[index]
-                                               + self._detectors[index].reach)
+                    last = None
+                    for last in hint.finditer(probe):  # noqa: B007 (the last one is wanted)
+                        pass
+                    if last is not None:
+                        # Its end, less one: no earlier than where any hint the search
+                        # stepped over (one overlapping that match) began.
+                        self._seen[index] = max(self._seen[index], base + last.end())
+                        self._live_until = max(self._live_until,
+                                               self._seen[index] + self._reach[index])
         self._released += len(text)
 
 
