@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 # The suite runs in this many worker processes (pytest-xdist); 0 runs it in this one.
 TEST_PROCESSES ?= 2
 
-.PHONY: serve test test-tools audit mutation eval bench bench-loadtest bench-adapters bench-guard bench-metrics lock clean
+.PHONY: serve test test-tools audit mutation eval bench bench-relay bench-loadtest bench-adapters bench-guard bench-metrics lock clean
 
 # Every install comes from the hash-locked files in requirements/ (make lock writes them): a
 # package whose content differs from what was locked stops the install. The project itself
@@ -60,7 +60,15 @@ mutation: $(VENV)/.mutation test-tools
 	$(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
 
+# hello-ship beside the vendor it relays (docs/performance.md): a fake OpenAI-compatible vendor
+# reached directly and through the service with the output guard on and off, in one run;
+# about 3 minutes on 2 cores.
 bench: $(VENV)/.runtime
+	$(BIN)/python -m bench.gateway
+
+# The relay alone, on the demo provider: token frames per second on one core, TTFT, memory
+# per open stream.
+bench-relay: $(VENV)/.runtime
 	$(BIN)/python bench/relay.py
 
 # How many token frames per second the load tester itself reads on one core.

@@ -7,8 +7,8 @@ relayed per second, streams per second, the median time to first token, the serv
 token frame and the load generator's own CPU share (near 100 %, the figures would be its
 own); then the service's resident memory per open, quiet stream. `--endpoints stream,openai`
 measures `/chat/stream` and OpenAI's `/v1/chat/completions` side by side on one service,
-alternating runs. Run: `make bench` (or
-`.venv/bin/python bench/relay.py --help`).
+alternating runs. Run: `make bench-relay` (or `.venv/bin/python bench/relay.py --help`);
+`make bench` is bench/gateway.py, the service beside the vendor it relays.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ figures are is for the docs, measured on a quiet machine, never asserted here.)"
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,40 @@ def test_the_relay_benchmark_drives_the_service_with_the_load_tester() -> None:
         assert float(row[2].replace(",", "")) > 0 and float(row[3].replace(",", "")) > 0
         assert float(row[4]) > 0 and row[6].endswith("%")
     assert lines[-1].startswith("memory: 5 open quiet streams: ")
+
+
+def test_the_gateway_benchmark_sets_the_service_beside_the_vendor() -> None:
+    lines = bench("bench.gateway", "--quick")
+    assert lines[0].startswith("machine: ") and "cores, Python " in lines[0]
+    header = next(index for index, line in enumerate(lines) if line.startswith("| |"))
+    assert lines[header].split(" | ")[1:] == [
+        "direct to the fake vendor", "hello-ship, defaults (output guard on)",
+        "hello-ship, output guard off |"]
+    rows = {cells[0]: cells[1:] for line in lines[header + 2:] if line.startswith("| ")
+            for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}
+
+    def number(cell: str) -> float:
+        return float(re.match(r"[+]?([\d,.]+)", cell)[1].replace(",", ""))  # type: ignore[index]
+
+    # TTFT measured directly, added by the service (which adds its own work), as ratios too.
+    direct, on, off = rows["added TTFT, 2 paced streams, p50 / p99"]
+    assert 45 <= number(direct) < 1000 and direct.endswith("ms (TTFT)")
+    for cell in (on, off):
+        assert re.fullmatch(r"[+-][\d.]+ / [+-][\d.]+ ms \([\d.]+x / [\d.]+x\)", cell), cell
+    for name in ("answers/s, 2 paced streams", "fast answers/s, 2 streams",
+                 "CPU µs per vendor token, paced, 2 streams",
+                 "CPU µs per vendor token, fast, 2 streams", "peak RSS"):
+        assert all(number(cell) > 0 for cell in rows[name]), (name, rows[name])
+    assert number(rows["RSS at 20 open streams (guard on)"][1]) > 0
+    # What per-token CPU is divided by, and whether core 1 kept up, are printed too.
+    text = "\n".join(lines)
+    relayed = re.search(r"paced +2 streams: direct ([\d,]+) / (\d+) / ([\d,]+) ", text)
+    assert relayed, text
+    tokens, answers, frames = (int(group.replace(",", "")) for group in relayed.groups())
+    assert tokens == frames == 64 * answers > 0  # the vendor's 64 tokens, one frame each
+    shares = r"\d+% / \d+% \([\d.]+ ms\) / [\d.]+"
+    assert re.search(rf"fast +2 streams: direct {shares}; on {shares}; off {shares}$", text,
+                     re.MULTILINE), text
 
 
 def test_the_load_testers_own_benchmark_reads_a_paced_server() -> None:
