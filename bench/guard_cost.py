@@ -5,8 +5,7 @@ Runs the real pipeline in-process on a scripted provider that streams a realisti
 model-sized tokens), once with the default guard and once with every category allowed, and
 prints medians, at realistic token rates:
 
-- added time to first token (the guard holds text until the first sentence end, the next
-  token, or its hold time);
+- added time to first token (the guard holds the first word until the next one starts);
 - the guard's own work per token: time spent inside the output stage (buffering, the hold
   back, the scans), timed around its calls;
 - CPU per token of the whole answer, with and without the guard (process CPU time: the
