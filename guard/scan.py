@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from guard.builtin import SECRET_PREFIXES
 from guard.detectors import Detector, Finding, hint_pattern
@@ -54,11 +55,20 @@ def placeholder(detector: str) -> str:
 class Scanner:
     """A set of detectors run together; `reach` is the longest look-back any of them needs."""
 
-    __slots__ = ("detectors", "reach")
+    __slots__ = ("_hint_index", "detectors", "reach")
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self.detectors = tuple(detectors)
         self.reach = max((detector.reach for detector in self.detectors), default=0)
+        self._hint_index: HintIndex | None = None
+
+    @property
+    def hint_index(self) -> HintIndex:
+        """Built on first use, once: most scanners (the input guard's, the log scrubber's)
+        never stream."""
+        if self._hint_index is None:
+            self._hint_index = HintIndex.of(self.detectors)
+        return self._hint_index
 
     def __bool__(self) -> bool:
         return bool(self.detectors)
@@ -97,6 +107,43 @@ class Scanner:
         return redact(text, self.findings(text))
 
 
+@dataclass(frozen=True, slots=True)
+class HintIndex:
+    """What a `HintTrail` searches for, worked out once per scanner: each different hint
+    pattern once, which one each detector has, the longest reach of the detectors with it,
+    and how far back a hint split by a release can begin. `gate` matches any hint; None when
+    some detector has no hints (it may match anywhere, so every release runs them all)."""
+
+    gate: re.Pattern[str] | None
+    hints: tuple[re.Pattern[str], ...]
+    hint_of: tuple[int, ...]
+    reach: tuple[int, ...]
+    overlap: int
+
+    @classmethod
+    def of(cls, detectors: Sequence[Detector]) -> HintIndex:
+        hints: list[re.Pattern[str]] = []
+        hint_of: list[int] = []
+        for detector in detectors:
+            hint = hint_pattern(detector)
+            if hint is None:
+                return cls(None, (), (), (), 0)
+            known = [index for index, seen in enumerate(hints)
+                     if (seen.pattern, seen.flags) == (hint.pattern, hint.flags)]
+            if not known:
+                hints.append(hint)
+            hint_of.append(known[0] if known else len(hints) - 1)
+        gate = (re.compile("|".join(f"(?:{hint.pattern})" for hint in hints))
+                if hints and all(hint.flags == re.UNICODE for hint in hints) else None)
+        reach = tuple(max(detector.reach for detector, hint in zip(detectors, hint_of,
+                                                                     strict=True)
+                          if hint == index) for index in range(len(hints)))
+        overlap = max((len(hint) for detector in detectors
+                       if not isinstance(hint_set := getattr(detector, "hints", ()), re.Pattern)
+                       for hint in hint_set), default=1) - 1
+        return cls(gate, tuple(hints), tuple(hint_of), reach, overlap)
+
+
 class HintTrail:
     """One stream's record of where each detector's hints (`Detector.hints`: what every match
     contains, an `@`, a digit, a key prefix) last occurred in the text released, so that a
@@ -111,33 +158,10 @@ class HintTrail:
                  "_reach", "_released", "_seen")
 
     def __init__(self, scanner: Scanner) -> None:
+        index = scanner.hint_index
         self._detectors = scanner.detectors
-        self._hints: list[re.Pattern[str]] = []  # each different one once
-        self._hint_of: list[int] = []  # each detector's, by its index in `_hints`
-        unhinted = False
-        for detector in scanner.detectors:
-            hint = hint_pattern(detector)
-            if hint is None:
-                unhinted = True
-                break
-            known = [index for index, seen in enumerate(self._hints)
-                     if (seen.pattern, seen.flags) == (hint.pattern, hint.flags)]
-            if not known:
-                self._hints.append(hint)
-            self._hint_of.append(known[0] if known else len(self._hints) - 1)
-        # None: some detector may match anywhere, so every release runs them all.
-        self._gate = (re.compile("|".join(f"(?:{hint.pattern})" for hint in self._hints))
-                      if self._hints and not unhinted
-                      and all(hint.flags == re.UNICODE for hint in self._hints) else None)
-        # A hint split between the look-back and the new text is searched for whole.
-        self._overlap = max((len(hint) for detector in scanner.detectors
-                             if not isinstance(hint_set := getattr(detector, "hints", ()),
-                                               re.Pattern)
-                             for hint in hint_set), default=1) - 1
-        # The longest reach of the detectors with each hint: how long one keeps them due.
-        self._reach = [max(detector.reach for detector, hint in zip(
-            self._detectors, self._hint_of, strict=False) if hint == index)
-            for index in range(len(self._hints))]
+        self._gate, self._hints, self._hint_of = index.gate, index.hints, index.hint_of
+        self._reach, self._overlap = index.reach, index.overlap
         self._released = 0
         # Where each hint last occurred (its last match's end, less one); never, at first.
         self._seen = [-1 << 62] * len(self._hints)
