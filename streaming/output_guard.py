@@ -139,18 +139,20 @@ class OutputStage:
         `raw` and ends there, as when a long run is cut): either way its part in `raw` is
         redacted, and a value running on is remembered so its rest is dropped later."""
         since = len(self._context)
-        released = self._context + raw
-        upto = len(released)
+        upto = since + len(raw)
         held = self._buffer.held if self._buffer is not None else ""
         policy, trail = guard.policy, self._trail
         assert trail is not None
         # Kept without format characters, so no release searches the whole look-back for one.
         plain = strip_format(raw)
         due = trail.due(self._context, plain + strip_format(held))
-        findings = [] if due is not None and not due else [
-            finding for finding in guard.scanner.findings(released + held, since,
-                                                          stripped_upto=since, only=due)
-            if finding.start < upto and policy.on_output(finding.category) != "allow"]
+        released, findings = "", []
+        if due is None or due:  # most releases of prose have no detector due: no look-back
+            released = self._context + raw
+            findings = [finding for finding in guard.scanner.findings(
+                            released + held, since, stripped_upto=since, only=due)
+                        if finding.start < upto
+                        and policy.on_output(finding.category) != "allow"]
         trail.released(self._context, plain)
         context, reach = self._context + plain, guard.scanner.reach
         self._context = context[-reach:] if len(context) > reach else context
