@@ -18,6 +18,7 @@ from providers import anthropic_messages, openai_chat
 from providers.errors import ProviderError, ProviderRateLimited, ProviderUnavailable
 from providers.registry import ProviderOptions, build_provider
 from providers.types import CompletionRequest, Finish, Message, ProviderEvent, TextDelta, Usage
+from tests.providers.test_vendor_adapters import play_keeping_client
 from tests.upstreams import anthropic_wire, bedrock_wire, openai_wire
 from tests.upstreams.common import Script, Upstream
 from tests.upstreams.eventstream import encode_message
@@ -32,15 +33,10 @@ async def play(vendor: Vendor, upstream: Upstream, frame: bytes
                ) -> tuple[list[ProviderEvent], ProviderError | None]:
     upstream.script = Script(raw_chunk=frame, raw_after=1)
     provider = build_provider(vendor.spec(upstream), ProviderOptions())
-    events: list[ProviderEvent] = []
     try:
-        async for event in provider.stream(REQUEST):
-            events.append(event)
-    except ProviderError as exc:
-        return events, exc
+        return await play_keeping_client(provider)
     finally:
         await provider.aclose()
-    return events, None
 
 
 def texts(events: list[ProviderEvent]) -> list[str]:
