@@ -48,10 +48,14 @@ def test_the_gateway_benchmark_sets_the_service_beside_the_vendor() -> None:
     assert 45 <= number(direct) < 1000 and direct.endswith("ms (TTFT)")
     for cell in (on, off):
         assert re.fullmatch(r"[+-][\d.]+ / [+-][\d.]+ ms \([\d.]+x / [\d.]+x\)", cell), cell
-    for name in ("answers/s, 2 paced streams", "fast answers/s, 2 streams",
-                 "CPU µs per vendor token, paced, 2 streams",
-                 "CPU µs per vendor token, fast, 2 streams", "peak RSS"):
+    for name in ("answers/s, 2 paced streams", "fast answers/s, 2 streams", "peak RSS"):
         assert all(number(cell) > 0 for cell in rows[name]), (name, rows[name])
+    for name in ("CPU µs per vendor token, paced, 2 streams",
+                 "CPU µs per vendor token, fast, 2 streams"):
+        # The fake vendor's own CPU in a short quick run can be below one clock tick (0.0).
+        vendor, *service = rows[name]
+        assert vendor.endswith("(the vendor's own)") and number(vendor) >= 0, (name, vendor)
+        assert all(number(cell) > 0 for cell in service), (name, service)
     assert number(rows["RSS at 20 open streams (guard on)"][1]) > 0
     # What per-token CPU is divided by, and whether core 1 kept up, are printed too.
     text = "\n".join(lines)
