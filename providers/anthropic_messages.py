@@ -1,16 +1,17 @@
-"""Anthropic's Messages API, streamed through `AsyncAnthropic.messages.create(stream=True)`.
+"""Anthropic's Messages API, streamed: the body `AsyncAnthropic.messages.create(stream=True)`
+sends, as the request the SDK builds (`sdk_post`).
 
 Text comes from `content_block_delta` text deltas; input tokens from `message_start` (and
 `message_delta` when it repeats them), output tokens from the running count in
 `message_delta`. The system prompt goes in `system`.
 
-The SDK makes the request (auth, base URL, headers, timeouts, status errors) and hands back
-a stream whose HTTP response is read here (`http_events`): the SDK's line-by-line SSE
-decoding, `json.loads` and an event model per chunk cost more than the rest of the adapter,
-and the SDK's `messages.stream`, which rebuilds the whole message on every delta, twice
-that. As the SDK does, events are told by their data's `type`, `ping` and unnamed events
-are skipped, and an `error` event is the vendor failing mid-answer. Each field read is checked
-here: an event of another shape is a malformed chunk, a vendor failure.
+The SDK's request (auth, base URL, headers, timeouts, status errors) hands back an HTTP
+response, read here (`http_events`): the SDK's line-by-line SSE decoding, `json.loads` and an
+event model per chunk cost more than the rest of the adapter, and the SDK's
+`messages.stream`, which rebuilds the whole message on every delta, twice that. As the SDK
+does, events are told by their data's `type`, `ping` and unnamed events are skipped, and an
+`error` event is the vendor failing mid-answer. Each field read is checked here: an event of
+another shape is a malformed chunk, a vendor failure.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from providers.errors import (
 )
 from providers.headroom import Headroom
 from providers.http_events import close, events_of
+from providers.sdk_post import SDKPost
 from providers.spec import RouteSpec, missing_key
 from providers.types import (
     CompletionRequest,
@@ -84,8 +86,9 @@ class AnthropicMessagesProvider:
         self.headroom = Headroom(spec.name)
         key = spec.credentials.key if spec.credentials else None
         self._client: AsyncAnthropic | None = None
+        self._post: SDKPost | None = None
         if key is not None:
-            self._client = self._new_client(key)
+            self._use_client(self._new_client(key))
 
     def _new_client(self, key: Secret) -> AsyncAnthropic:
         spec = self._spec
@@ -110,15 +113,18 @@ class AnthropicMessagesProvider:
         """A rotated key for the requests that start from now (config.reload)."""
         self._spec = replace(self._spec, credentials=credentials)
         if credentials.key is not None:
-            self._client = client_for_key(self._client, credentials.key, self._new_client)
+            self._use_client(client_for_key(self._client, credentials.key, self._new_client))
 
-    def _require_client(self) -> AsyncAnthropic:
-        if self._client is None:
+    def _use_client(self, client: AsyncAnthropic) -> None:
+        self._client, self._post = client, SDKPost(client, "/v1/messages")
+
+    def _require_post(self) -> SDKPost:
+        if self._post is None:
             raise ProviderMisconfigured(f"{VENDOR}: {missing_key(self._spec)}")
-        return self._client
+        return self._post
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
-        client = self._require_client()
+        post = self._require_post()
         system, turns = split_system(request.messages)
         # Of the caller's sampling, only stop sequences and the end user carry over. There is
         # no seed in Anthropic's API, and the API version this SDK sends (2026-10-21) refuses
@@ -126,26 +132,27 @@ class AnthropicMessagesProvider:
         # has dropped them, and sending them anyway would fail every request that set them.
         # Claude samples at its own settings instead.
         sampling = request.sampling
+        body: dict[str, object] = {
+            "max_tokens": self._spec.output_cap(request.max_tokens),
+            "messages": [_message(turn) for turn in turns],
+            "model": self._spec.model,
+        }
+        if sampling.user is not None:
+            body["metadata"] = {"user_id": sampling.user}
+        if sampling.stop:
+            body["stop_sequences"] = list(sampling.stop)
+        body["stream"] = True
+        if system:
+            body["system"] = "\n\n".join(system)
         try:
-            stream = await client.messages.create(
-                model=self._spec.model,
-                max_tokens=self._spec.output_cap(request.max_tokens),
-                messages=[_message(turn) for turn in turns],
-                system="\n\n".join(system) if system else anthropic.omit,
-                stop_sequences=list(sampling.stop) if sampling.stop else anthropic.omit,
-                metadata=({"user_id": sampling.user} if sampling.user is not None
-                          else anthropic.omit),
-                stream=True,
-                extra_headers=request.trace_headers(),
-            )
+            # The body `messages.create` would send, as the request it would build (sdk_post).
+            response = await post.send(body, request.trace_headers())
         except Exception as exc:
             if isinstance(exc, anthropic.APIStatusError):  # a 429 says how much is left too
                 self.headroom.observe(exc.response.headers)
             if (error := vendor_error(exc)) is None:
                 raise  # not the vendor's doing: a bug, for the pipeline to report with its stack
             raise error from None
-        # Only the HTTP response is used: its body is read here, not by the SDK's stream.
-        response = stream.response
         self.headroom.observe(response.headers)
         input_counts = _InputCounts()
         output_tokens = 0

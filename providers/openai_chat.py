@@ -3,8 +3,9 @@
 One `AsyncOpenAI` per route, created once: its connection pool is reused by every request.
 Usage comes from the vendor's own final chunk (`stream_options.include_usage`).
 
-The request goes through the client's own `post` (its auth, base URL, HTTP stack, timeouts
-and status errors), which hands back the HTTP response; its event stream is read here
+The request is the one the client's own `post` builds (its auth, base URL, headers, HTTP
+stack, timeouts and status errors), built once per client (`sdk_post`); the HTTP response's
+event stream is read here
 (`http_events`): the SDK's line-by-line SSE decoding and `json.loads` cost more than the rest
 of the adapter, and its typed chunk models (about 285 µs a chunk) far more. Chunks are read as
 plain JSON, of which the relay reads three fields. Reading dicts also tolerates the shapes
@@ -20,7 +21,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-import httpx2
 import openai
 import orjson
 from openai import AsyncOpenAI
@@ -35,6 +35,7 @@ from providers.errors import (
 from providers.headroom import Headroom
 from providers.http_events import close, drain, events_of
 from providers.openai_client import openai_client
+from providers.sdk_post import SDKPost
 from providers.spec import RouteSpec, missing_key
 from providers.types import (
     CompletionRequest,
@@ -75,8 +76,9 @@ class OpenAIChatProvider:
         self.headroom = Headroom(spec.name)
         key = spec.credentials.key if spec.credentials else None
         self._client: AsyncOpenAI | None = None
+        self._post: SDKPost | None = None
         if key is not None:
-            self._client = self._new_client(key)
+            self._use_client(self._new_client(key))
         # OpenAI itself has renamed the cap; servers that speak its protocol know the old name.
         host = (urlsplit(spec.base_url).hostname if spec.base_url else None) or OFFICIAL_HOST
         official = host == OFFICIAL_HOST or host.endswith("." + OFFICIAL_HOST)  # regional ones
@@ -90,20 +92,23 @@ class OpenAIChatProvider:
         """A rotated key for the requests that start from now (config.reload)."""
         self._spec = replace(self._spec, credentials=credentials)
         if credentials.key is not None:
-            self._client = client_for_key(self._client, credentials.key, self._new_client)
+            self._use_client(client_for_key(self._client, credentials.key, self._new_client))
+
+    def _use_client(self, client: AsyncOpenAI) -> None:
+        self._client, self._post = client, SDKPost(client, "/chat/completions")
 
     def _new_client(self, key: Secret) -> AsyncOpenAI:
         # Retries belong to the route chain, which knows about fallback and budgets.
         return openai_client(key, self._spec.base_url, timeout_s=self._spec.timeout_s,
                              connect_timeout_s=self._spec.connect_timeout_s)
 
-    def _require_client(self) -> AsyncOpenAI:
-        if self._client is None:
+    def _require_post(self) -> SDKPost:
+        if self._post is None:
             raise ProviderMisconfigured(f"{VENDOR}: {missing_key(self._spec)}")
-        return self._client
+        return self._post
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
-        client = self._require_client()
+        post = self._require_post()
         body = {
             "model": self._spec.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
@@ -112,12 +117,9 @@ class OpenAIChatProvider:
             self._cap_field: self._spec.output_cap(request.max_tokens),
             **_sampling_fields(request.sampling),
         }
-        headers = request.trace_headers()
         try:
             # The raw response, its body unread: the status errors are the SDK's as before.
-            response = await client.post("/chat/completions", body=body, cast_to=httpx2.Response,
-                                         options={"headers": headers} if headers else {},
-                                         stream=True)
+            response = await post.send(body, request.trace_headers())
         except Exception as exc:
             if isinstance(exc, openai.APIStatusError):  # a 429 says how much is left too
                 self.headroom.observe(exc.response.headers)

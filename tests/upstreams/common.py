@@ -91,6 +91,7 @@ class Received:
     json: Any
     client_port: int | None  # the same port on two requests means one pooled connection
     at: float  # time.monotonic() when it arrived
+    raw: bytes = b""  # the body as it came
 
 
 @dataclass
@@ -196,7 +197,8 @@ async def receive(upstream: Upstream, request: Request) -> Received:
     except orjson.JSONDecodeError:
         parsed = None
     port = request.client.port if request.client else None
-    entry = Received(request.url.path, dict(request.headers), parsed, port, time.monotonic())
+    entry = Received(request.url.path, dict(request.headers), parsed, port, time.monotonic(),
+                     body)
     upstream.requests.append(entry)
     return entry
 
