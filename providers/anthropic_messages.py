@@ -116,7 +116,9 @@ class AnthropicMessagesProvider:
             self._use_client(client_for_key(self._client, credentials.key, self._new_client))
 
     def _use_client(self, client: AsyncAnthropic) -> None:
-        self._client, self._post = client, SDKPost(client, "/v1/messages")
+        self._client = client
+        self._post = SDKPost(client, "/v1/messages", timeout_error=anthropic.APITimeoutError,
+                             connection_error=anthropic.APIConnectionError)
 
     def _require_post(self) -> SDKPost:
         if self._post is None:

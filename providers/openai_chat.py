@@ -95,7 +95,9 @@ class OpenAIChatProvider:
             self._use_client(client_for_key(self._client, credentials.key, self._new_client))
 
     def _use_client(self, client: AsyncOpenAI) -> None:
-        self._client, self._post = client, SDKPost(client, "/chat/completions")
+        self._client = client
+        self._post = SDKPost(client, "/chat/completions", timeout_error=openai.APITimeoutError,
+                             connection_error=openai.APIConnectionError)
 
     def _new_client(self, key: Secret) -> AsyncOpenAI:
         # Retries belong to the route chain, which knows about fallback and budgets.

@@ -20,25 +20,31 @@ them. A rotated key makes a new client (`with_options`), which learns its own re
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import anyio
 import httpx2
-import openai
 import orjson
 
-SDKClient = openai.AsyncOpenAI | anthropic.AsyncAnthropic
+if TYPE_CHECKING:  # each adapter imports its own SDK: a process loads only those it uses
+    import anthropic
+    import openai
+
+    SDKClient = openai.AsyncOpenAI | anthropic.AsyncAnthropic
+
+# The SDK's `APITimeoutError` and `APIConnectionError`, made from the request that failed.
+SDKError = Callable[..., Exception]
 
 
 class SDKPost:
     """Streamed POSTs of JSON bodies to one path of one SDK client."""
 
-    def __init__(self, client: SDKClient, path: str) -> None:
+    def __init__(self, client: SDKClient, path: str, *, timeout_error: SDKError,
+                 connection_error: SDKError) -> None:
         self.client = client
         self._path = path
-        self._errors: Any = openai if isinstance(client, openai.AsyncOpenAI) else anthropic
+        self._timeout_error, self._connection_error = timeout_error, connection_error
         self._sent: _Template | None = None
 
     async def send(self, body: dict[str, Any],
@@ -60,9 +66,9 @@ class SDKPost:
         try:
             response = await http.send(request, stream=True)
         except httpx2.TimeoutException as exc:
-            raise self._errors.APITimeoutError(request=request) from exc
+            raise self._timeout_error(request=request) from exc
         except (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream) as exc:
-            raise self._errors.APIConnectionError(request=request) from exc
+            raise self._connection_error(request=request) from exc
         if not response.is_success:
             try:
                 await response.aread()

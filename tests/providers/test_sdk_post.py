@@ -4,6 +4,10 @@ requests as on its first, which the SDK built and sent itself."""
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+
 import anthropic
 import pytest
 
@@ -147,3 +151,25 @@ async def test_a_rotated_key_is_sent_on_the_next_request(upstream_pool: Upstream
         await provider.aclose()
     keys = [seen.headers["authorization"] for seen in upstream.requests]
     assert keys == [f"Bearer {upstream.api_key}", "Bearer sk-rotated", "Bearer sk-rotated"]
+
+
+SDK_MODULES = ("openai", "anthropic", "aioboto3", "botocore")
+
+
+@pytest.mark.parametrize(("kind", "loaded"), [
+    ("demo", set()), ("openai", {"openai"}), ("anthropic", {"anthropic"}),
+    ("bedrock", {"aioboto3", "botocore"}),
+])
+def test_a_route_loads_only_its_own_vendor_sdk(kind: str, loaded: set[str]) -> None:
+    # Each SDK costs the process tens of MiB (anthropic alone about 40): a service with
+    # OpenAI routes only must not carry the others.
+    script = (
+        "import sys\n"
+        "from providers.registry import ProviderOptions, build_provider\n"
+        "from providers.spec import RouteSpec\n"
+        f"build_provider(RouteSpec({kind!r}, 'some-model', region='us-east-1'), "
+        "ProviderOptions())\n"
+        f"print(sorted(name for name in {SDK_MODULES!r} if name in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert set(ast.literal_eval(result.stdout.strip())) == loaded
