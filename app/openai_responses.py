@@ -14,12 +14,12 @@ import time
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
-from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import JSONResponse, error_response
+from app.event_stream import EventStreamResponse
 from app.responses import (
     FRAME_BUFFER,
     SSE_HEADERS,
@@ -104,7 +104,7 @@ class CompletionChunksResponse(PipelineResponse):
         async def on_disconnect(message: Message) -> None:
             mark_disconnected(job.record, ENDPOINT)
 
-        response_ = EventSourceResponse(
+        response_ = EventStreamResponse(
             sse_bytes(frames, encoder, b"".join(encoder.encode(f) for f in opening)),
             headers=SSE_HEADERS,
             ping=0,  # the pipeline sends heartbeats, and only when the stream is quiet

@@ -14,13 +14,13 @@ from typing import Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.connections import ABORT
 from app.errors import ApiError, JSONResponse, error_response
+from app.event_stream import EventStreamResponse
 from config.settings import Settings
 from streaming.collect import CollectedAnswer, collect_answer
 from streaming.frames import DoneFrame, ErrorFrame, Frame, sse_retry, usage_payload
@@ -157,7 +157,7 @@ class ReaderResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self._settings
         run = self._answers.attach(self._stream_id)
-        response = EventSourceResponse(
+        response = EventStreamResponse(
             self._answers.follow(self._stream_id, self._after, run is not None,
                                  sse_retry(settings.sse_retry_ms), self._request_id),
             headers=SSE_HEADERS,
