@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -78,15 +79,14 @@ class SDKPost:
         return response
 
 
+@dataclass(frozen=True, slots=True)
 class _Template:
     """What the SDK sent for one client, for the next requests: all but the body, its
     length, the caller's per-request headers and any idempotency key (one per request)."""
 
-    __slots__ = ("extensions", "headers", "url")
-
-    def __init__(self, url: httpx2.URL, headers: list[tuple[str, str]],
-                 extensions: dict[str, Any]) -> None:
-        self.url, self.headers, self.extensions = url, headers, extensions
+    url: httpx2.URL
+    headers: list[tuple[str, str]]
+    extensions: dict[str, Any]
 
     @classmethod
     def of(cls, request: httpx2.Request, per_request: Mapping[str, str]) -> _Template:
