@@ -1,7 +1,13 @@
 """A fake Bedrock runtime: `ConverseStream` answered in AWS event-stream binary frames.
 
-Route: `POST /model/{modelId}/converse-stream`. The SigV4 signature is not verified (the
-secret never travels); the access key id in the `Authorization` credential scope is checked.
+Routes: `POST /model/{modelId}/converse-stream`, and `POST /model/{modelId}/invoke` for the
+Titan text embedding models (`amazon.titan-embed-text-v2:0`, `amazon.titan-embed-text-v1`),
+which answer `fake_embedding` of `inputText`: v2 `dimensions` long (256, 512 or 1024; 1024 when
+left out), normalized unless `normalize` is false, and taking `embeddingTypes` too (though
+answering floats only); v1 1536 long, unnormalized, and taking no field but `inputText`.
+Their faults are the `embedding_*` fields of `Upstream`. The SigV4 signature is not verified
+(the secret never travels); the access key id in the `Authorization` credential scope is
+checked.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from tests.upstreams.common import (
     Script,
     Upstream,
     answer,
+    embedding_refusal,
+    fake_embedding,
+    fake_token_count,
     receive,
     serve,
     turn_order_problem,
@@ -42,6 +51,12 @@ _ERRORS: dict[int, tuple[str, str]] = {
     500: ("InternalServerException", "The server encountered an internal error."),
     503: ("ServiceUnavailableException", "The service is temporarily unavailable."),
 }
+
+
+TITAN_V2 = "amazon.titan-embed-text-v2:0"
+TITAN_V2_DIMENSIONS = (256, 512, 1024)
+TITAN_V1_DIMENSIONS = 1536
+_TITAN_V2_FIELDS = frozenset({"inputText", "dimensions", "normalize", "embeddingTypes"})
 
 
 def event_frame(event_type: str, payload: Any) -> bytes:
@@ -114,6 +129,41 @@ def conversation_error(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _malformed_input(problem: str) -> Response:
+    return _error_response(400, "ValidationException", f"Malformed input request: {problem}, "
+                           "please reformat your input and try again.")
+
+
+def titan_answer(model_id: str, body: Any) -> Response:
+    """Titan's answer to an `InvokeModel` body, or its refusal of the body."""
+    if not model_id.startswith("amazon.titan-embed-text-"):
+        return _error_response(400, "ValidationException",
+                               "The provided model identifier is invalid.")
+    v2 = not model_id.startswith("amazon.titan-embed-text-v1")
+    if not isinstance(body, dict):
+        return _malformed_input("#: expected type: JSONObject")
+    extra = sorted(set(body) - (_TITAN_V2_FIELDS if v2 else {"inputText"}))
+    if extra:
+        return _malformed_input(f"#: extraneous key [{extra[0]}] is not permitted")
+    text = body.get("inputText")
+    if not isinstance(text, str) or not text:
+        return _malformed_input("#/inputText: expected minLength: 1")
+    dimensions = body.get("dimensions", 1024) if v2 else TITAN_V1_DIMENSIONS
+    if v2 and (type(dimensions) is not int or dimensions not in TITAN_V2_DIMENSIONS):
+        return _malformed_input(f"#/dimensions: {dimensions} is not a valid enum value")
+    normalize = body.get("normalize", True) if v2 else False
+    if not isinstance(normalize, bool):
+        return _malformed_input("#/normalize: expected type: Boolean")
+    vector = fake_embedding(text, dimensions, normalize=normalize)
+    tokens = fake_token_count(text)
+    answer: dict[str, Any] = {"embedding": vector, "inputTextTokenCount": tokens}
+    if v2:
+        answer["embeddingsByType"] = {"float": vector}
+    return JSONResponse(answer, headers={"x-amzn-requestid": REQUEST_ID,
+                                         "x-amzn-bedrock-input-token-count": str(tokens),
+                                         "x-amzn-bedrock-invocation-latency": "41"})
+
+
 def _access_key_id(request: Request) -> str:
     """`AWS4-HMAC-SHA256 Credential=AKID/date/region/bedrock/aws4_request, ...` -> AKID."""
     authorization = request.headers.get("authorization", "")
@@ -130,8 +180,17 @@ def bedrock_app(upstream: Upstream) -> Starlette:
         return await answer(upstream, BedrockWire(), request, request.path_params["model_id"],
                             _access_key_id(request), headers={"x-amzn-requestid": REQUEST_ID})
 
+    async def invoke(request: Request) -> Response:
+        received = await receive(upstream, request)
+        refused = await embedding_refusal(upstream, BedrockWire(), request,
+                                          _access_key_id(request))
+        if refused is not None:
+            return refused
+        return titan_answer(request.path_params["model_id"], received.json)
+
     return Starlette(routes=[
         Route("/model/{model_id:path}/converse-stream", converse_stream, methods=["POST"]),
+        Route("/model/{model_id:path}/invoke", invoke, methods=["POST"]),
     ])
 
 

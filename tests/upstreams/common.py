@@ -4,11 +4,25 @@ Each fake is a real HTTP server on 127.0.0.1 (uvicorn in a thread) speaking one 
 format, so the official SDK under test runs its own HTTP and parsing stack against it. A test
 sets `upstream.script` before a request to choose the answer or the fault; the vendor module
 only says how its frames look (`Wire`).
+
+Embedding endpoints answer `fake_embedding` of each text: deterministic across processes, so a
+test can compute the vector a fake will send. Their faults are set apart from the chat
+script, so an embedding taken before a completion (a semantic cache's lookup) never uses up
+the completion's queued script:
+
+    upstream.embedding_status = 503    # refuse every embedding request with this status
+    upstream.embedding_delay_s = 2.0   # wait this long before answering (or refusing)
+    upstream.embedding_body = b"{"     # answer 200 with these bytes as they are
+
+`reset()` sets all three back (None, 0.0, None): embeddings answered at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import math
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -109,6 +123,10 @@ class Upstream:
     quota: Quota | None = None  # rate-limit headers on completion responses; None: none
     requests: list[Received] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    # Embedding requests' faults (see the module's docstring); not taken from `script`.
+    embedding_status: int | None = None
+    embedding_delay_s: float = 0.0
+    embedding_body: bytes | None = None
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     def record(self, outcome: Outcome) -> None:
@@ -137,6 +155,9 @@ class Upstream:
             self.queue.clear()
             self.requests.clear()
             self.outcomes.clear()
+            self.embedding_status = None
+            self.embedding_delay_s = 0.0
+            self.embedding_body = None
 
     def take_script(self) -> Script:
         with self._changed:
@@ -234,6 +255,50 @@ async def refusal(upstream: Upstream, wire: Wire, request: Request, presented_ke
     if script.status is not None:
         return wire.error(script.status, script, presented_key)
     return None
+
+
+async def embedding_refusal(upstream: Upstream, wire: Wire, request: Request,
+                            presented_key: str) -> Response | None:
+    """The embedding faults: the delay, a refused key, the status or the raw body; None when
+    the request is to be answered. Nothing is recorded in `outcomes`, which counts streams."""
+    if upstream.embedding_delay_s and await hang(request, upstream.embedding_delay_s):
+        return Response(status_code=499)  # nobody reads it: the client has gone
+    if presented_key != upstream.api_key and presented_key not in upstream.also_accepted:
+        return wire.error(wire.auth_status, Script(), presented_key)
+    if upstream.embedding_status is not None:
+        return wire.error(upstream.embedding_status, Script(), presented_key)
+    if upstream.embedding_body is not None:
+        return Response(upstream.embedding_body, media_type="application/json")
+    return None
+
+
+_WORD = re.compile(r"\w+")
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def fake_embedding(text: str, dimensions: int, *, normalize: bool = True) -> list[float]:
+    """A hashed bag of words: each word adds +1 or -1 at an index its hash chooses.
+
+    Case, order and punctuation do not count, so texts of the same words have cosine 1.0 and
+    texts sharing most of their words a high one. The hash is blake2b, not `hash()`, which
+    is salted per process: the fake and a test compute the same vector. A text of no word at
+    all is one word as it is, so no vector is zero. Unit length unless `normalize` is False.
+    """
+    folded = text.casefold()
+    vector = [0.0] * dimensions
+    for word in _WORD.findall(folded) or [folded.strip()]:
+        number = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+        vector[number % dimensions] += 1.0 if number >> 63 else -1.0
+    if normalize:
+        # Two words of opposite signs at one index can cancel out all a short text has.
+        norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+        vector = [value / norm for value in vector]
+    return vector
+
+
+def fake_token_count(text: str) -> int:
+    """The tokens an embedding endpoint bills for `text`: its words and punctuation marks."""
+    return max(len(_TOKEN.findall(text)), 1)
 
 
 async def _frames(upstream: Upstream, wire: Wire, script: Script,

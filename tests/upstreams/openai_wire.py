@@ -1,11 +1,17 @@
 """A fake OpenAI (or OpenAI-compatible) server: `chat.completion.chunk` SSE, `[DONE]`, usage.
 
-Routes: `POST /v1/chat/completions` (streamed), `POST /v1/moderations` and `GET /v1/models`;
-bearer-key checked.
+Routes: `POST /v1/chat/completions` (streamed), `POST /v1/moderations`, `POST /v1/embeddings`
+and `GET /v1/models`; bearer-key checked.
+
+Embeddings are `fake_embedding` of each input text, `DEFAULT_EMBEDDING_DIMENSIONS` long unless
+the request asks for `dimensions`, as floats or (`encoding_format: base64`, the SDK's default)
+as little-endian float32 in base64. Their faults are the `embedding_*` fields of `Upstream`.
 """
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,12 +27,16 @@ from tests.upstreams.common import (
     Script,
     Upstream,
     answer,
+    embedding_refusal,
+    fake_embedding,
+    fake_token_count,
     receive,
     refusal,
     serve,
 )
 
 CREATED = 1_732_752_000
+DEFAULT_EMBEDDING_DIMENSIONS = 256
 # A text holding this is flagged for violence; holding `FLAG-ME:harassment`, harassment too.
 MODERATION_FLAG = "FLAG-ME"
 MODERATION_CATEGORIES = (
@@ -157,7 +167,7 @@ def moderation_result(text: str) -> dict[str, Any]:
     }
 
 
-def _moderation_inputs(body: Any) -> list[str] | None:
+def _input_texts(body: Any) -> list[str] | None:
     """`input` as a list of texts; None when it is neither a text nor a list of texts."""
     value = body.get("input") if isinstance(body, dict) else None
     if isinstance(value, str):
@@ -165,6 +175,43 @@ def _moderation_inputs(body: Any) -> list[str] | None:
     if isinstance(value, list) and value and all(isinstance(text, str) for text in value):
         return value
     return None
+
+
+def _invalid_request(message: str, param: str) -> Response:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error",
+                                   "param": param, "code": None}},
+                        status_code=400, headers={"x-request-id": "req_fake0001"})
+
+
+def _embedding_request_problem(body: Any) -> Response | None:
+    """What OpenAI refuses about an embedding request's fields, in its error shape."""
+    texts = _input_texts(body)
+    if texts is None or "" in texts:
+        return _invalid_request("'$.input' is invalid. Please check the API reference: "
+                                "https://platform.openai.com/docs/api-reference.", "input")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
+        return _invalid_request(f"Invalid value for 'dimensions' = {dimensions}. Must be "
+                                "greater than 0.", "dimensions")
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return _invalid_request("Invalid value for 'encoding_format': expected 'float' or "
+                                "'base64'.", "encoding_format")
+    return None
+
+
+def embedding_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a well-formed `POST /v1/embeddings` body."""
+    texts = _input_texts(body) or []
+    dimensions = body.get("dimensions") or DEFAULT_EMBEDDING_DIMENSIONS
+    data = []
+    for index, text in enumerate(texts):
+        vector: Any = fake_embedding(text, dimensions)
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = sum(fake_token_count(text) for text in texts)
+    return {"object": "list", "data": data, "model": str(body.get("model", "")),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def _presented_key(request: Request) -> str:
@@ -197,7 +244,7 @@ def openai_app(upstream: Upstream) -> Starlette:
                                 upstream.take_script())
         if refused is not None:
             return refused
-        texts = _moderation_inputs(received.json)
+        texts = _input_texts(received.json)
         if texts is None:
             return JSONResponse({"error": {
                 "message": "Invalid value for 'input': expected a string or an array of "
@@ -208,9 +255,22 @@ def openai_app(upstream: Upstream) -> Starlette:
                              "results": [moderation_result(text) for text in texts]},
                             headers={"x-request-id": "req_fake0001"})
 
+    async def embeddings(request: Request) -> Response:
+        received = await receive(upstream, request)
+        refused = await embedding_refusal(upstream, OpenAIWire(), request,
+                                          _presented_key(request))
+        if refused is not None:
+            return refused
+        problem = _embedding_request_problem(received.json)
+        if problem is not None:
+            return problem
+        return JSONResponse(embedding_answer(received.json),
+                            headers={"x-request-id": "req_fake0001"})
+
     return Starlette(routes=[
         Route("/v1/chat/completions", completions, methods=["POST"]),
         Route("/v1/moderations", moderations, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
     ])
 
