@@ -1,0 +1,1 @@
+"""Cached answers: exact and near-duplicate lookup per tenant."""
