@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app import metrics, openai_routes, page, routes, stream_routes, usage
+from app import cache_admin, metrics, openai_routes, page, routes, stream_routes, usage
 from app.errors import (
     ApiError,
     handle_api_error,
@@ -27,9 +27,13 @@ from app.middleware import EdgeMiddleware
 from app.reload import ConfigReloader
 from app.request_metrics import counting_rejections
 from app.service import ChatService
+from cache.answers import AnswerCache
+from cache.redis_store import RedisAnswers
+from cache.store import AnswerStore, MemoryAnswers
 from config.chain import build_chain
 from config.settings import Settings
 from providers.base import Provider
+from providers.embeddings import build_embedder
 from providers.registry import ProviderOptions, build_provider
 from quota.ledger import QuotaStore
 from quota.memory_store import MemoryStore
@@ -93,7 +97,9 @@ def create_app(settings: Settings,
     stream_tokens = StreamTokens(settings.streams.token_key, settings.streams.token_ttl_s)
     gate = Gatekeeper(settings.tenancy, settings.prices,
                       [link.provider.route for link in chain.links], store,
-                      settings.quota.on_store_error, settings.quota.retention_days, clock)
+                      settings.quota.on_store_error, settings.quota.retention_days, clock,
+                      cache_hit_usd=settings.cache.hit_price_usd)
+    cache = answer_cache(settings, clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -108,6 +114,7 @@ def create_app(settings: Settings,
                                                            settings.quota.redis_prefix)
             async with anyio.create_task_group() as background:
                 background.start_soon(answers.serve)
+                background.start_soon(cache.run)
                 background.start_soon(checks.run)
                 if headroom is not None:
                     background.start_soon(headroom.run)
@@ -142,6 +149,10 @@ def create_app(settings: Settings,
             except Exception:
                 logger.exception("replay_store_close_failed")
             try:
+                await cache.aclose()
+            except Exception:
+                logger.exception("cache_close_failed")
+            try:
                 if headroom is not None:
                     await headroom.aclose()
             except Exception:
@@ -165,6 +176,7 @@ def create_app(settings: Settings,
             Route("/v1/models", openai_routes.models, methods=["GET"]),
             Route("/usage", usage.own_usage, methods=["GET"]),
             Route("/admin/usage/{tenant}", usage.tenant_usage, methods=["GET"]),
+            Route("/admin/cache/{tenant}", cache_admin.clear_tenant_cache, methods=["DELETE"]),
             Route("/metrics", metrics.metrics, methods=["GET"]),
         ],
         exception_handlers={
@@ -175,7 +187,7 @@ def create_app(settings: Settings,
         lifespan=lifespan,
     )
     guardrails = Guardrails(settings.guard)
-    app.state.service = ChatService(settings, chain, guardrails)
+    app.state.service = ChatService(settings, chain, guardrails, cache)
     reloader = None if env is None else ConfigReloader(env, settings, app.state.service, gate,
                                                        chain, checks)
     app.state.guardrails = guardrails
@@ -194,6 +206,22 @@ def create_app(settings: Settings,
                                              "X-Request-ID", "traceparent"],
                               expose_headers=["X-Request-ID"], max_age=600)
     return edge
+
+
+def answer_cache(settings: Settings, clock: Callable[[], float] = time.time) -> AnswerCache:
+    """The answer cache: in Redis when `REDIS_URL` is set (replicas share entries), else in
+    this process; near-duplicates by embeddings when `CACHE_EMBEDDING_MODEL` is set."""
+    options, quota = settings.cache.options, settings.quota
+    store: AnswerStore
+    if quota.redis_url is None:
+        store = MemoryAnswers(options.max_entries, options.ttl_s, clock)
+    else:
+        store = RedisAnswers(quota.redis_url, prefix=quota.redis_prefix,
+                             timeout_s=quota.redis_timeout_s, ttl_s=options.ttl_s,
+                             max_entries=options.max_entries)
+    spec = settings.cache.embedding
+    embedder = None if spec is None else build_embedder(spec, settings.cache.embedding_dimensions)
+    return AnswerCache(options, store, embedder, clock)
 
 
 def headroom_mirror(settings: Settings, chain: RouteChain) -> HeadroomMirror | None:

@@ -62,6 +62,8 @@ class Guardrails:
                 Scanner(detectors), policy, settings.buffer_chars, settings.hold_s,
                 whole_sentences=not all(map(_built_in, detectors)),
                 phrase_hold_back=phrase_hold_back(detectors, settings.buffer_chars))
+        self._personal = Scanner([detector for detector in BUILTIN.values()
+                                  if detector.category in ("pii", "secret")])
         moderation = settings.moderation
         self._moderation = None
         if moderation.backend == "openai" and moderation.api_key is not None:
@@ -84,13 +86,18 @@ class Guardrails:
         if verdict.refused is not None:
             raise self._refusal(verdict.refused.category, verdict.refused.detector)
         if verdict.redactions:
-            chat = replace(chat, messages=tuple(
+            chat = replace(chat, redacted=True, messages=tuple(
                 Message(message.role, text) for message, text in zip(
                     chat.messages, verdict.texts, strict=True)))
             self._redacted(verdict.redactions)
         if self._moderation is not None:
             await self._moderate(chat)
         return chat
+
+    def personal(self, messages: Sequence[Message]) -> bool:
+        """Whether the built-in detectors find personal data or a secret in these messages,
+        whatever the policy lets through: such a conversation's answer is never cached."""
+        return any(self._personal.findings(message.content) for message in messages)
 
     async def _moderate(self, chat: ChatInput) -> None:
         assert self._moderation is not None

@@ -63,7 +63,7 @@ def observe_answer(record: StreamRecord, bill: Bill, route: str, endpoint: str,
     if outcome in _LEFT:
         phase = "before_first_token" if record.first_token_at is None else "after_first_token"
         DISCONNECTS.labels(endpoint, phase).inc()
-    if counts_as_fallback and record.fallback_tier in ("fallback", "static"):
+    if counts_as_fallback and record.fallback_tier in ("fallback", "cache", "static"):
         FALLBACKS.labels(route, record.fallback_tier).inc()
     spend = bill.spend
     if spend.input_tokens:

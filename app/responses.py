@@ -23,7 +23,14 @@ from app.errors import ApiError, JSONResponse, error_response
 from app.event_stream import EventStreamResponse
 from config.settings import Settings
 from streaming.collect import CollectedAnswer, collect_answer
-from streaming.frames import DoneFrame, ErrorFrame, Frame, sse_retry, usage_payload
+from streaming.frames import (
+    DoneFrame,
+    ErrorFrame,
+    Frame,
+    cache_payload,
+    sse_retry,
+    usage_payload,
+)
 from streaming.pipeline import ChatJob, run_pipeline
 from streaming.record import StreamRecord
 from streaming.resumable import Answers
@@ -237,6 +244,7 @@ def render_answer(answer: CollectedAnswer, request_id: str) -> JSONResponse:
             "model_route": terminal.model_route,
             "finish_reason": terminal.finish_reason,
             "usage": usage_payload(terminal.usage),
+            **(cache_payload(terminal.cache) if terminal.cache is not None else {}),
         })
     return error_response(failure_error(terminal))
 

@@ -41,6 +41,7 @@ class ChatInput:
     feature: str
     dropped_system_messages: int = 0  # counted for the log, never kept
     sampling: Sampling = DEFAULT_SAMPLING
+    redacted: bool = False  # the input guard redacted some of it: its answer is not cached
 
     @property
     def input_chars(self) -> int:

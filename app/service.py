@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from app.guardrails import Guardrails
 from app.request_metrics import observe_answer
 from app.schemas import ChatInput, InputLimits
+from cache.answers import AnswerCache, CacheTicket
+from cache.question import prompt_fingerprint, question_of
 from config.models import catalog_for
 from config.settings import Settings
 from providers.tokens import count_tokens
@@ -34,10 +36,14 @@ logger = logging.getLogger("hello_ship.request")
 
 
 class ChatService:
-    def __init__(self, settings: Settings, chain: RouteChain, guardrails: Guardrails) -> None:
+    def __init__(self, settings: Settings, chain: RouteChain, guardrails: Guardrails,
+                 cache: AnswerCache | None = None) -> None:
         self.settings = settings
         self.chain = chain
         self.guardrails = guardrails
+        self.cache = cache
+        self._prompt_fingerprint = prompt_fingerprint(settings.prompt_version,
+                                                      settings.system_prompt)
         self.fallback_watch = FallbackWatch(settings.fallback_alert_share)
         self.models = catalog_for([link.provider.route for link in chain.links], settings.models)
         self._system: tuple[Message, ...] = (
@@ -68,6 +74,7 @@ class ChatService:
         messages = self.prompt(chat)
         chain = chain or self.chain
         stream = endpoint in STREAMED
+        ticket = None if pinned else self._cache_ticket(chat, identity)
         job = ChatJob(
             request_id=ctx.request_id,
             request=CompletionRequest(
@@ -76,7 +83,8 @@ class ChatService:
                 traceparent=ctx.outgoing_traceparent(), sampling=chat.sampling),
             provider=chain,
             stage=OutputStage(self.guardrails.output_guard(identity.tenant)),
-            record=StreamRecord(started_at=ctx.started_at),
+            record=StreamRecord(started_at=ctx.started_at,
+                                released=None if ticket is None else []),
             heartbeat_s=self.settings.heartbeat_s if stream else None,
             idle_timeout_s=self.settings.idle_timeout_s,
             deadline_s=self.settings.retry.request_timeout_s,
@@ -85,6 +93,7 @@ class ChatService:
             endpoint=endpoint,
             pinned=pinned,
             stream_id=stream_id,
+            cache=ticket,
         )
         logger.info("request_start", extra={
             **self._labels(chat, identity, stream, chain.route),
@@ -134,7 +143,34 @@ class ChatService:
             "incident_id": record.incident_id,
             "output_redactions": dict(redactions) if redactions else None,
             "blocked_by": record.blocked_by,
+            "cache_match": record.cache_hit.kind if record.cache_hit else None,
         })
+        self._remember(chat, job)
+
+    def _cache_ticket(self, chat: ChatInput, identity: Identity) -> CacheTicket | None:
+        """The request's use of the answer cache, if its tenant's mode allows any."""
+        if self.cache is None:
+            return None
+        mode = self.settings.tenancy.policy(identity.tenant).cache or self.settings.cache.mode
+        if mode == "off":
+            return None
+        question = question_of(identity.tenant, chat.messages, self._prompt_fingerprint)
+        return None if question is None else self.cache.ticket(question, mode, chat.max_tokens)
+
+    def _remember(self, chat: ChatInput, job: ChatJob) -> None:
+        """Offer a whole, untouched answer to the cache: never one the output guard changed
+        or stopped, one to a question with personal data or a secret in it, a cut-off or
+        failed one, or one the cache served."""
+        ticket, record = job.cache, job.record
+        if (not isinstance(ticket, CacheTicket) or record.outcome != "ok"
+                or record.finish_reason != "stop" or record.cache_hit is not None
+                or record.released is None or job.stage.redactions or record.blocked_by
+                or chat.redacted or record.usage is None or record.model_route is None):
+            return
+        answer = "".join(record.released)
+        if not answer.strip() or self.guardrails.personal(chat.messages):
+            return
+        ticket.cache.remember(ticket, answer, record.model_route, record.usage.output_tokens)
 
     def _labels(self, chat: ChatInput, identity: Identity, stream: bool,
                 route: str) -> dict[str, object]:

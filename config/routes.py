@@ -60,7 +60,7 @@ def read_routes(env: EnvReader, config: Mapping[str, Any]) -> tuple[RouteSpec, .
         if spec.provider == first.provider:  # the route's endpoint, key and limits still apply
             specs[0] = replace(first, model=spec.model)
         else:
-            specs[0] = _complete(env, spec, "PRIMARY_MODEL")
+            specs[0] = complete_route(env, spec, "PRIMARY_MODEL")
     source = CONFIG_VAR
     if env.raw("FALLBACK_MODEL") is not None:  # the environment's fallbacks replace the file's
         specs[1:] = _fallback_routes(env, specs[0].provider)
@@ -81,7 +81,7 @@ def _fallback_routes(env: EnvReader, default_provider: str) -> list[RouteSpec]:
             spec = parse_route(item, default_provider)
         except ValueError as exc:
             raise SettingsError("FALLBACK_MODEL", str(exc)) from None
-        specs.append(_complete(env, spec, "FALLBACK_MODEL"))
+        specs.append(complete_route(env, spec, "FALLBACK_MODEL"))
     return specs
 
 
@@ -105,7 +105,7 @@ def _env_route(env: EnvReader) -> RouteSpec:
                                              f" or write provider/model")
     else:
         spec = _parse_primary(primary, provider)
-    return _complete(env, spec, "PRIMARY_MODEL")
+    return complete_route(env, spec, "PRIMARY_MODEL")
 
 
 def _parse_primary(text: str, default_provider: str) -> RouteSpec:
@@ -158,13 +158,13 @@ def _file_route(env: EnvReader, index: int, entry: object) -> RouteSpec:
         raise SettingsError(f"{where}.max_rpm", "must be a positive integer")
     spec = RouteSpec(provider, model, max_tokens=max_tokens, timeout_s=float(timeout_s),
                      max_rpm=max_rpm, aliases=read_aliases(entry, where))
-    return _complete(env, spec, where, base_url=_text(entry, "base_url", where),
+    return complete_route(env, spec, where, base_url=_text(entry, "base_url", where),
                      key_env=_text(entry, "api_key_env", where),
                      key_file=_text(entry, "api_key_file", where),
                      region=_text(entry, "region", where))
 
 
-def _complete(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | None = None,
+def complete_route(env: EnvReader, spec: RouteSpec, where: str, *, base_url: str | None = None,
               key_env: str | None = None, key_file: str | None = None,
               region: str | None = None) -> RouteSpec:
     """Fill in the base URL, key and region from the route, else the vendor's own variables."""

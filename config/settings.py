@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+from config.cache import CacheSettings, read_cache
 from config.connections import (
     ConnectionLimits,
     IPNetwork,
@@ -105,6 +106,7 @@ class Settings:
     streams: StreamSettings = field(default_factory=StreamSettings)
     # How often the config file and key files are checked for changes (0: only on SIGHUP)
     config_watch_s: float = 5.0
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -213,6 +215,7 @@ def _read(env: EnvReader) -> Settings:
         trusted_proxies=read_trusted_proxies(env),
         streams=read_stream_settings(env),
         config_watch_s=env.number("CONFIG_WATCH_S", 5.0, float, 0.0, 3600.0),
+        cache=read_cache(env),
     )
 
 

@@ -10,6 +10,7 @@
     max_output_tokens = 512
     system_messages = "drop"       # the caller's system messages: allow, drop or refuse
     models = ["default", "fast"]   # what `model` may name on /v1/chat/completions (config.models)
+    cache = "first"                # the answer cache: off, fallback or first (CACHE_MODE)
 
     [admin]
     keys = ["sha256:<hex>"]
@@ -32,6 +33,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
+from cache.entry import CACHE_MODES, CacheMode
 from config.env import EnvReader, SettingsError
 from config.file import CONFIG_VAR
 from providers.spec import RouteSpec
@@ -53,7 +55,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TENANT_KEYS = frozenset({"keys", "rpm", "user_rpm", "max_streams", "daily_budget_tokens",
                           "daily_budget_usd", "max_output_tokens", "system_messages",
-                          "models", "guard"})  # the guard table is read by config.guard
+                          "models", "guard", "cache"})  # the guard table is read by config.guard
 _MAX_COUNT = 1_000_000_000_000
 _Count = TypeVar("_Count", bound=int | None)  # a limit with a default, or an optional one
 
@@ -174,7 +176,16 @@ def _tenant_policy(entry: Mapping[str, Any], default: TenantPolicy, where: str) 
         count("max_output_tokens", default.max_output_tokens, 1_000_000),
         system_messages,
         _models(entry.get("models"), f"{where}.models"),
+        _cache_mode(entry.get("cache"), f"{where}.cache"),
     )
+
+
+def _cache_mode(raw: object, where: str) -> CacheMode | None:
+    if raw is None:
+        return None
+    if raw not in CACHE_MODES:
+        raise SettingsError(where, f"must be one of {', '.join(CACHE_MODES)}, got {raw!r}")
+    return raw
 
 
 def _models(raw: object, where: str) -> tuple[str, ...] | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from cache.entry import CacheHit
 from providers.types import Usage
 
 
@@ -34,6 +35,7 @@ class DoneFrame:
     finish_reason: str
     usage: Usage
     model_route: str
+    cache: CacheHit | None = None  # served from the answer cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,12 @@ def usage_payload(usage: Usage) -> dict[str, int]:
     return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
 
 
+def cache_payload(hit: CacheHit) -> dict[str, Any]:
+    """What a cached answer's end says about it: how it matched, how closely, how old."""
+    return {"cached": True, "match": hit.kind, "similarity": round(hit.similarity, 4),
+            "age_s": round(hit.age_s, 1)}
+
+
 def frame_payload(frame: MetaFrame | DoneFrame | ErrorFrame) -> dict[str, Any]:
     """The JSON object of a non-token frame; its `type` equals the SSE event name."""
     if isinstance(frame, MetaFrame):
@@ -69,12 +77,15 @@ def frame_payload(frame: MetaFrame | DoneFrame | ErrorFrame) -> dict[str, Any]:
             meta["stream_id"] = frame.stream_id
         return meta
     if isinstance(frame, DoneFrame):
-        return {
+        done = {
             "type": "done",
             "finish_reason": frame.finish_reason,
             "usage": usage_payload(frame.usage),
             "model_route": frame.model_route,
         }
+        if frame.cache is not None:
+            done.update(cache_payload(frame.cache))
+        return done
     payload: dict[str, Any] = {
         "type": "error",
         "code": frame.code,

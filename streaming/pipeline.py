@@ -29,6 +29,7 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectStreamStatistics
 
+from cache.entry import CACHE_ROUTE, CacheHit
 from providers.errors import ProviderError, ProviderUnavailable
 from providers.tokens import count_tokens
 from providers.types import ChainEvent, CompletionRequest, RouteAnswering, TextDelta, Usage
@@ -58,6 +59,16 @@ logger = logging.getLogger("hello_ship.pipeline")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+class CacheTier(Protocol):
+    """The answer cache as one request may use it: looked up before any route (`first`), or
+    once every route has failed, before the static copy."""
+
+    @property
+    def first(self) -> bool: ...
+
+    async def lookup(self) -> CacheHit | None: ...
+
+
 class EventSource(Protocol):
     """What the pipeline reads: one provider, or a route chain of them."""
 
@@ -85,6 +96,7 @@ class ChatJob:
     # One route chosen by an operator (X-Route): its answer or failure is no fallback.
     pinned: bool = False
     stream_id: str | None = None  # a resumable answer's id, named in its meta frame
+    cache: CacheTier | None = None
 
     @property
     def route(self) -> str:
@@ -150,8 +162,10 @@ class _Emitter:
             self.stuck = False
             self.last_event = self.last_sent = time.monotonic()
 
-    def _count_token(self, now: float) -> None:
+    def _count_token(self, now: float, text: str) -> None:
         record = self._record
+        if record.released is not None:
+            record.released.append(text)
         if record.first_token_at is None:
             record.first_token_at = now
         else:
@@ -162,7 +176,7 @@ class _Emitter:
 
     async def token(self, text: str, now: float) -> None:
         await self._send_token(TokenFrame(text))
-        self._count_token(now)  # once sent: a frame dropped by a cancel was never emitted
+        self._count_token(now, text)  # once sent: a frame dropped by a cancel was never emitted
 
     def has_room(self) -> bool:
         """A frame sent now would not wait, nor overtake a frame that is waiting."""
@@ -173,7 +187,7 @@ class _Emitter:
     def token_now(self, text: str, now: float) -> None:
         """Send a token frame without waiting; only after `has_room`."""
         self._out.send_nowait(TokenFrame(text))
-        self._count_token(now)
+        self._count_token(now, text)
 
 
 async def run_pipeline(
@@ -238,6 +252,10 @@ def _cut_frame(job: ChatJob, reason: Cut) -> TerminalFrame:
 
 
 async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
+    if job.cache is not None and job.cache.first:
+        hit = await job.cache.lookup()
+        if hit is not None:
+            return await _relay_cached(job, emitter, hit)
     record, stage, route = job.record, job.stage, job.provider.route
     usage: Usage | None = None
     finish_reason = "stop"
@@ -276,6 +294,14 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
             # ended this stream, so let it continue.
             logger.exception("provider_close_failed", extra={"route": route})
             await anyio.lowlevel.checkpoint()
+        if (isinstance(exc, AllRoutesFailed) and not record.deltas_received
+                and job.cache is not None and not job.cache.first and not job.pinned):
+            hit = await job.cache.lookup()
+            if hit is not None:
+                logger.warning("fallback_used", extra={
+                    "from_route": job.provider.route, "to_route": CACHE_ROUTE, "tier": "cache",
+                    "failed_attempts": exc.attempts, "incident_id": None})
+                return await _relay_cached(job, emitter, hit)
         if not isinstance(exc, OutputBlocked):
             exc = await _release_held(stage, emitter) or exc
         return _failure_frame(job, exc)
@@ -286,6 +312,32 @@ async def _relay(job: ChatJob, emitter: _Emitter) -> TerminalFrame:
         usage = Usage(sum(count_tokens(m.content) for m in job.request.messages),
                       record.deltas_received)
     return DoneFrame(finish_reason=finish_reason, usage=usage, model_route=route)
+
+
+_PIECE = re.compile(r"\S+\s*|\s+")
+
+
+async def _relay_cached(job: ChatJob, emitter: _Emitter, hit: CacheHit) -> TerminalFrame:
+    """A cached answer, streamed word by word like a model's, through the output guard (the
+    tenant's policy may have changed since it was written). No vendor is billed for it."""
+    record, stage = job.record, job.stage
+    record.model_route, record.fallback_tier, record.cache_hit = CACHE_ROUTE, "cache", hit
+    emitter.answering = True
+    await emitter.send(MetaFrame(job.request_id, CACHE_ROUTE, job.stream_id))
+    try:
+        for piece in _PIECE.findall(hit.entry.answer):
+            now = time.monotonic()
+            emitter.last_event = now
+            text = stage.feed(piece, now)
+            if text:
+                await emitter.token(text, now)
+        rest = stage.flush()
+        if rest:
+            await emitter.token(rest, time.monotonic())
+    except OutputBlocked as blocked:
+        return _failure_frame(job, blocked)
+    return DoneFrame(finish_reason="stop", usage=Usage(0, 0), model_route=CACHE_ROUTE,
+                     cache=hit)
 
 
 async def _release_held(stage: OutputStage, emitter: _Emitter) -> Exception | None:

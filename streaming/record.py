@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from cache.entry import CacheHit
 from providers.types import Usage
 
 Outcome = Literal[
@@ -24,9 +25,13 @@ class StreamRecord:
     finish_reason: str | None = None
     error_code: str | None = None
     incident_id: str | None = None
-    fallback_tier: str | None = None  # primary, fallback, or static (the degraded copy)
+    # primary, fallback, cache (a cached answer), or static (the degraded copy)
+    fallback_tier: str | None = None
     attempts: int = 0  # on the route that answered
     blocked_by: str | None = None  # the output guard's detector that stopped the answer
+    cache_hit: CacheHit | None = None  # the answer was served from the cache
+    # The text released to the client, kept only when the answer may be cached.
+    released: list[str] | None = None
 
     def ttft_ms(self) -> float | None:
         if self.first_token_at is None:

@@ -62,8 +62,9 @@ RETRIES = Counter(
 )
 FALLBACKS = Counter(
     "hello_ship_fallbacks",
-    "Answers not from the primary route: tier fallback (a later route answered) or static "
-    "(no route could; the degraded copy was sent, route is the primary).",
+    "Answers not from the primary route: tier fallback (a later route answered), cache (no "
+    "route could; a cached answer was sent, route is cache) or static (no route could; the "
+    "degraded copy was sent, route is the primary).",
     ["route", "tier"],
 )
 HEDGES_STARTED = Counter(
@@ -158,6 +159,32 @@ CONFIG_LOADED = Gauge(
     "When the running configuration was last read successfully (Unix time), by what made it "
     "read the files; the latest of the live workers'.",
     ["trigger"], multiprocess_mode="livemax",
+)
+
+# The answer cache (cache.answers): one lookup counts a result for each kind it tried.
+CACHE_LOOKUPS = Counter(
+    "hello_ship_cache_lookups",
+    "Answer cache lookups by mode (fallback, first), kind of match tried (exact, semantic, "
+    "lexical) and outcome (hit, miss).",
+    ["mode", "kind", "outcome"],
+)
+CACHE_HIT_SIMILARITY = Histogram(
+    "hello_ship_cache_hit_similarity",
+    "Similarity of the question a cached answer was served for to the one it was written "
+    "for: cosine (semantic), estimated Jaccard (lexical), 1 (exact).",
+    ["kind"], buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 1.0),
+)
+CACHE_WRITES = Counter(
+    "hello_ship_cache_writes",
+    "Answers offered to the cache, by outcome: stored, dropped (the write queue was full), "
+    "failed (the store did not take it).",
+    ["outcome"],
+)
+CACHE_ERRORS = Counter(
+    "hello_ship_cache_errors",
+    "Answer cache operations that failed or timed out (lookup, store, embed, clear): each a "
+    "miss or a dropped write, never a failed request.",
+    ["operation"],
 )
 
 

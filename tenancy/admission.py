@@ -82,8 +82,9 @@ class Bill:
 class Gatekeeper:
     def __init__(self, tenancy: Tenancy, prices: Mapping[str, Price], route_names: Sequence[str],
                  store: QuotaStore, on_store_error: StorePolicy, retention_days: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, cache_hit_usd: float = 0.0) -> None:
         self.store = store
+        self._cache_hit_nano_usd = round(cache_hit_usd * NANO_USD_PER_USD)
         self.retention_days = retention_days
         self._route_names = tuple(route_names)
         self.reconfigure(tenancy, prices)
@@ -134,7 +135,11 @@ class Gatekeeper:
 
     def bill(self, record: StreamRecord, messages: Sequence[Message]) -> Bill:
         """What the request cost: the vendor's usage report for a finished answer; for one
-        that broke off, what the vendor reported so far and at least what it streamed."""
+        that broke off, what the vendor reported so far and at least what it streamed; for a
+        cached answer, no tokens and the configured price of a hit (CACHE_HIT_PRICE_USD)."""
+        if record.cache_hit is not None:
+            nano_usd = self._cache_hit_nano_usd
+            return Bill(Spend(0, 0, nano_usd), nano_usd / NANO_USD_PER_USD, False)
         usage = record.usage
         if record.outcome == "ok" and usage is not None:
             input_tokens, output_tokens, estimated = usage.input_tokens, usage.output_tokens, False

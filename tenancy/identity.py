@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from cache.entry import CacheMode
 from quota.ledger import Limits
 from tenancy.errors import OpenModeRefused, Unauthenticated
 
@@ -42,6 +43,7 @@ class TenantPolicy:
     system_messages: SystemMessages = "allow"
     # The names the tenant may ask for in `model` (POST /v1/chat/completions); None: any.
     models: tuple[str, ...] | None = None
+    cache: CacheMode | None = None  # the answer cache's mode for it; None: CACHE_MODE
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """The layering of the packages, and no import circle between any two modules.
 
 Top to bottom: the command line, the client tools, the HTTP edge, configuration, tenancy,
-the limit stores, the pipeline, the vendor adapters, observability, the detectors. A module may
-import its own package and the packages below it, never one above. Two packages stand apart:
-`quota` (the limit stores) and `guard` (the detectors) import nothing of the project's.
+the limit stores, the pipeline, the answer cache, the vendor adapters, observability, the
+detectors. A module may import its own package and the packages below it, never one above.
+Two packages stand apart: `quota` (the limit stores) and `guard` (the detectors) import
+nothing of the project's.
 Imports inside functions count too: a lazy import is still a dependency.
 """
 
@@ -16,8 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("cli", "tools", "app", "config", "tenancy", "quota", "streaming", "providers",
-          "telemetry", "guard")
+LAYERS = ("cli", "tools", "app", "config", "tenancy", "quota", "streaming", "cache",
+          "providers", "telemetry", "guard")
 STAND_APART = frozenset({"quota", "guard"})
 
 

@@ -291,7 +291,9 @@ def test_label_sets_stay_small() -> None:
     allowed = {"route", "endpoint", "outcome", "status_class", "code", "direction", "tier",
                "error_class", "state", "detector", "action", "limit", "operation", "policy",
                "phase", "reason", "le",
-               "kind"}  # of a vendor's rate limit: requests, tokens, input_tokens, output_tokens
+               # of a vendor's rate limit (requests, tokens, ...), or of a cache match
+               "kind",
+               "mode"}  # the answer cache's: fallback, first
     used: defaultdict[str, set[str]] = defaultdict(set)
     for name, labels in samples:
         if name.startswith("hello_ship_"):
