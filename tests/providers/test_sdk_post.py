@@ -117,6 +117,10 @@ async def test_a_later_request_fails_as_the_first_would(
             errors.append(error)
         finally:
             await provider.aclose()
+    if script.hang_s:
+        # Both hung requests end at the fake once it sees them gone: wait for that here, or it
+        # may be recorded into the next test's outcomes on the shared fake.
+        upstream.wait_for_outcomes(3)
     on_first, on_later = errors
     assert on_first is not None and on_later is not None
     assert (type(on_later), on_later.message, on_later.status_code, on_later.retry_after) == (
