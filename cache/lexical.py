@@ -18,6 +18,7 @@ import hashlib
 import re
 import sys
 from array import array
+from collections.abc import Sequence
 from functools import lru_cache
 from itertools import pairwise
 from operator import eq
@@ -99,7 +100,7 @@ def signature(text: str) -> tuple[int, ...]:
     return tuple(map(min, zip(*map(_slots, found), strict=True)))
 
 
-def similarity(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+def similarity(a: Sequence[int], b: Sequence[int]) -> float:
     """The estimated Jaccard similarity of two texts: the share of equal slots.
 
     A slot is equal only when both minima come from the same shingle (a permutation maps
@@ -114,16 +115,18 @@ def similarity(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return equal / len(a)
 
 
-def _check(sig: tuple[int, ...]) -> None:
+def _check(sig: Sequence[int]) -> None:
     if len(sig) not in (0, NUM_PERM):
         raise ValueError(f"a signature has {NUM_PERM} slots (or none), not {len(sig)}")
 
 
-def _bands(sig: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """The bucket keys of a signature: each band's number and its slots."""
+def _bands(sig: Sequence[int]) -> list[int]:
+    """The bucket keys of a signature: a hash of each band's number and its slots. Buckets are
+    this process's own, so Python's `hash` will do; two bands hashing alike only make one
+    more candidate, which is then scored."""
     if not sig:
         return []
-    return [(band, *sig[band * ROWS:(band + 1) * ROWS]) for band in range(BANDS)]
+    return [hash((band, *sig[band * ROWS:(band + 1) * ROWS])) for band in range(BANDS)]
 
 
 class LexicalIndex:
@@ -142,11 +145,15 @@ class LexicalIndex:
     15 of the 16 bands. At a threshold above 0.75 `best` is therefore exact. More rows per band
     would sharpen the curve but raise its middle towards the thresholds in use (0.8), missing
     real matches; fewer would make most of a tenant's keys candidates.
+
+    Kept compact, since a tenant may have 10,000 entries in every replica: a signature as 64
+    machine words (576 bytes, not a tuple of 64 ints at 2.6 KB), a bucket as the key itself
+    while it holds one key (most do) and a list after. About 2.5 KB a key in all.
     """
 
     def __init__(self) -> None:
-        self._signatures: dict[str, tuple[int, ...]] = {}
-        self._buckets: dict[tuple[int, ...], set[str]] = {}
+        self._signatures: dict[str, array[int]] = {}
+        self._buckets: dict[int, str | list[str]] = {}
 
     def __len__(self) -> int:
         return len(self._signatures)
@@ -158,19 +165,31 @@ class LexicalIndex:
         """Index `key` under `sig`, replacing what it had; an empty signature is never found."""
         _check(sig)
         self.remove(key)
-        self._signatures[key] = sig
+        self._signatures[key] = array("Q", sig)
+        buckets = self._buckets
         for band in _bands(sig):
-            self._buckets.setdefault(band, set()).add(key)
+            held = buckets.get(band)
+            if held is None:
+                buckets[band] = key
+            elif isinstance(held, str):
+                if held != key:
+                    buckets[band] = [held, key]
+            elif key not in held:
+                held.append(key)
 
     def remove(self, key: str) -> None:
         sig = self._signatures.pop(key, None)
         if sig is None:
             return
+        buckets = self._buckets
         for band in _bands(sig):
-            bucket = self._buckets[band]
-            bucket.discard(key)
-            if not bucket:  # keys come and go: empty buckets would pile up
-                del self._buckets[band]
+            held = buckets.get(band)
+            if held == key:  # keys come and go: empty buckets would pile up
+                del buckets[band]
+            elif isinstance(held, list) and key in held:
+                held.remove(key)
+                if len(held) == 1:
+                    buckets[band] = held[0]
 
     def best(self, sig: tuple[int, ...], threshold: float,
              limit: int = 3) -> list[tuple[str, float]]:
@@ -186,7 +205,11 @@ class LexicalIndex:
             raise ValueError(f"a limit is not negative, not {limit}")
         candidates: set[str] = set()
         for band in _bands(sig):
-            candidates.update(self._buckets.get(band, ()))
+            held = self._buckets.get(band)
+            if isinstance(held, str):
+                candidates.add(held)
+            elif held is not None:
+                candidates.update(held)
         scored = [(key, score) for key in candidates
                   if (score := similarity(sig, self._signatures[key])) >= threshold]
         scored.sort(key=lambda hit: (-hit[1], hit[0]))

@@ -36,7 +36,9 @@ class NearIndex:
     def __init__(self, max_entries: int, ttl_s: float) -> None:
         self._max_entries = max_entries
         self._ttl_s = ttl_s
-        self._records: OrderedDict[str, IndexRecord] = OrderedDict()  # oldest first
+        # key -> (scope, created_at), oldest first: the signature and vector live in the
+        # indexes alone.
+        self._records: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lexical: dict[str, LexicalIndex] = {}  # by scope
         self._vectors: dict[str, VectorIndex] = {}
 
@@ -54,7 +56,7 @@ class NearIndex:
             if not len(lexical):
                 del self._lexical[record.scope]
             return
-        self._records[record.key] = record
+        self._records[record.key] = (record.scope, record.created_at)
         if record.vector is not None:
             vectors = self._vectors.get(record.scope)
             if vectors is None:
@@ -71,15 +73,16 @@ class NearIndex:
         record = self._records.pop(key, None)
         if record is None:
             return
-        lexical = self._lexical[record.scope]
+        scope = record[0]
+        lexical = self._lexical[scope]
         lexical.remove(key)
         if not len(lexical):
-            del self._lexical[record.scope]
-        vectors = self._vectors.get(record.scope)
+            del self._lexical[scope]
+        vectors = self._vectors.get(scope)
         if vectors is not None:
             vectors.remove(key)
             if not len(vectors):
-                del self._vectors[record.scope]
+                del self._vectors[scope]
 
     def lexical(self, scope: str, signature: tuple[int, ...], threshold: float,
                 now: float) -> list[tuple[str, float]]:
@@ -102,7 +105,7 @@ class NearIndex:
     def _live(self, found: list[tuple[str, float]], now: float) -> list[tuple[str, float]]:
         live = []
         for key, similarity in found:
-            if self._records[key].created_at + self._ttl_s <= now:
+            if self._records[key][1] + self._ttl_s <= now:
                 self.remove(key)
             else:
                 live.append((key, similarity))
@@ -110,7 +113,7 @@ class NearIndex:
 
     def _expire(self, now: float) -> None:
         while self._records:
-            oldest = next(iter(self._records.values()))
-            if oldest.created_at + self._ttl_s > now:
+            key, (_scope, created_at) = next(iter(self._records.items()))
+            if created_at + self._ttl_s > now:
                 return
-            self.remove(oldest.key)
+            self.remove(key)
