@@ -113,9 +113,13 @@ class ChatService:
         """Write the request's end line from what the pipeline recorded."""
         record = job.record
         usage = record.usage
+        # An operator's pinned route, and an answer the cache gave before any model was asked
+        # (FAQ mode), are not the chain falling back.
+        counts_as_fallback = not job.pinned and not (
+            record.cache_hit is not None and job.cache is not None and job.cache.first)
         observe_answer(record, bill, job.route, job.endpoint, http_status,
-                       counts_as_fallback=not job.pinned)
-        if record.fallback_tier is not None and not job.pinned:
+                       counts_as_fallback=counts_as_fallback)
+        if record.fallback_tier is not None and counts_as_fallback:
             self.fallback_watch.record(record.fallback_tier)
         redactions = job.stage.redactions
         for detector, count in redactions.items():
@@ -152,7 +156,8 @@ class ChatService:
         if self.cache is None:
             return None
         mode = self.settings.tenancy.policy(identity.tenant).cache or self.settings.cache.mode
-        if mode == "off":
+        if mode == "off" or chat.sampling.stop:
+            # With stop sequences, a cached answer may run past where this one would stop.
             return None
         question = question_of(identity.tenant, chat.messages, self._prompt_fingerprint)
         return None if question is None else self.cache.ticket(question, mode, chat.max_tokens)

@@ -18,7 +18,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
@@ -127,7 +127,7 @@ class AnswerCache:
         CACHE_LOOKUPS.labels(mode, "exact", "miss").inc()
         index = self._index(question.tenant)
         for record in await self._store.news(question.tenant):
-            index.add(record, now)
+            index.add(self._comparable(record), now)
         ticket.vector = await self._embed(question.text,
                                           self.options.lookup_timeout_s * EMBEDDING_SHARE)
         if ticket.vector is not None:
@@ -146,6 +146,15 @@ class AnswerCache:
                 return CacheHit(entry, kind, similarity, now - entry.created_at)
         CACHE_LOOKUPS.labels(mode, kind, "miss").inc()
         return None
+
+    def _comparable(self, record: IndexRecord) -> IndexRecord:
+        """The record as this replica may index it: a vector another embedding model made
+        (a replica not yet redeployed, or an entry from before a change of model) is dropped,
+        since its cosines with this model's vectors would mean nothing."""
+        model = self._embedder.name if self._embedder is not None else None
+        if record.vector is None or record.model == model:
+            return record
+        return replace(record, vector=None, model=None)
 
     def _usable(self, entry: Entry, ticket: CacheTicket, now: float) -> bool:
         # Longer than the request may be: its budget was reserved for `max_tokens`.
@@ -193,7 +202,9 @@ class AnswerCache:
         if vector is None:
             vector = await self._embed(question.text, WRITE_EMBEDDING_S)
         record = IndexRecord(question.key, question.scope, entry.created_at,
-                             signature(question.text), vector)
+                             signature(question.text), vector,
+                             None if vector is None or self._embedder is None
+                             else self._embedder.name)
         try:
             with anyio.fail_after(self.options.lookup_timeout_s * 4):
                 await self._store.put(question.tenant, record, entry)

@@ -15,6 +15,7 @@ makes the warm case the common one: the questions to one gateway reuse their wor
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import sys
 from array import array
@@ -203,14 +204,20 @@ class LexicalIndex:
             raise ValueError(f"a similarity threshold lies in (0, 1], not {threshold}")
         if limit < 0:
             raise ValueError(f"a limit is not negative, not {limit}")
-        candidates: set[str] = set()
+        # Each unequal slot spoils at most one band, so a key at the threshold shares at least
+        # this many bands with the query: keys sharing fewer are never scored. Questions that
+        # share common words make large buckets; this keeps a lookup from scoring them all.
+        most_unequal = NUM_PERM - math.ceil(threshold * NUM_PERM - 1e-9)
+        need = max(1, BANDS - most_unequal)
+        shared: dict[str, int] = {}
         for band in _bands(sig):
             held = self._buckets.get(band)
             if isinstance(held, str):
-                candidates.add(held)
+                shared[held] = shared.get(held, 0) + 1
             elif held is not None:
-                candidates.update(held)
-        scored = [(key, score) for key in candidates
-                  if (score := similarity(sig, self._signatures[key])) >= threshold]
+                for key in held:
+                    shared[key] = shared.get(key, 0) + 1
+        scored = [(key, score) for key, bands in shared.items() if bands >= need
+                  and (score := similarity(sig, self._signatures[key])) >= threshold]
         scored.sort(key=lambda hit: (-hit[1], hit[0]))
         return scored[:limit]

@@ -30,6 +30,7 @@ class IndexRecord:
     created_at: float
     signature: tuple[int, ...]
     vector: Sequence[float] | None = None  # None: no embedding model, or it failed
+    model: str | None = None  # the embedding model that made `vector`
 
 
 class NearIndex:

@@ -65,6 +65,7 @@ class RedisAnswers:
                                   "g": array("Q", record.signature).tobytes()}
         if record.vector is not None:
             fields["v"] = array("f", record.vector).tobytes()
+            fields["m"] = record.model or ""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(f"{base}:a:{record.key}", entry.encode(), px=self._ttl_ms)
@@ -127,6 +128,7 @@ def _record(fields: dict[bytes, bytes]) -> IndexRecord | None:
             vector.frombytes(fields[b"v"])
         return IndexRecord(fields[b"k"].decode(), fields[b"s"].decode(),
                            float(fields[b"t"]), tuple(signature),
-                           vector.tolist() if vector is not None else None)
+                           vector.tolist() if vector is not None else None,
+                           fields[b"m"].decode() if b"m" in fields else None)
     except (KeyError, ValueError, UnicodeDecodeError):
         return None

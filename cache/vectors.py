@@ -29,7 +29,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import numpy.typing as npt
 
-_FIRST_ROWS = 64
+# Most scopes (a conversation's earlier turns) hold a handful of entries: start small.
+_FIRST_ROWS = 2
 
 
 class VectorIndex:

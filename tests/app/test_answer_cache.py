@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from config.settings import Settings
 from tests.app.answer_cache_common import (
@@ -315,3 +316,37 @@ def test_a_failing_embedding_model_falls_back_to_lexical_matching_never_an_error
     assert hung[-1]["type"] == "done" and "cached" not in hung[-1]
     assert waited < 2.0
     assert logs.records("cache_unavailable")[0]["operation"] == "embed"
+
+
+def fallbacks(tier: str) -> float:
+    return REGISTRY.get_sample_value("hello_ship_fallbacks_total",
+                                     {"route": "cache", "tier": tier}) or 0.0
+
+
+def test_faq_hits_are_not_fallbacks_and_fallback_hits_are(
+        faq_vendor: Upstream, client: httpx.Client, writes: Writes, tmp_path: Path) -> None:
+    config = settings(faq_vendor, tmp_path, acme={"cache": "first"}, MAX_ATTEMPTS="1")
+    with app_server(config) as live:
+        ask(client, live, QUESTION, ACME_KEY)
+        ask(client, live, QUESTION, GLOBEX_KEY)  # globex: fallback, the default
+        writes(2)
+        before = fallbacks("cache")
+        assert ask(client, live, QUESTION, ACME_KEY)[-1]["cached"] is True
+        assert fallbacks("cache") == before
+        faq_vendor.script = Script(status=503)
+        assert ask(client, live, QUESTION, GLOBEX_KEY)[-1]["cached"] is True
+        assert fallbacks("cache") == before + 1
+
+
+def test_a_request_with_stop_sequences_neither_reads_nor_feeds_the_cache(
+        faq_vendor: Upstream, client: httpx.Client, writes: Writes) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": QUESTION}]}
+    with app_server(settings(faq_vendor, CACHE_MODE="first")) as live:
+        url = live.url + "/v1/chat/completions"
+        client.post(url, json=body)
+        writes(1)
+        before = stored()
+        stopped = client.post(url, json={**body, "stop": ["."]}).json()
+        time.sleep(0.2)  # time enough for a write that should not happen
+    assert stopped["model"] == ROUTE and stored() == before
+    assert chats(faq_vendor) == 2

@@ -4,11 +4,14 @@ the test controls: what is found, what is refused, and that no failure reaches a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import anyio
 
 from cache.answers import WRITE_QUEUE, AnswerCache, CacheOptions, CacheTicket
-from cache.entry import CacheMode
+from cache.entry import CacheMode, Entry
+from cache.lexical import signature
+from cache.near import IndexRecord
 from cache.question import prompt_fingerprint, question_of
 from cache.store import MemoryAnswers, StoreError
 from providers.errors import ProviderUnavailable
@@ -191,3 +194,32 @@ async def test_clear_forgets_one_tenant_only() -> None:
     assert await ticket(cache, "How do I export my data?").lookup() is None
     assert await ticket(cache, "How do I export my data, please?").lookup() is None
     assert await ticket(cache, "How do I export my data?", tenant="globex").lookup() is not None
+
+
+async def test_vectors_another_embedding_model_made_are_never_compared() -> None:
+    """A replica on another model (mid-deploy) shares its entries: found by their words only."""
+    clock = Clock()
+    embeddings = Embeddings()
+
+    class Shared(MemoryAnswers):
+        news_records: ClassVar[list[IndexRecord]] = []
+
+        async def news(self, tenant: str) -> list[IndexRecord]:
+            records, Shared.news_records = Shared.news_records, []
+            return records
+
+    opts = CacheOptions()
+    store_ = Shared(opts.max_entries, opts.ttl_s, clock)
+    cache = AnswerCache(opts, store_, embeddings, clock)
+    text = "How do I export my data?"
+    written = ticket(cache, text)
+    vector = await embeddings.embed("my data how do I export")
+    await store_.put("acme", IndexRecord(written.question.key, written.question.scope, clock(),
+                                         signature(written.question.text), vector,
+                                         "other/model"),
+                     Entry("An answer.", clock(), 9, "openai/gpt-4o-mini"))
+    Shared.news_records = [IndexRecord(written.question.key, written.question.scope, clock(),
+                                       signature(written.question.text), vector, "other/model")]
+    assert await ticket(cache, "My data, how do I export?").lookup() is None
+    exact = await ticket(cache, text).lookup()
+    assert exact is not None and exact.kind == "exact"

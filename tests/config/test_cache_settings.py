@@ -63,3 +63,17 @@ def test_a_tenant_chooses_its_own_mode(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"tenants\.acme\.cache") as caught:
         Settings.from_env(config_env(tmp_path, tenants_toml({"cache": "sometimes"})))
     assert "off, fallback, first" in str(caught.value)
+
+
+def test_models_that_take_no_length_are_asked_for_none() -> None:
+    titan_v1 = {"CACHE_EMBEDDING_MODEL": "bedrock/amazon.titan-embed-text-v1",
+                "AWS_REGION": "us-east-1"}
+    assert Settings.from_env(titan_v1).cache.embedding_dimensions is None
+    ada = {"CACHE_EMBEDDING_MODEL": "openai/text-embedding-ada-002"}
+    assert Settings.from_env(ada).cache.embedding_dimensions is None
+    own = {"CACHE_EMBEDDING_MODEL": "openai/text-embedding-3-large",
+           "CACHE_EMBEDDING_DIMENSIONS": "0"}
+    assert Settings.from_env(own).cache.embedding_dimensions is None
+    with pytest.raises(SettingsError, match="fixed length") as caught:
+        Settings.from_env({**titan_v1, "CACHE_EMBEDDING_DIMENSIONS": "256"})
+    assert caught.value.variable == "CACHE_EMBEDDING_DIMENSIONS"
