@@ -74,3 +74,33 @@ def test_the_load_testers_own_benchmark_reads_a_paced_server() -> None:
     (row,) = [line.split() for line in lines if line.split()[:1] == ["10"]]
     frames_per_s, itl_ms = float(row[1].replace(",", "")), float(row[-1])
     assert frames_per_s > 0 and 4 <= itl_ms <= 20  # the server writes a frame every 5 ms
+
+
+def test_the_cache_benchmark_times_hits_beside_misses_and_what_storing_costs() -> None:
+    lines = bench("bench.cache_hits", "--quick")
+    assert lines[0].startswith("machine: ") and "cores, Python " in lines[0]
+    rows = {cells[0]: cells[1:] for line in lines
+            if line.startswith("| ") and not line.startswith("| TTFT")
+            for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}
+
+    def number(cell: str) -> float:
+        return float(re.match(r"[+]?([\d,.]+)", cell)[1].replace(",", ""))  # type: ignore[index]
+
+    # Each kind's TTFT in ms, in order, as a ratio to the miss's: every answer was checked
+    # to be the hit or the miss it is counted as, or the run would have failed.
+    for title in ("exact hit", "lexical near-duplicate hit", "miss: the demo model"):
+        (name,) = [name for name in rows if name.startswith(title)]
+        *cells, ratios = rows[name]
+        assert all(cell.endswith(" ms") for cell in cells), (name, cells)
+        p50, p90, p99, top = (number(cell) for cell in cells)
+        assert 0 < p50 <= p90 <= p99 <= top, (name, cells)
+        assert re.fullmatch(r"[\d.]+x / [\d.]+x", ratios), ratios
+    assert rows[next(name for name in rows if name.startswith("miss"))][-1] == "1.00x / 1.00x"
+    # The cost of storing: CPU per answer with the cache off and on, RSS after the fill.
+    off, stored = rows["service CPU per answer"]
+    assert number(off) > 0 and number(stored) > 0 and off.endswith(" ms")
+    assert re.fullmatch(r"[\d.]+ ms \([+-]\d+ µs, [\d.]+x\)", stored), stored
+    assert all(number(cell) > 0 for cell in rows["RSS after the fill (300 entries stored)"])
+    text = "\n".join(lines)
+    assert re.search(r"^target, a hit's TTFT at most 5 ms p99 with 300 entries: (met|NOT met) "
+                     r"\(exact [\d.]+ ms, lexical [\d.]+ ms\)$", text, re.MULTILINE), text
