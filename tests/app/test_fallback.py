@@ -202,7 +202,10 @@ def test_the_fallback_cap_sends_the_overflow_to_the_degraded_copy(
         upstreams: tuple[Upstream, Upstream], client: httpx.Client) -> None:
     primary, fallback = upstreams
     primary.script = Script(status=503)
-    settings = chain_settings(primary, fallback, MAX_ATTEMPTS="1", FALLBACK_MAX_RPM="2")
+    # The answer cache off: else the fallback's answers to this same question would be served
+    # once the cap is reached, before the degraded copy (test_answer_cache shows that tier).
+    settings = chain_settings(primary, fallback, MAX_ATTEMPTS="1", FALLBACK_MAX_RPM="2",
+                              CACHE_MODE="off")
     with captured_logs() as logs, app_server(settings) as live:
         statuses = [client.post(live.url + "/chat", json=BODY).status_code for _ in range(3)]
     assert statuses == [200, 200, 503]

@@ -20,7 +20,8 @@ def test_serve_streams_from_the_configured_vendor_and_logs_no_key_even_at_debug(
     with service_process(env) as running, httpx.Client(timeout=10) as client:
         streamed = client.post(running.url + "/chat/stream", json={"message": "Say hello."})
         upstream.api_key = "a-different-key"  # now the vendor refuses ours and quotes it
-        refused = client.post(running.url + "/chat", json={"message": "Say hello."})
+        # Another question: the answer cache would serve the first one's answer again.
+        refused = client.post(running.url + "/chat", json={"message": "Tell me a joke."})
         running.wait_for_log("request_end", http_status=503)
     tokens = [item.data["token"] for item in parse_sse(streamed.text) if item.event == "token"]
     assert "".join(tokens) == "Hello, world!"
