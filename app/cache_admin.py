@@ -10,24 +10,15 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.callers import authorization
 from app.errors import ApiError, JSONResponse
+from app.routes import admin_target
 from cache.answers import AnswerCache
 from cache.store import StoreError
-from tenancy.admission import Gatekeeper
-from tenancy.identity import ANONYMOUS
 
 
 async def clear_tenant_cache(request: Request) -> Response:
-    gate: Gatekeeper = request.app.state.gate
     cache: AnswerCache = request.app.state.service.cache
-    if not gate.tenancy.is_admin(authorization(request.scope)):
-        raise ApiError(401, "unauthorized", "Clearing a cache needs an admin key.",
-                       headers={"WWW-Authenticate": "Bearer"})
-    tenant = request.path_params["tenant"]
-    known = gate.tenancy.policies if not gate.tenancy.open_mode else {ANONYMOUS: None}
-    if tenant not in known:
-        raise ApiError(404, "unknown_tenant", "No tenant of that name is configured.")
+    tenant = admin_target(request, "Clearing a cache")
     try:
         cleared = await cache.clear(tenant)
     except StoreError:

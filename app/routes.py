@@ -30,7 +30,7 @@ from telemetry import trace_context, tracing
 from telemetry.spans import ChatSpan
 from tenancy.admission import Bill, Gatekeeper
 from tenancy.errors import TenancyRefusal
-from tenancy.identity import Identity
+from tenancy.identity import ANONYMOUS, Identity
 
 
 async def health(request: Request) -> Response:
@@ -58,6 +58,20 @@ def identify(request: Request) -> Identity:
                                      pinning="x-route" in request.headers)
     except TenancyRefusal as refusal:
         raise refusal_error(refusal) from None
+
+
+def admin_target(request: Request, needs: str) -> str:
+    """The tenant an admin endpoint names in its path: 401 without an admin key (`needs`
+    says for what), 404 for a tenant not configured."""
+    gate: Gatekeeper = request.app.state.gate
+    if not gate.tenancy.is_admin(authorization(request.scope)):
+        raise ApiError(401, "unauthorized", f"{needs} needs an admin key.",
+                       headers={"WWW-Authenticate": "Bearer"})
+    tenant: str = request.path_params["tenant"]
+    known = gate.tenancy.policies if not gate.tenancy.open_mode else {ANONYMOUS: None}
+    if tenant not in known:
+        raise ApiError(404, "unknown_tenant", "No tenant of that name is configured.")
+    return tenant
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,11 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.callers import authorization
 from app.errors import ApiError, JSONResponse
-from app.routes import identify
+from app.routes import admin_target, identify
 from quota.days import recent_days
 from quota.ledger import StoreUnavailable
 from tenancy.admission import Gatekeeper
-from tenancy.identity import ANONYMOUS
 from tenancy.usage import usage_report
 
 DEFAULT_DAYS = 7
@@ -29,14 +27,7 @@ async def own_usage(request: Request) -> Response:
 
 async def tenant_usage(request: Request) -> Response:
     gate: Gatekeeper = request.app.state.gate
-    if not gate.tenancy.is_admin(authorization(request.scope)):
-        raise ApiError(401, "unauthorized", "This read-out needs an admin key.",
-                       headers={"WWW-Authenticate": "Bearer"})
-    tenant = request.path_params["tenant"]
-    known = gate.tenancy.policies if not gate.tenancy.open_mode else {ANONYMOUS: None}
-    if tenant not in known:
-        raise ApiError(404, "unknown_tenant", "No tenant of that name is configured.")
-    return await _report(request, gate, tenant)
+    return await _report(request, gate, admin_target(request, "This read-out"))
 
 
 async def _report(request: Request, gate: Gatekeeper, tenant: str) -> Response:

@@ -23,19 +23,16 @@ leaves its own `X-Amzn-Trace-Id` out of the signature.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncGenerator
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
-import aioboto3
 import aiohttp
 import anyio
 import botocore.exceptions
 import orjson
-from aiobotocore.config import AioConfig
 from botocore.eventstream import ParserError
 from botocore.exceptions import (
     BotoCoreError,
@@ -53,6 +50,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from providers.bedrock_runtime import VENDOR, BedrockRuntime
 from providers.conversation import split_system
 from providers.errors import (
     ProviderError,
@@ -82,9 +80,7 @@ from providers.vendor_errors import (
     safe_code,
 )
 
-VENDOR = "bedrock"
 PROBE_TIMEOUT_S = 5.0
-MAX_POOL_CONNECTIONS = 100
 # The caller's temperature is on OpenAI's scale, 0 to 2; the models Bedrock serves through
 # Converse (Claude, Llama, Mistral) take 0 to 1 and refuse more, so it is capped here.
 MAX_TEMPERATURE = 1.0
@@ -128,45 +124,19 @@ def _add_trace_context(request: Any, **kwargs: Any) -> None:
 class BedrockConverseProvider:
     def __init__(self, spec: RouteSpec) -> None:
         self._spec = spec
-        self._session: Any = None  # made on first use: a bad AWS_PROFILE is a route problem
-        self._client: Any = None
+        self._runtime = BedrockRuntime(spec, self._prepare)
         # The event and exception types of the stream in the API's model: botocore names an
         # exception event by its type only when the type is one of them.
         self._stream_members: frozenset[str] = frozenset()
-        self._exit_stack = contextlib.AsyncExitStack()
-        self._lock = anyio.Lock()
 
     @property
     def route(self) -> str:
         return self._spec.name
 
-    def _get_session(self) -> Any:
-        if self._session is None:
-            try:
-                self._session = aioboto3.Session(region_name=self._spec.region)
-            except BotoCoreError as exc:  # e.g. ProfileNotFound
-                raise ProviderMisconfigured(
-                    f"{VENDOR}: AWS configuration error ({type(exc).__name__})") from None
-        return self._session
-
-    async def _get_client(self) -> Any:
-        async with self._lock:
-            if self._client is None:
-                config = AioConfig(
-                    # Retries belong to the route chain, which knows about fallback and budgets.
-                    retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=self._spec.connect_timeout_s,
-                    read_timeout=self._spec.timeout_s,
-                    max_pool_connections=MAX_POOL_CONNECTIONS,
-                )
-                client = self._get_session().client(
-                    "bedrock-runtime", endpoint_url=self._spec.base_url, config=config)
-                self._client = await self._exit_stack.enter_async_context(client)
-                self._client.meta.events.register("before-send.bedrock-runtime",
-                                                  _add_trace_context)
-                operation = self._client.meta.service_model.operation_model("ConverseStream")
-                self._stream_members = frozenset(operation.output_shape.members["stream"].members)
-            return self._client
+    def _prepare(self, client: Any) -> None:
+        client.meta.events.register("before-send.bedrock-runtime", _add_trace_context)
+        operation = client.meta.service_model.operation_model("ConverseStream")
+        self._stream_members = frozenset(operation.output_shape.members["stream"].members)
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
         system, turns = split_system(request.messages)
@@ -179,7 +149,7 @@ class BedrockConverseProvider:
         if system:
             arguments["system"] = [{"text": text} for text in system]
         try:
-            client = await self._get_client()
+            client = await self._runtime.client()
             # aiobotocore bounds connecting and reading, not the wait for a free pooled
             # connection: without this a burst past the pool queues with no limit.
             trace_token = _TRACEPARENT.set(request.traceparent)
@@ -246,14 +216,14 @@ class BedrockConverseProvider:
         try:
             # Made here, at start-up, rather than by the first request: loading botocore's
             # service model holds the event loop for a good part of a second.
-            client = await self._get_client()
+            client = await self._runtime.client()
         except ProviderMisconfigured as exc:
             return RouteHealth("missing", None, exc.message)
         except BotoCoreError as exc:
             return RouteHealth("unknown", False, f"{VENDOR}: {type(exc).__name__}")
         try:
             with anyio.fail_after(PROBE_TIMEOUT_S):
-                credentials = await self._get_session().get_credentials()
+                credentials = await self._runtime.session().get_credentials()
         except (BotoCoreError, TimeoutError):
             credentials = None
         if credentials is None:
@@ -270,8 +240,7 @@ class BedrockConverseProvider:
         return RouteHealth("present", True)
 
     async def aclose(self) -> None:
-        await self._exit_stack.aclose()
-        self._client = None
+        await self._runtime.aclose()
 
 
 def _inference_sampling(sampling: Sampling) -> dict[str, Any]:

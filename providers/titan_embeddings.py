@@ -10,17 +10,13 @@ answers 1536 numbers, so no length can be asked of it.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
-import aioboto3
 import anyio
 import orjson
-from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, IncompleteReadError
+from botocore.exceptions import IncompleteReadError
 
-from providers.bedrock_converse import MAX_POOL_CONNECTIONS, VENDOR, vendor_error
-from providers.errors import ProviderMisconfigured, ProviderUnavailable
+from providers.bedrock_converse import vendor_error
+from providers.bedrock_runtime import VENDOR, BedrockRuntime
+from providers.errors import ProviderUnavailable
 from providers.spec import RouteSpec
 
 # Model ids of the first generation, which refuse any field but `inputText`.
@@ -39,15 +35,12 @@ class TitanEmbeddings:
             self._fields["normalize"] = True
             if dimensions is not None:
                 self._fields["dimensions"] = dimensions
-        self._session: Any = None  # made on first use: a bad AWS_PROFILE is a route problem
-        self._client: Any = None
-        self._exit_stack = contextlib.AsyncExitStack()
-        self._lock = anyio.Lock()
+        self._runtime = BedrockRuntime(spec)
 
     async def vector(self, text: str) -> object:
         body = orjson.dumps({"inputText": text, **self._fields})
         try:
-            client = await self._get_client()
+            client = await self._runtime.client()
             # aiobotocore bounds connecting and each read, not the wait for a pooled
             # connection nor the call as a whole.
             with anyio.fail_after(self._spec.timeout_s):
@@ -72,30 +65,5 @@ class TitanEmbeddings:
             return None
         return answer.get("embedding") if isinstance(answer, dict) else None
 
-    def _get_session(self) -> Any:
-        if self._session is None:
-            try:
-                self._session = aioboto3.Session(region_name=self._spec.region)
-            except BotoCoreError as exc:  # e.g. ProfileNotFound
-                raise ProviderMisconfigured(
-                    f"{VENDOR}: AWS configuration error ({type(exc).__name__})") from None
-        return self._session
-
-    async def _get_client(self) -> Any:
-        async with self._lock:
-            if self._client is None:
-                config = AioConfig(
-                    # Retries belong to the caller, which knows about fallback and budgets.
-                    retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=self._spec.connect_timeout_s,
-                    read_timeout=self._spec.timeout_s,
-                    max_pool_connections=MAX_POOL_CONNECTIONS,
-                )
-                client = self._get_session().client(
-                    "bedrock-runtime", endpoint_url=self._spec.base_url, config=config)
-                self._client = await self._exit_stack.enter_async_context(client)
-            return self._client
-
     async def aclose(self) -> None:
-        await self._exit_stack.aclose()
-        self._client = None
+        await self._runtime.aclose()

@@ -99,3 +99,19 @@ def test_with_redis_down_answers_still_come_and_the_failures_are_counted(
     assert all(answer_of(a) == "".join(ANSWER) for a in answers)
     assert all(a[-1]["model_route"] == ROUTE for a in answers)
     assert errors("lookup") >= lookups + 2 and errors("store") >= stores + 2
+
+
+def test_a_clear_with_redis_down_says_so_and_clears_nothing(
+        faq_vendor: Upstream, client: httpx.Client, tmp_path: Path) -> None:
+    with redis_server() as redis:
+        config = settings(faq_vendor, tmp_path, REDIS_URL=redis.url,
+                          LIMITS_ON_REDIS_ERROR="open")
+        with app_server(config) as live:
+            redis.kill()
+            refused = client.delete(live.url + "/admin/cache/acme", headers=bearer(ADMIN_KEY))
+            still = ask(client, live, QUESTION, ACME_KEY)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    error = refused.json()["error"]
+    assert (error["code"], error["retryable"]) == ("cache_unavailable", True)
+    assert refused.headers["X-Request-ID"] == error["request_id"]
+    assert answer_of(still) == "".join(ANSWER)

@@ -17,7 +17,7 @@ import pytest
 from botocore.eventstream import ParserError
 from botocore.parsers import ResponseParserError
 
-from providers import anthropic_messages, bedrock_converse, openai_chat
+from providers import anthropic_messages, bedrock_converse, bedrock_runtime, openai_chat
 from providers.base import Provider
 from providers.credentials import KeySource
 from providers.errors import (
@@ -197,7 +197,7 @@ async def test_a_bedrock_request_waiting_for_a_pooled_connection_times_out(
         upstream_pool: UpstreamPool, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(bedrock_converse, "MAX_POOL_CONNECTIONS", 1)
+    monkeypatch.setattr(bedrock_runtime, "MAX_POOL_CONNECTIONS", 1)
     upstream = upstream_pool.get(BEDROCK)
     upstream.script = Script(tokens=tuple(f" t{n}" for n in range(60)), token_delay_s=0.03)
     provider = build_provider(BEDROCK.spec(upstream, timeout_s=0.5), ProviderOptions())
