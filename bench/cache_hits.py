@@ -41,7 +41,6 @@ import json
 import os
 import random
 import re
-import shutil
 import socket
 import statistics
 import subprocess
@@ -66,6 +65,7 @@ from bench.gateway import (
     memory_kib,
     mib,
     pinned,
+    split_cores,
     stop,
     wait_for_port,
 )
@@ -543,9 +543,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cores = (0, 1) if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else None
-    if cores is not None:
-        os.sched_setaffinity(0, {cores[1]})
+    cores = split_cores()
     core = cores[0] if cores is not None else None
     rng = random.Random(args.seed)
     misses = args.warmup + args.samples

@@ -108,6 +108,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def split_cores() -> tuple[int, int] | None:
+    """The service's core and this process's, which moves onto its own; None when they cannot
+    be kept apart (no taskset, or one core)."""
+    if not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
+        return None
+    os.sched_setaffinity(0, {1})
+    return 0, 1
+
+
 def pinned(command: list[str], core: int | None) -> list[str]:
     return command if core is None else ["taskset", "-c", str(core), *command]
 
@@ -463,9 +472,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cores = (0, 1) if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else None
-    if cores is not None:
-        os.sched_setaffinity(0, {cores[1]})
+    cores = split_cores()
     service_core, load_core = cores if cores is not None else (None, None)
     targets = ["direct", *args.guard]
     plan = [(mode, level) for mode in args.modes
